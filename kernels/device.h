@@ -1,0 +1,37 @@
+#pragma once
+// Device runtime: discovery, memory and transfers. The CPU side always exists; the CUDA side is compiled
+// when nvcc is found (DSK_HAVE_CUDA) and answers "no device" at run time on machines without a usable GPU.
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace dsk {
+
+struct GpuInfo {
+  int index = 0;
+  std::string name;
+  int sm_count = 0;
+  int cc_major = 0, cc_minor = 0;
+  size_t total_memory = 0;  // bytes
+  int driver_version = 0;   // e.g. 13000
+};
+
+// True when this binary was built with the CUDA backend.
+bool cuda_compiled();
+// The GPUs the CUDA runtime can use (empty without a driver or device, or without the CUDA backend).
+std::vector<GpuInfo> cuda_devices();
+// A one-line reason why no GPU is usable ("built without CUDA", "no CUDA driver", ...), empty when one is.
+std::string cuda_unavailable_reason();
+
+namespace cuda {
+// Raw device memory and transfers; every call is checked and throws dsk::Error on failure.
+void* malloc_device(size_t bytes);
+void free_device(void* p);
+void copy_to_device(void* dst, const void* src, size_t bytes);
+void copy_to_host(void* dst, const void* src, size_t bytes);
+void copy_device(void* dst, const void* src, size_t bytes);
+void memset_device(void* p, int value, size_t bytes);
+void synchronize();
+}  // namespace cuda
+
+}  // namespace dsk

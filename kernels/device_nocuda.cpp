@@ -1,0 +1,24 @@
+// The device runtime of a build without the CUDA backend: no GPU, and every CUDA call is an error.
+#ifndef DSK_HAVE_CUDA
+#include "kernels/common.h"
+#include "kernels/device.h"
+
+namespace dsk {
+
+bool cuda_compiled() { return false; }
+std::vector<GpuInfo> cuda_devices() { return {}; }
+std::string cuda_unavailable_reason() { return "this dsk was built without the CUDA backend (nvcc not found)"; }
+
+namespace cuda {
+[[noreturn]] static void no_cuda() { DSK_FAIL("this dsk was built without the CUDA backend"); }
+void* malloc_device(size_t) { no_cuda(); }
+void free_device(void*) { no_cuda(); }
+void copy_to_device(void*, const void*, size_t) { no_cuda(); }
+void copy_to_host(void*, const void*, size_t) { no_cuda(); }
+void copy_device(void*, const void*, size_t) { no_cuda(); }
+void memset_device(void*, int, size_t) { no_cuda(); }
+void synchronize() { no_cuda(); }
+}  // namespace cuda
+
+}  // namespace dsk
+#endif

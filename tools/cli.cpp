@@ -1,0 +1,134 @@
+#include "tools/cli.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace dsk::cli {
+
+std::map<std::string, Command>& commands() {
+  static std::map<std::string, Command> registry;
+  return registry;
+}
+
+Args::Args(std::string command, std::string summary, std::string usage)
+    : command_(std::move(command)), summary_(std::move(summary)), usage_(std::move(usage)) {}
+
+Args& Args::flag(const std::string& name, const std::string& help) {
+  order_.push_back(name);
+  specs_[name] = Spec{"", help, "", true, false};
+  return *this;
+}
+
+Args& Args::option(const std::string& name, const std::string& metavar, const std::string& help,
+                   const std::string& default_value) {
+  order_.push_back(name);
+  specs_[name] = Spec{metavar, help, default_value, false, false};
+  return *this;
+}
+
+Args& Args::repeated(const std::string& name, const std::string& metavar, const std::string& help) {
+  order_.push_back(name);
+  specs_[name] = Spec{metavar, help, "", false, true};
+  return *this;
+}
+
+Args& Args::positionals(int max_count) {
+  max_positionals_ = max_count;
+  return *this;
+}
+
+bool Args::parse(const std::vector<std::string>& argv) {
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(help_text().c_str(), stdout);
+      return false;
+    }
+    if (a.size() > 2 && a.rfind("--", 0) == 0) {
+      std::string name = a.substr(2), value;
+      bool inline_value = false;
+      if (auto eq = name.find('='); eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+        inline_value = true;
+      }
+      auto it = specs_.find(name);
+      if (it == specs_.end())
+        throw UsageError(fmt::format("dsk {}: unknown flag --{} (see dsk {} --help)", command_, name, command_));
+      if (it->second.is_flag) {
+        if (inline_value) throw UsageError(fmt::format("dsk {}: --{} takes no value", command_, name));
+        values_[name] = {"1"};
+        continue;
+      }
+      if (!inline_value) {
+        if (i + 1 >= argv.size())
+          throw UsageError(fmt::format("dsk {}: --{} needs a value ({})", command_, name, it->second.metavar));
+        value = argv[++i];
+      }
+      if (it->second.is_repeated)
+        values_[name].push_back(value);
+      else
+        values_[name] = {value};
+      continue;
+    }
+    if (static_cast<int>(positional_.size()) >= max_positionals_)
+      throw UsageError(fmt::format("dsk {}: unexpected argument '{}' (see dsk {} --help)", command_, a, command_));
+    positional_.push_back(a);
+  }
+  return true;
+}
+
+bool Args::has(const std::string& name) const {
+  auto it = values_.find(name);
+  if (it != values_.end()) return true;
+  auto s = specs_.find(name);
+  DSK_CHECK(s != specs_.end(), "internal: flag --{} was never declared", name);
+  return !s->second.default_value.empty();
+}
+
+std::string Args::get(const std::string& name) const {
+  auto it = values_.find(name);
+  if (it != values_.end() && !it->second.empty()) return it->second.back();
+  auto s = specs_.find(name);
+  DSK_CHECK(s != specs_.end(), "internal: flag --{} was never declared", name);
+  return s->second.default_value;
+}
+
+long long Args::get_int(const std::string& name) const {
+  std::string v = get(name);
+  char* end = nullptr;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0')
+    throw UsageError(fmt::format("dsk {}: --{} expects an integer, got '{}'", command_, name, v));
+  return x;
+}
+
+double Args::get_double(const std::string& name) const {
+  std::string v = get(name);
+  char* end = nullptr;
+  double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0')
+    throw UsageError(fmt::format("dsk {}: --{} expects a number, got '{}'", command_, name, v));
+  return x;
+}
+
+const std::vector<std::string>& Args::all(const std::string& name) const {
+  static const std::vector<std::string> empty;
+  auto it = values_.find(name);
+  return it == values_.end() ? empty : it->second;
+}
+
+std::string Args::help_text() const {
+  std::string out = fmt::format("dsk {} — {}\n\nusage: {}\n\noptions:\n", command_, summary_, usage_);
+  for (const auto& name : order_) {
+    const Spec& s = specs_.at(name);
+    std::string left = s.is_flag ? "--" + name : fmt::format("--{} {}", name, s.metavar);
+    std::string def = s.default_value.empty() ? "" : fmt::format(" (default: {})", s.default_value);
+    std::string rep = s.is_repeated ? " (repeatable)" : "";
+    out += fmt::format("  {:<28} {}{}{}\n", left, s.help, def, rep);
+  }
+  out += fmt::format("  {:<28} {}\n", "--help", "show this help");
+  return out;
+}
+
+}  // namespace dsk::cli

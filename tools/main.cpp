@@ -1,0 +1,43 @@
+// dsk: train, sample, prepare, bench and inspect DeepSeek-style (MLA + MoE) models.
+#include "tools/cli.h"
+
+#include <cstdio>
+#include <exception>
+
+namespace {
+
+void print_usage() {
+  std::fputs("dsk " DSK_VERSION " — a from-scratch C++/CUDA engine for DeepSeek-style (MLA + MoE) models\n\n"
+             "usage: dsk <command> [options]\n\ncommands:\n", stdout);
+  for (const auto& [name, cmd] : dsk::cli::commands()) std::printf("  %-10s %s\n", name.c_str(), cmd.summary.c_str());
+  std::fputs("\n`dsk <command> --help` describes each command's options.\n", stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    print_usage();
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version") {
+    std::puts("dsk " DSK_VERSION);
+    return 0;
+  }
+  auto& registry = dsk::cli::commands();
+  auto it = registry.find(args[0]);
+  if (it == registry.end()) {
+    std::fprintf(stderr, "dsk: unknown command '%s' (see dsk --help)\n", args[0].c_str());
+    return 2;
+  }
+  try {
+    return it->second.run(std::vector<std::string>(args.begin() + 1, args.end()));
+  } catch (const dsk::cli::UsageError& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dsk %s: error: %s\n", args[0].c_str(), e.what());
+    return 1;
+  }
+}
