@@ -1,0 +1,38 @@
+#include "engine/paths.h"
+
+#include "kernels/common.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace dsk {
+
+static bool has_data(const fs::path& p) { return fs::exists(p / "encoder.json") && fs::exists(p / "vocab.bpe"); }
+
+std::string data_dir() {
+  if (const char* env = std::getenv("DSK_DATA_DIR")) {
+    if (!has_data(env)) throw Error(fmt::format("DSK_DATA_DIR={} does not hold encoder.json and vocab.bpe", env));
+    return env;
+  }
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    for (const fs::path& cand : {exe.parent_path() / ".." / "data", exe.parent_path() / "data"})
+      if (has_data(cand)) return fs::weakly_canonical(cand).string();
+  }
+  fs::path src = fs::path(DSK_SOURCE_DIR) / "data";
+  if (has_data(src)) return src.string();
+  throw Error("cannot find dsk's data folder (encoder.json, vocab.bpe); set DSK_DATA_DIR");
+}
+
+std::string cache_dir() {
+  if (const char* env = std::getenv("DSK_CACHE_DIR")) return env;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME")) return (fs::path(xdg) / "dsk").string();
+  if (const char* home = std::getenv("HOME")) return (fs::path(home) / ".cache" / "dsk").string();
+  return (fs::temp_directory_path() / "dsk-cache").string();
+}
+
+}  // namespace dsk
