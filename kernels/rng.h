@@ -14,8 +14,9 @@
 namespace dsk::rng {
 
 // Packs (step, layer, kind) into a 64-bit site so different uses never share a stream.
-// kind: 0 embedding dropout, 1 attention-probability dropout, 2 attention output dropout, 3 expert output dropout,
-//       4 router noise, 5.. free for later uses.
+// kind: 0 embedding dropout, 1 attention-probability dropout, 2 attention output (W_o) dropout,
+//       3 routed-expert output dropout (indexed by permuted row), 5 shared-expert output dropout,
+//       4 router noise; 6.. free for later uses.
 DSK_HD uint64_t make_site(uint64_t step, uint32_t layer, uint32_t kind) {
   return (step << 24) ^ (static_cast<uint64_t>(layer) << 8) ^ kind;
 }
