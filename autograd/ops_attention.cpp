@@ -13,7 +13,7 @@ Var* attention(Tape& t, Var* q, Var* k, Var* v, const AttentionShape& shape, flo
   if (t.training && dropout_p > 0.0f) drop = {dropout_p, t.seed, rng::make_site(t.step, layer, 1)};
   Var* out = t.new_var({s.batch, s.q_len, s.heads, s.v_dim}, "attention");
   Var* lse = t.new_var({s.batch, s.heads, s.q_len}, "attention.lse", DType::F32, false);
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     attention_forward<B>(out->value.f32(), lse->value.f32(), q->value.f32(), k->value.f32(), v->value.f32(), nullptr,
                          s, drop);
   });
@@ -22,7 +22,7 @@ Var* attention(Tape& t, Var* q, Var* k, Var* v, const AttentionShape& shape, flo
     Tensor dk = t.grad_target(k);
     // With k == v (the shared latent) the second target is scratch and grad_commit adds it.
     Tensor dv = (k == v) ? t.arena().alloc(v->value.dims()) : t.grad_target(v);
-    dispatch(t.device(), [&]<Backend B>() {
+    t.run([&]<Backend B>() {
       attention_backward<B>(dq.f32(), dk.f32(), dv.f32(), t.grad_of(out).f32(), q->value.f32(), k->value.f32(),
                             v->value.f32(), out->value.f32(), lse->value.f32(), s, drop);
     });
@@ -44,7 +44,7 @@ Var* head_project(Tape& t, Var* x, const Param& w, int heads, bool to_latent) {
   const int ld_in = heads * in_w, ld_out = heads * out_w;
   Var* out = t.new_var({N, heads, out_w}, to_latent ? "q_latent" : "o_heads");
   // Batched over heads: for head h, rows are tokens (stride H*width), columns the head's slice.
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     // to_latent: Y_h (N, dc) = X_h (N, hd) · W_h (hd, dc);  from_latent: Y_h (N, hd) = X_h (N, dc) · W_hᵀ
     gemm<B>(false, !to_latent, N, out_w, in_w, 1.0f, x->value.f32(), ld_in, in_w, w.value.f32(), dc, ws, 0.0f,
             out->value.f32(), ld_out, out_w, heads);
@@ -52,7 +52,7 @@ Var* head_project(Tape& t, Var* x, const Param& w, int heads, bool to_latent) {
   t.push("head_project", {x}, {out}, [=, &t] {
     Tensor dx = t.grad_target(x);
     const float* dy = t.grad_of(out).f32();
-    dispatch(t.device(), [&]<Backend B>() {
+    t.run([&]<Backend B>() {
       if (to_latent) {
         // dX_h = dY_h · W_hᵀ ;  dW_h += X_hᵀ · dY_h
         gemm<B>(false, true, N, hd, dc, 1.0f, dy, ld_out, dc, w.value.f32(), dc, ws, 0.0f, dx.f32(), ld_in, hd, heads);

@@ -24,11 +24,11 @@ Var* embedding(Tape& t, Var* tokens, const Param& wte, const Param& wpe) {
   const int d = static_cast<int>(wte.value.dim(1)), V = static_cast<int>(wte.value.dim(0));
   DSK_CHECK(T <= wpe.value.dim(0), "sequence of {} tokens exceeds the context length {}", T, wpe.value.dim(0));
   Var* out = t.new_var({B, T, d}, "embedding");
-  dispatch(t.device(), [&]<Backend Bk>() {
+  t.run([&]<Backend Bk>() {
     embedding_forward<Bk>(out->value.f32(), tokens->value.i32(), nullptr, wte.value.f32(), wpe.value.f32(), B, T, d);
   });
   t.push("embedding", {tokens}, {out}, [=, &t] {
-    dispatch(t.device(), [&]<Backend Bk>() {
+    t.run([&]<Backend Bk>() {
       embedding_backward<Bk>(wte.grad.f32(), wpe.grad.f32(), t.grad_of(out).f32(), tokens->value.i32(), nullptr, B,
                              T, d, V);
     });
@@ -41,10 +41,10 @@ Var* dropout(Tape& t, Var* x, float p, uint32_t layer, uint32_t kind) {
   const uint64_t seed = t.seed, site = rng::make_site(t.step, layer, kind);
   const int64_t n = x->value.numel();
   Var* out = t.new_var(x->value.dims(), "dropout");
-  dispatch(t.device(), [&]<Backend B>() { dropout_forward<B>(out->value.f32(), x->value.f32(), n, p, seed, site); });
+  t.run([&]<Backend B>() { dropout_forward<B>(out->value.f32(), x->value.f32(), n, p, seed, site); });
   t.push("dropout", {x}, {out}, [=, &t] {
     Tensor dx = t.grad_target(x);
-    dispatch(t.device(), [&]<Backend B>() { dropout_backward<B>(dx.f32(), t.grad_of(out).f32(), n, p, seed, site); });
+    t.run([&]<Backend B>() { dropout_backward<B>(dx.f32(), t.grad_of(out).f32(), n, p, seed, site); });
     t.grad_commit(x, dx);
   });
   return out;
@@ -55,13 +55,13 @@ Var* layernorm(Tape& t, Var* x, const Param& w, const Param& b) {
   Var* out = t.new_var(x->value.dims(), "layernorm");
   Var* mean = t.new_var({N}, "layernorm.mean", DType::F32, false);
   Var* rstd = t.new_var({N}, "layernorm.rstd", DType::F32, false);
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     layernorm_forward<B>(out->value.f32(), mean->value.f32(), rstd->value.f32(), x->value.f32(), w.value.f32(),
                          b.value.f32(), N, C);
   });
   t.push("layernorm", {x}, {out}, [=, &t] {
     Tensor dx = t.grad_target(x);
-    dispatch(t.device(), [&]<Backend B>() {
+    t.run([&]<Backend B>() {
       layernorm_backward<B>(dx.f32(), w.grad.f32(), b.grad.f32(), t.grad_of(out).f32(), x->value.f32(), w.value.f32(),
                             mean->value.f32(), rstd->value.f32(), N, C);
     });
@@ -77,14 +77,14 @@ Var* linear(Tape& t, Var* x, const Param& w, const Param* b) {
   const int N = rows_of(x->value);
   Var* out = t.new_var(with_last(x->value, out_dim), "linear");
   const float* bias = b ? b->value.f32() : nullptr;
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     linear_forward<B>(out->value.f32(), x->value.f32(), w.value.f32(), bias, N, in, out_dim);
   });
   Param bp = b ? *b : Param{};
   t.push("linear", {x}, {out}, [=, &t] {
     const bool want_dx = x->requires_grad;
     Tensor dx = want_dx ? t.grad_target(x) : Tensor{};
-    dispatch(t.device(), [&]<Backend B>() {
+    t.run([&]<Backend B>() {
       linear_backward<B>(want_dx ? dx.f32() : nullptr, w.grad.f32(), bp.grad.data ? bp.grad.f32() : nullptr,
                          t.grad_of(out).f32(), x->value.f32(), w.value.f32(), N, in, out_dim);
     });
@@ -97,12 +97,12 @@ Var* add(Tape& t, Var* a, Var* b) {
   DSK_CHECK(a->value.numel() == b->value.numel(), "add: {} vs {}", a->value.shape_str(), b->value.shape_str());
   const int64_t n = a->value.numel();
   Var* out = t.new_var(a->value.dims(), "add");
-  dispatch(t.device(), [&]<Backend B>() { dsk::add<B>(out->value.f32(), a->value.f32(), b->value.f32(), n); });
+  t.run([&]<Backend B>() { dsk::add<B>(out->value.f32(), a->value.f32(), b->value.f32(), n); });
   t.push("add", {a, b}, {out}, [=, &t] {
     // The sum passes its gradient unchanged to both inputs: b gets a copy, a may share the buffer (sharing
     // with both would let a's later contributions leak into b's gradient).
     Tensor db = t.grad_target(b);
-    dispatch(t.device(), [&]<Backend B>() {
+    t.run([&]<Backend B>() {
       fill<B>(db.f32(), 0.0f, n);
       accumulate<B>(db.f32(), t.grad_of(out).f32(), n);
     });
@@ -114,7 +114,7 @@ Var* add(Tape& t, Var* a, Var* b) {
 
 Var* constant(Tape& t, const std::vector<int64_t>& shape, float value, const std::string& name) {
   Var* c = t.new_var(shape, name, DType::F32, false);
-  dispatch(t.device(), [&]<Backend B>() { fill<B>(c->value.f32(), value, c->value.numel()); });
+  t.run([&]<Backend B>() { fill<B>(c->value.f32(), value, c->value.numel()); });
   return c;
 }
 

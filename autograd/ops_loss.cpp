@@ -19,7 +19,7 @@ Var* cross_entropy(Tape& t, Var* logits, Var* targets, float grad_weight) {
   const bool fused_grad = t.record && logits->requires_grad;
   // In place: the logits become their gradient. Nothing reads the logits after the loss in this engine.
   float* dlogits = fused_grad ? logits->value.f32() : nullptr;
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     cross_entropy_forward_backward<B>(losses->value.f32(), dlogits, logits->value.f32(), targets->value.i32(), N, V,
                                       grad_weight * inv_n);
     // mean = (1/N) Σ losses, as a 1×N · N×1 product so it stays on the device

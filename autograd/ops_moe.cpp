@@ -19,7 +19,7 @@ RouterOut router(Tape& t, Var* logits, Var* noise_logits, int k, uint32_t layer)
   r.probs = t.new_var({N, E}, "router.probs", DType::F32, false);
   Var* noisy_logits = t.new_var({N, E}, "router.noisy", DType::F32, false);
   const float* nl = noisy ? noise_logits->value.f32() : nullptr;
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     moe_router_forward<B>(r.expert_idx->value.i32(), r.gate->value.f32(), noisy_logits->value.f32(),
                           r.probs->value.f32(), logits->value.f32(), nl, N, E, k, seed, site);
   });
@@ -30,7 +30,7 @@ RouterOut router(Tape& t, Var* logits, Var* noise_logits, int k, uint32_t layer)
   t.push("moe_router", inputs, {gate}, [=, &t] {
     Tensor dl = t.grad_target(logits);
     Tensor dn = noisy ? t.grad_target(noise_logits) : Tensor{};
-    dispatch(t.device(), [&]<Backend B>() {
+    t.run([&]<Backend B>() {
       moe_router_backward<B>(dl.f32(), noisy ? dn.f32() : nullptr, t.grad_of(gate).f32(), gate->value.f32(),
                              idx->value.i32(), nl, N, E, k, seed, site);
     });
@@ -47,7 +47,7 @@ AuxOut aux_loss(Tape& t, Var* logits, const RouterOut& r, float coef, float grad
   a.aux = t.new_var({1}, "aux_loss");
   a.load = t.new_var({E}, "aux_loss.load", DType::F32, false);
   Var* importance = t.new_var({E}, "aux_loss.importance", DType::F32, false);
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     moe_aux_loss_forward<B>(a.aux->value.f32(), a.load->value.f32(), importance->value.f32(), r.probs->value.f32(),
                             r.expert_idx->value.i32(), N, E, k, coef);
   });
@@ -56,7 +56,7 @@ AuxOut aux_loss(Tape& t, Var* logits, const RouterOut& r, float coef, float grad
   t.push("moe_aux_loss", {logits}, {a.aux}, [=, &t] {
     // Terminal loss: its gradient weight was fixed at forward time.
     Tensor dl = t.grad_target(logits);
-    dispatch(t.device(), [&]<Backend B>() {
+    t.run([&]<Backend B>() {
       moe_aux_loss_backward<B>(dl.f32(), grad_weight, probs->value.f32(), load->value.f32(), N, E, coef);
     });
     t.grad_commit(logits, dl);
@@ -72,7 +72,7 @@ Permutation permute(Tape& t, Var* expert_idx, int num_experts) {
   p.sorted_slots = t.new_var({N * k}, "permute.sorted_slots", DType::I32, false);
   p.slot_row = t.new_var({N * k}, "permute.slot_row", DType::I32, false);
   p.offsets = t.new_var({num_experts + 1}, "permute.offsets", DType::I32, false);
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     moe_permute<B>(p.sorted_slots->value.i32(), p.slot_row->value.i32(), p.offsets->value.i32(),
                    expert_idx->value.i32(), N, num_experts, k);
   });
@@ -84,10 +84,12 @@ Permutation permute_all(Tape& t, int tokens, int num_experts) {
   Var* idx = t.new_var({tokens, num_experts}, "shared.expert_idx", DType::I32, false);
   std::vector<int32_t> host(static_cast<size_t>(tokens) * num_experts);
   for (size_t i = 0; i < host.size(); ++i) host[i] = static_cast<int32_t>(i % num_experts);
-  if (t.device() == Backend::CPU)
-    std::copy(host.begin(), host.end(), idx->value.i32());
-  else
-    cuda::copy_to_device(idx->value.data, host.data(), host.size() * sizeof(int32_t));
+  if (!t.arena().is_counting()) {  // a planning run only measures
+    if (t.device() == Backend::CPU)
+      std::copy(host.begin(), host.end(), idx->value.i32());
+    else
+      cuda::copy_to_device(idx->value.data, host.data(), host.size() * sizeof(int32_t));
+  }
   return permute(t, idx, num_experts);
 }
 
@@ -97,12 +99,12 @@ Var* gather(Tape& t, Var* x, const Permutation& p) {
   Var* xp = t.new_var({N * k, d}, "moe.gather");
   Var* sorted = p.sorted_slots;
   Var* slot_row = p.slot_row;
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     moe_gather<B>(xp->value.f32(), x->value.f32(), sorted->value.i32(), N, k, d);
   });
   t.push("moe_gather", {x}, {xp}, [=, &t] {
     Tensor dx = t.grad_target(x);
-    dispatch(t.device(), [&]<Backend B>() {
+    t.run([&]<Backend B>() {
       moe_gather_backward<B>(dx.f32(), t.grad_of(xp).f32(), slot_row->value.i32(), N, k, d);
     });
     t.grad_commit(x, dx);
@@ -117,14 +119,14 @@ Var* expert_ffn(Tape& t, Var* xp, const Permutation& p, const Param& w1, const P
   Var* h = t.new_var({M, F}, "expert_ffn.hidden", DType::F32, false);
   Var* y = t.new_var({M, d}, "expert_ffn");
   Var* offsets = p.offsets;
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     expert_ffn_forward<B>(h->value.f32(), y->value.f32(), xp->value.f32(), w1.value.f32(), b1.value.f32(),
                           w2.value.f32(), b2.value.f32(), offsets->value.i32(), E, M, d, F);
   });
   t.push("expert_ffn", {xp}, {y}, [=, &t] {
     Tensor dxp = t.grad_target(xp);
     Tensor dh = t.arena().alloc({M, F});
-    dispatch(t.device(), [&]<Backend B>() {
+    t.run([&]<Backend B>() {
       expert_ffn_backward<B>(dxp.f32(), w1.grad.f32(), b1.grad.f32(), w2.grad.f32(), b2.grad.f32(), dh.f32(),
                              t.grad_of(y).f32(), xp->value.f32(), h->value.f32(), w1.value.f32(), w2.value.f32(),
                              offsets->value.i32(), E, M, d, F);
@@ -139,14 +141,14 @@ Var* combine(Tape& t, Var* yp, Var* gate, const Permutation& p) {
   const int N = static_cast<int>(yp->value.dim(0)) / k;
   Var* y = t.new_var({N, d}, "moe.combine");
   Var* slot_row = p.slot_row;
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     moe_combine<B>(y->value.f32(), yp->value.f32(), gate->value.f32(), slot_row->value.i32(), N, k, d);
   });
   t.push("moe_combine", {yp, gate}, {y}, [=, &t] {
     Tensor dyp = t.grad_target(yp);
     const bool want_dgate = gate->requires_grad;
     Tensor dgate = want_dgate ? t.grad_target(gate) : t.arena().alloc({N * k});
-    dispatch(t.device(), [&]<Backend B>() {
+    t.run([&]<Backend B>() {
       moe_combine_backward<B>(dyp.f32(), dgate.f32(), t.grad_of(y).f32(), yp->value.f32(), gate->value.f32(),
                               slot_row->value.i32(), N, k, d);
     });

@@ -35,7 +35,7 @@ void Tape::grad_commit(Var* v, const Tensor& written) {
     return;
   }
   DSK_CHECK(written.data != v->grad.data, "internal: gradient of {} committed twice in place", v->name);
-  dispatch(device_, [&]<Backend B>() { accumulate<B>(v->grad.f32(), written.f32(), written.numel()); });
+  run([&]<Backend B>() { accumulate<B>(v->grad.f32(), written.f32(), written.numel()); });
 }
 
 void Tape::grad_pass(Var* v, const Tensor& g) {
@@ -45,7 +45,7 @@ void Tape::grad_pass(Var* v, const Tensor& g) {
     v->grad_written = true;
     return;
   }
-  dispatch(device_, [&]<Backend B>() { accumulate<B>(v->grad.f32(), g.f32(), g.numel()); });
+  run([&]<Backend B>() { accumulate<B>(v->grad.f32(), g.f32(), g.numel()); });
 }
 
 Tensor Tape::grad_of(Var* v) const {
@@ -58,7 +58,7 @@ void Tape::backward(const std::vector<Var*>& roots) {
     if (root->grad_written) continue;
     DSK_CHECK(root->value.numel() == 1, "backward from a non-scalar {} needs its gradient set first", root->name);
     Tensor g = grad_target(root);
-    dispatch(device_, [&]<Backend B>() { fill<B>(g.f32(), 1.0f, 1); });
+    run([&]<Backend B>() { fill<B>(g.f32(), 1.0f, 1); });
     grad_commit(root, g);
   }
   for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {

@@ -37,6 +37,12 @@ class Tape {
 
   Backend device() const { return device_; }
   Arena& arena() { return arena_; }
+  // Runs a kernel call on the tape's backend: run([&]<Backend B>() { op<B>(...); }). Skipped when the
+  // arena only counts (memory planning), so every op's allocations are measured by its own code.
+  template <class F>
+  void run(F&& f) {
+    if (!arena_.is_counting()) dispatch(device_, std::forward<F>(f));
+  }
 
   // A new activation of this shape in the activation arena.
   Var* new_var(const std::vector<int64_t>& shape, const std::string& name, DType dtype = DType::F32,

@@ -20,10 +20,18 @@ Arena::Arena(Backend device, size_t capacity_bytes, std::string name)
   }
 }
 
+Arena Arena::counting(std::string name) {
+  Arena a;
+  a.name_ = std::move(name);
+  a.capacity_ = SIZE_MAX / 2;
+  a.counting_ = true;
+  return a;
+}
+
 Arena::~Arena() { free_memory(); }
 
 void Arena::free_memory() {
-  if (!base_) return;
+  if (!base_ || counting_) return;
   if (device_ == Backend::CPU)
     std::free(base_);
   else
@@ -42,6 +50,7 @@ Arena& Arena::operator=(Arena&& o) noexcept {
     used_ = std::exchange(o.used_, 0);
     peak_ = std::exchange(o.peak_, 0);
     name_ = std::move(o.name_);
+    counting_ = std::exchange(o.counting_, false);
   }
   return *this;
 }
@@ -53,7 +62,8 @@ Tensor Arena::alloc(const std::vector<int64_t>& shape, DType dtype) {
     throw Error(fmt::format("the {} arena is full: {:.1f} MiB used of {:.1f} MiB, {} {} needs {:.2f} MiB more",
                             name_, used_ / 1048576.0, capacity_ / 1048576.0, dtype_name(dtype), t.shape_str(),
                             bytes / 1048576.0));
-  t.data = static_cast<char*>(base_) + used_;
+  // A counting arena's addresses start at kAlign so they are non-null (defined) but never valid.
+  t.data = counting_ ? reinterpret_cast<void*>(kAlign + used_) : static_cast<char*>(base_) + used_;
   used_ += bytes;
   peak_ = std::max(peak_, used_);
   return t;
@@ -61,6 +71,7 @@ Tensor Arena::alloc(const std::vector<int64_t>& shape, DType dtype) {
 
 Tensor Arena::alloc_zeroed(const std::vector<int64_t>& shape, DType dtype) {
   Tensor t = alloc(shape, dtype);
+  if (counting_) return t;
   zero_memory(device_, t.data, t.bytes());
   return t;
 }

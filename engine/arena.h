@@ -19,6 +19,11 @@ class Arena {
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
 
+  // A counting arena hands out fake, never-dereferenced addresses and only measures: the memory plan runs
+  // the real forward/backward code against it with kernels switched off (Tape::run).
+  static Arena counting(std::string name);
+  bool is_counting() const { return counting_; }
+
   // A tensor of this shape; throws when the arena is full (naming the arena, its size and the request).
   Tensor alloc(const std::vector<int64_t>& shape, DType dtype = DType::F32);
   Tensor alloc(std::initializer_list<int64_t> shape, DType dtype = DType::F32) {
@@ -43,6 +48,7 @@ class Arena {
   Backend device_ = Backend::CPU;
   void* base_ = nullptr;
   size_t capacity_ = 0, used_ = 0, peak_ = 0;
+  bool counting_ = false;
   std::string name_;
 };
 

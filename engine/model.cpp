@@ -9,10 +9,10 @@
 
 namespace dsk {
 
-Model::Model(const ModelConfig& config, Backend device) : config_(config) {
+Model::Model(const ModelConfig& config, Backend device, bool plan_only) : config_(config) {
   config_.validate();
   register_parameters();
-  params_.allocate(device);
+  params_.allocate(device, plan_only);
   bind_parameters();
 }
 
@@ -158,7 +158,7 @@ Var* Model::moe_block(Tape& t, Var* x, const Layer& L, int layer, float aux_weig
   if (r.aux == nullptr) {
     r.aux = ops::constant(t, {1}, 0.0f, "aux_loss.mean");
   }
-  dispatch(t.device(), [&]<Backend B>() {
+  t.run([&]<Backend B>() {
     accumulate<B>(r.aux->value.f32(), aux.aux->value.f32(), 1, 1.0f / static_cast<float>(c.n_layers));
   });
 

@@ -19,7 +19,9 @@ struct ForwardResult {
 
 class Model {
  public:
-  Model(const ModelConfig& config, Backend device);
+  // plan_only: parameters get fake addresses and no memory; such a model only runs forward/backward on a
+  // counting arena to measure the activation plan (memory_plan.h).
+  Model(const ModelConfig& config, Backend device, bool plan_only = false);
 
   const ModelConfig& config() const { return config_; }
   ParamStore& params() { return params_; }

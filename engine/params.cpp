@@ -14,8 +14,14 @@ int ParamStore::add(const std::string& name, std::vector<int64_t> shape, bool de
   return static_cast<int>(infos_.size()) - 1;
 }
 
-void ParamStore::allocate(Backend device) {
-  arena_ = Arena(device, static_cast<size_t>(total_) * 4 * sizeof(float), "parameter");
+void ParamStore::allocate(Backend device, bool plan_only) {
+  const size_t bytes = static_cast<size_t>(total_) * 4 * sizeof(float);
+  if (plan_only) {
+    arena_ = Arena::counting("parameter");
+    arena_.alloc({static_cast<int64_t>(bytes)}, DType::U16);  // reserve the fake address range
+    return;
+  }
+  arena_ = Arena(device, bytes, "parameter");
   zero_memory(device, arena_.base(), arena_.capacity());
 }
 
@@ -27,7 +33,8 @@ int ParamStore::index(const std::string& name) const {
 
 float* ParamStore::section(int s) const {
   DSK_CHECK(allocated(), "parameters are not allocated");
-  return static_cast<float*>(arena_.base()) + static_cast<int64_t>(s) * total_;
+  char* base = arena_.is_counting() ? reinterpret_cast<char*>(Arena::kAlign) : static_cast<char*>(arena_.base());
+  return reinterpret_cast<float*>(base) + static_cast<int64_t>(s) * total_;
 }
 
 Tensor ParamStore::slice(int s, int i) const {
@@ -35,6 +42,9 @@ Tensor ParamStore::slice(int s, int i) const {
   return Tensor(section(s) + p.offset, p.shape, DType::F32, arena_.device());
 }
 
-void ParamStore::zero_grad() { zero_memory(device(), grads(), static_cast<size_t>(total_) * sizeof(float)); }
+void ParamStore::zero_grad() {
+  if (arena_.is_counting()) return;
+  zero_memory(device(), grads(), static_cast<size_t>(total_) * sizeof(float));
+}
 
 }  // namespace dsk

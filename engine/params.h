@@ -29,10 +29,11 @@ class ParamStore {
  public:
   // Registration (before allocate): returns the parameter's index.
   int add(const std::string& name, std::vector<int64_t> shape, bool decay);
-  // Allocates the arena on `device` with every section zeroed.
-  void allocate(Backend device);
+  // Allocates the arena on `device` with every section zeroed. plan_only: no memory, fake addresses, for
+  // measuring a memory plan (see Arena::counting).
+  void allocate(Backend device, bool plan_only = false);
 
-  bool allocated() const { return arena_.base() != nullptr; }
+  bool allocated() const { return arena_.base() != nullptr || arena_.is_counting(); }
   Backend device() const { return arena_.device(); }
   int64_t total() const { return total_; }  // elements per section
   const std::vector<ParamInfo>& infos() const { return infos_; }
@@ -53,7 +54,7 @@ class ParamStore {
   float* adam_v() const { return section(3); }
 
   void zero_grad();
-  size_t bytes() const { return arena_.capacity(); }
+  size_t bytes() const { return static_cast<size_t>(total_) * 4 * sizeof(float); }
 
  private:
   float* section(int s) const;
