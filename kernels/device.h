@@ -31,7 +31,14 @@ void copy_to_device(void* dst, const void* src, size_t bytes);
 void copy_to_host(void* dst, const void* src, size_t bytes);
 void copy_device(void* dst, const void* src, size_t bytes);
 void memset_device(void* p, int value, size_t bytes);
+// Waits for all work queued on the current stream (kernels/cuda/runtime.cuh) and checks for faults.
 void synchronize();
+
+// TF32 tensor cores for fp32 GEMMs (cuBLAS / cuBLASLt). Off by default, so fp32 results match the CPU
+// specification to ~1e-5; on, GEMMs run several times faster at ~1e-3 relative error.
+// Without the CUDA backend set_tf32 is a no-op and tf32_enabled() is false.
+void set_tf32(bool on);
+bool tf32_enabled();
 }  // namespace cuda
 
 }  // namespace dsk

@@ -1,6 +1,11 @@
-// Device discovery, memory and transfers on the CUDA runtime.
+// Device discovery, memory and transfers on the CUDA runtime, and the shared runtime state of
+// kernels/cuda/runtime.cuh (stream, cuBLAS/cuBLASLt handles, workspace, scratch, TF32 switch).
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/runtime.cuh"
 #include "kernels/device.h"
+
+#include <atomic>
+#include <mutex>
 
 namespace dsk {
 
@@ -33,6 +38,75 @@ std::vector<GpuInfo> cuda_devices() {
 
 namespace cuda {
 
+namespace {
+
+// Everything is created on first use and kept until the process exits.
+struct Runtime {
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  void* lt_workspace = nullptr;
+  void* blas_workspace = nullptr;
+  int sm_count = 0;
+
+  Runtime() {
+    int dev = 0;
+    DSK_CUDA_CHECK(cudaGetDevice(&dev));
+    DSK_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev));
+    // A blocking stream (not cudaStreamNonBlocking): any stray legacy-default-stream call (a plain cudaMemcpy
+    // in a test or a library) still orders itself with dsk's work instead of racing it.
+    DSK_CUDA_CHECK(cudaStreamCreate(&stream));
+    DSK_CUBLAS_CHECK(cublasCreate(&blas));
+    DSK_CUBLAS_CHECK(cublasSetStream(blas, stream));
+    // Default math: fp32 GEMMs stay fp32 unless a call passes CUBLAS_COMPUTE_32F_FAST_TF32 (see set_tf32).
+    DSK_CUBLAS_CHECK(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH));
+    // cuBLAS's own workspace, set explicitly so it is stream-ordered (and graph-capturable later).
+    DSK_CUDA_CHECK(cudaMalloc(&blas_workspace, kLtWorkspaceBytes));
+    DSK_CUBLAS_CHECK(cublasSetWorkspace(blas, blas_workspace, kLtWorkspaceBytes));
+    DSK_CUBLASLT_CHECK(cublasLtCreate(&lt));
+    DSK_CUDA_CHECK(cudaMalloc(&lt_workspace, kLtWorkspaceBytes));
+  }
+};
+
+Runtime& runtime() {
+  static Runtime* r = new Runtime();  // never destroyed: see runtime.cuh
+  return *r;
+}
+
+std::atomic<bool> g_tf32{false};
+
+std::mutex g_scratch_mutex;
+void* g_scratch = nullptr;
+size_t g_scratch_bytes = 0;
+
+}  // namespace
+
+cudaStream_t stream() { return runtime().stream; }
+cublasHandle_t cublas() { return runtime().blas; }
+cublasLtHandle_t cublaslt() { return runtime().lt; }
+void* lt_workspace() { return runtime().lt_workspace; }
+int sm_count() { return runtime().sm_count; }
+
+void* scratch(size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_scratch_mutex);
+  if (bytes > g_scratch_bytes) {
+    runtime();
+    // cudaFree synchronizes the device, so no queued kernel still reads the old buffer.
+    if (g_scratch) DSK_CUDA_CHECK(cudaFree(g_scratch));
+    g_scratch = nullptr;
+    size_t want = bytes < (size_t(1) << 20) ? (size_t(1) << 20) : bytes + bytes / 4;  // grow with headroom
+    DSK_CUDA_CHECK(cudaMalloc(&g_scratch, want));
+    g_scratch_bytes = want;
+  }
+  return g_scratch;
+}
+
+void set_tf32(bool on) { g_tf32.store(on); }
+bool tf32_enabled() { return g_tf32.load(); }
+
+// Transfers go through dsk's stream so they are ordered with its kernels. Host<->device copies wait for
+// completion (the host buffer may be reused or freed as soon as they return); device copies and memsets are
+// asynchronous like kernels.
 void* malloc_device(size_t bytes) {
   void* p = nullptr;
   if (bytes == 0) return nullptr;
@@ -43,16 +117,27 @@ void free_device(void* p) {
   if (p) DSK_CUDA_CHECK(cudaFree(p));
 }
 void copy_to_device(void* dst, const void* src, size_t bytes) {
-  DSK_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  if (bytes == 0) return;
+  DSK_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
+  DSK_CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
 void copy_to_host(void* dst, const void* src, size_t bytes) {
-  DSK_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+  if (bytes == 0) return;
+  DSK_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()));
+  DSK_CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
 void copy_device(void* dst, const void* src, size_t bytes) {
-  DSK_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+  if (bytes == 0) return;
+  DSK_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
 }
-void memset_device(void* p, int value, size_t bytes) { DSK_CUDA_CHECK(cudaMemset(p, value, bytes)); }
-void synchronize() { DSK_CUDA_CHECK(cudaDeviceSynchronize()); }
+void memset_device(void* p, int value, size_t bytes) {
+  if (bytes == 0) return;
+  DSK_CUDA_CHECK(cudaMemsetAsync(p, value, bytes, stream()));
+}
+void synchronize() {
+  DSK_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  DSK_CUDA_CHECK(cudaGetLastError());
+}
 
 }  // namespace cuda
 }  // namespace dsk

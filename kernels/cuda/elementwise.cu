@@ -1,0 +1,112 @@
+// Element-wise ops on the GPU: ReLU, dropout (the CPU's mask, regenerated from kernels/rng.h), add, accumulate,
+// fill. Each is one grid-stride kernel over the flat index, which is also the dropout counter.
+#include "kernels/cuda/runtime.cuh"
+#include "kernels/elementwise.h"
+#include "kernels/rng.h"
+
+namespace dsk {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+#define DSK_GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
+
+// The ReLU kernels are not __restrict__: they may run in place.
+__global__ void relu_forward_kernel(float* y, const float* x, int64_t n) {
+  DSK_GRID_STRIDE(i, n) y[i] = fmaxf(x[i], 0.0f);
+}
+
+__global__ void relu_backward_kernel(float* dx, const float* dy,
+                                     const float* y, int64_t n) {
+  DSK_GRID_STRIDE(i, n) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+// y[i] = keep(i) ? x[i] / q : 0, q = 1 - p (a division, as the contract writes it, so values match the CPU
+// exactly). Forward and backward are the same map (x = dy). Not __restrict__: in place (y == x) is allowed.
+__global__ void dropout_kernel(float* y, const float* x, int64_t n, float p, float q, uint64_t seed, uint64_t site) {
+  DSK_GRID_STRIDE(i, n) y[i] = rng::keep(seed, site, static_cast<uint64_t>(i), p) ? x[i] / q : 0.0f;
+}
+
+// Not __restrict__: callers may write in place (out == a).
+__global__ void add_kernel(float* out, const float* a, const float* b, int64_t n) {
+  DSK_GRID_STRIDE(i, n) out[i] = a[i] + b[i];
+}
+
+__global__ void accumulate_kernel(float* y, const float* x, int64_t n, float alpha) {
+  DSK_GRID_STRIDE(i, n) y[i] += alpha * x[i];
+}
+
+__global__ void fill_kernel(float* __restrict__ y, float value, int64_t n) { DSK_GRID_STRIDE(i, n) y[i] = value; }
+
+void check_n(int64_t n, const char* op) { DSK_CHECK(n >= 0, "{}: negative size {}", op, n); }
+
+}  // namespace
+
+template <>
+void relu_forward<Backend::CUDA>(float* y, const float* x, int64_t n) {
+  check_n(n, "relu_forward");
+  if (n == 0) return;
+  relu_forward_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(y, x, n);
+  DSK_CUDA_CHECK_LAUNCH();
+}
+
+template <>
+void relu_backward<Backend::CUDA>(float* dx, const float* dy, const float* y, int64_t n) {
+  check_n(n, "relu_backward");
+  if (n == 0) return;
+  relu_backward_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(dx, dy, y, n);
+  DSK_CUDA_CHECK_LAUNCH();
+}
+
+namespace {
+void dropout_launch(float* y, const float* x, int64_t n, float p, uint64_t seed, uint64_t site, const char* op) {
+  check_n(n, op);
+  DSK_CHECK(p >= 0.0f && p <= 1.0f, "{}: p = {} is not a probability", op, p);
+  if (n == 0) return;
+  if (p == 0.0f) {  // the identity: a copy (nothing to do in place)
+    if (y != x) cuda::copy_device(y, x, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  // p = 1 keeps nothing (uniform < 1), so the division by q = 0 never happens.
+  dropout_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(y, x, n, p, 1.0f - p, seed, site);
+  DSK_CUDA_CHECK_LAUNCH();
+}
+}  // namespace
+
+template <>
+void dropout_forward<Backend::CUDA>(float* y, const float* x, int64_t n, float p, uint64_t seed, uint64_t site) {
+  dropout_launch(y, x, n, p, seed, site, "dropout_forward");
+}
+
+template <>
+void dropout_backward<Backend::CUDA>(float* dx, const float* dy, int64_t n, float p, uint64_t seed, uint64_t site) {
+  dropout_launch(dx, dy, n, p, seed, site, "dropout_backward");
+}
+
+template <>
+void add<Backend::CUDA>(float* out, const float* a, const float* b, int64_t n) {
+  check_n(n, "add");
+  if (n == 0) return;
+  add_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(out, a, b, n);
+  DSK_CUDA_CHECK_LAUNCH();
+}
+
+template <>
+void accumulate<Backend::CUDA>(float* y, const float* x, int64_t n, float alpha) {
+  check_n(n, "accumulate");
+  if (n == 0) return;
+  accumulate_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(y, x, n, alpha);
+  DSK_CUDA_CHECK_LAUNCH();
+}
+
+template <>
+void fill<Backend::CUDA>(float* y, float value, int64_t n) {
+  check_n(n, "fill");
+  if (n == 0) return;
+  fill_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(y, value, n);
+  DSK_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dsk

@@ -1,0 +1,81 @@
+// Optimizer kernels on the GPU: the squared gradient norm by a deterministic two-stage reduction, and AdamW as
+// one fused element-wise kernel over the flat parameter arena.
+#include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/runtime.cuh"
+#include "kernels/optim.h"
+
+#include <cmath>
+
+namespace dsk {
+
+namespace {
+
+// The reduction's shape is a constant, not derived from the device, so the summation order (and hence the
+// bits of the result) is the same on every GPU and every run.
+constexpr int kSumBlocks = 1024;
+constexpr int kSumThreads = 256;
+
+// Stage 1: block k sums g² over its grid-stride slice (in double: 10⁸ terms stay accurate), one partial each.
+__global__ void sum_squares_partial_kernel(double* __restrict__ partials, const float* __restrict__ g, int64_t n) {
+  __shared__ double shared[32];
+  double s = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    double v = g[i];
+    s += v * v;
+  }
+  s = cuda::block_sum(s, shared);
+  if (threadIdx.x == 0) partials[blockIdx.x] = s;
+}
+
+// Stage 2: one block of kSumBlocks threads adds the partials.
+__global__ void sum_squares_final_kernel(float* __restrict__ out, const double* __restrict__ partials) {
+  __shared__ double shared[32];
+  double s = cuda::block_sum(partials[threadIdx.x], shared);
+  if (threadIdx.x == 0) *out = static_cast<float>(s);
+}
+
+// PyTorch AdamW, element-wise; bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t come from the host.
+__global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                             float* __restrict__ v, int64_t n, float lr, float b1, float b2, float eps, float wd,
+                             float bc1, float bc2, float grad_scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float gi = g[i] * grad_scale;
+    float pi = p[i];
+    pi -= lr * wd * pi;
+    float mi = b1 * m[i] + (1.0f - b1) * gi;
+    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    pi -= lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
+    p[i] = pi;
+  }
+}
+
+}  // namespace
+
+template <>
+void sum_squares<Backend::CUDA>(float* out, const float* g, int64_t n) {
+  DSK_CHECK(n >= 0, "sum_squares: negative size {}", n);
+  double* partials = static_cast<double*>(cuda::scratch(sizeof(double) * kSumBlocks));
+  // Always the full fixed grid (blocks past the end contribute 0): the order must not depend on n's size class.
+  sum_squares_partial_kernel<<<kSumBlocks, kSumThreads, 0, cuda::stream()>>>(partials, g, n);
+  DSK_CUDA_CHECK_LAUNCH();
+  static_assert(kSumBlocks <= 1024 && kSumBlocks % 32 == 0, "stage 2 runs one thread per partial");
+  sum_squares_final_kernel<<<1, kSumBlocks, 0, cuda::stream()>>>(out, partials);
+  DSK_CUDA_CHECK_LAUNCH();
+}
+
+template <>
+void adamw_update<Backend::CUDA>(float* p, const float* g, float* m, float* v, int64_t n, const AdamWHyper& h) {
+  DSK_CHECK(n >= 0, "adamw_update: negative size {}", n);
+  DSK_CHECK(h.step >= 1, "adamw_update: step must be 1-based, got {}", h.step);
+  if (n == 0) return;
+  // Bias corrections in double on the host, then rounded once (the CPU does the same computation).
+  float bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(h.beta1), h.step));
+  float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(h.beta2), h.step));
+  adamw_kernel<<<cuda::grid_for(n, 256), 256, 0, cuda::stream()>>>(p, g, m, v, n, h.lr, h.beta1, h.beta2, h.eps,
+                                                                     h.weight_decay, bc1, bc2, h.grad_scale);
+  DSK_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dsk
