@@ -109,7 +109,7 @@ void attention_forward<Backend::CPU>(float* out, float* lse, const float* q, con
   {
     std::vector<float> tile(static_cast<size_t>(std::min(Tq, kQueryBlock)) * Tk);  // scores, then probabilities
     std::vector<float> mask(Tk);                                                     // one row's dropout multipliers
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; ++bh) {
       const int b = bh / H, h = bh % H, hk = Hk == 1 ? 0 : h;
       const int start = kv_start ? kv_start[b] : 0;
@@ -131,10 +131,13 @@ void attention_forward<Backend::CPU>(float* out, float* lse, const float* q, con
           const int visible = std::min(std::max(i + offset + 1 - start, 0), std::max(n, 0));
           float row_lse = -std::numeric_limits<float>::infinity();
           if (visible > 0) {
+            // (simd reductions: a fixed, thread-count independent summation order)
             float mx = p[0];
+#pragma omp simd reduction(max : mx)
             for (int c = 1; c < visible; ++c) mx = std::max(mx, p[c]);
-            float sum = 0.0f;
             for (int c = 0; c < visible; ++c) p[c] = softmax_exp(p[c] - mx);
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
             for (int c = 0; c < visible; ++c) sum += p[c];
             row_lse = mx + std::log(sum);
             const float inv = 1.0f / sum;
@@ -184,7 +187,7 @@ void attention_backward<Backend::CPU>(float* dq, float* dk, float* dv, const flo
     std::vector<float> prob(tile_size);   // P, then P∘M
     std::vector<float> dprob(tile_size);  // dout v^T, then dS
     std::vector<float> mask(T);           // one row's dropout multipliers M
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int bk = 0; bk < B * Hk; ++bk) {
       const int b = bk / Hk, hk = bk % Hk;
       const float* kh = k + (static_cast<size_t>(b) * T * Hk + hk) * dqk;
@@ -218,6 +221,7 @@ void attention_backward<Backend::CPU>(float* dq, float* dk, float* dv, const flo
             float* ds = dprob.data() + static_cast<size_t>(r) * n;
             const float row_lse = lse[bh * T + i];
             float D = 0.0f;  // dout_i · out_i
+#pragma omp simd reduction(+ : D)
             for (int c = 0; c < dvd; ++c) D += do_blk[static_cast<size_t>(r) * ldo + c] * oh[static_cast<size_t>(i) * ldo + c];
             dropout_multipliers(mask.data(), i + 1, drop, (bh * T + i) * T);
             for (int j = 0; j <= i; ++j) {
