@@ -110,7 +110,20 @@ const strings = [
   "\u00ad soft\u00adhyphen \u200b zero\u200bwidth \u200d joiner",
   "\ufeffBOM at start",
   "𐍈 Gothic 𓀀 hieroglyph 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+  // letters/numbers new in Unicode 15-16 (tiktoken's tables know them; Python 3.11's do not)
+  "\u1c89's \u{105c0}\u{105c1}'s \u{31350}'re \u{1e5f1}'d x\u{11bf0}",
 ];
+
+// Random strings from a seeded generator over a pool of characters that stress the pattern.
+let seed = 20240601;
+const rand = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+const pool = [..." \t\n\r'sStTrRevVlLmMdD019a.,!?-_()\"\u00a0\u3000\u2003é\u0301中文😀\u200d👍🏽١२Ⅻ½ЖωאبǅʰऀཀᄀＡ"];
+for (let k = 0; k < 40; ++k) {
+  let t = "";
+  const len = 1 + rand(60);
+  for (let i = 0; i < len; ++i) t += pool[rand(pool.length)];
+  strings.push(t);
+}
 
 const cases = [];
 for (const text of strings) {
