@@ -28,6 +28,16 @@ __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__
     y[i] += b[i % out];
 }
 
+// C_b (M, N) = beta * C_b (0 when beta = 0, never reading C): a GEMM with K = 0.
+__global__ void scale_c_kernel(float* C, int M, int N, int ldc, long long stride_c, int batch, float beta) {
+  int64_t total = int64_t(batch) * M * N;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t b = i / (int64_t(M) * N), r = (i / N) % M, c = i % N;
+    float* p = C + b * stride_c + r * ldc + c;
+    *p = beta == 0.0f ? 0.0f : beta * *p;
+  }
+}
+
 // ---- cuBLASLt linear with the bias in the epilogue ------------------------------------------------------------
 
 // The largest power of two (≤ 256) dividing the address: cuBLASLt picks algorithms by the operands' alignment.
@@ -117,10 +127,15 @@ template <>
 void gemm<Backend::CUDA>(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                          long long stride_a, const float* B, int ldb, long long stride_b, float beta, float* C,
                          int ldc, long long stride_c, int batch) {
-  DSK_CHECK(M > 0 && N > 0 && K > 0 && batch > 0, "gemm: bad shape M={} N={} K={} batch={}", M, N, K, batch);
-  DSK_CHECK(ldc >= N, "gemm: ldc {} < N {}", ldc, N);
-  DSK_CHECK(lda >= (trans_a ? M : K), "gemm: lda {} too small", lda);
-  DSK_CHECK(ldb >= (trans_b ? K : N), "gemm: ldb {} too small", ldb);
+  DSK_CHECK(M > 0 && N > 0 && K >= 0 && batch > 0, "gemm: bad shape M={} N={} K={} batch={}", M, N, K, batch);
+  DSK_CHECK(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N) && ldc >= N,
+            "gemm: leading dimension too small (lda={} ldb={} ldc={} for M={} N={} K={})", lda, ldb, ldc, M, N, K);
+  if (K == 0) {  // an empty sum: C = beta C, as the CPU specification does (cuBLAS's k = 0 corner is not relied on)
+    scale_c_kernel<<<cuda::grid_for(int64_t(batch) * M * N, 256), 256, 0, cuda::stream()>>>(C, M, N, ldc, stride_c,
+                                                                                             batch, beta);
+    DSK_CUDA_CHECK_LAUNCH();
+    return;
+  }
   cublasOperation_t opa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t opb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   // Column-major Cᵀ (N, M) = op(B)ᵀ (N, K) · op(A)ᵀ (K, M): B goes first. With beta = 0 cuBLAS does not read C.
