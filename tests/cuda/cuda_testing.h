@@ -3,16 +3,22 @@
 #include "kernels/device.h"
 #include "tests/testing.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <random>
 #include <vector>
 
 namespace dsk::testing {
 
 // Returns false (and emits a Catch2 WARN) when no usable GPU is present: tests then return early.
+// With DSK_REQUIRE_GPU=1 in the environment (scripts/gpu_check.sh sets it) a missing GPU fails the test instead:
+// on the GPU machine a silent skip would read as a pass.
 inline bool gpu_available() {
   std::string why = dsk::cuda_unavailable_reason();
   if (!why.empty()) {
+    const char* require = std::getenv("DSK_REQUIRE_GPU");
+    if (require && std::string(require) == "1") FAIL("[cuda] no usable GPU but DSK_REQUIRE_GPU=1: " << why);
     WARN("[cuda] test skipped: " << why);
     return false;
   }
