@@ -35,7 +35,7 @@ for f in "$dl"/*.deb; do dpkg -x "$f" .deps; done
 
 # Drop what the build and the tests never use.
 rm -rf .deps/usr/share/doc .deps/usr/share/lintian .deps/usr/share/man .deps/usr/share/gcc .deps/usr/share/gdb
-find .deps -name '*.a' -delete
+find .deps/usr/lib/x86_64-linux-gnu/openblas-pthread -name '*.a' -delete  # Catch2's libCatch2WithMain.a stays: its CMake config checks it exists
 obl=.deps/usr/lib/x86_64-linux-gnu/openblas-pthread
 rm -f "$obl"/libblas.so* "$obl"/liblapack.so*
 # The alternatives links Debian's postinst would make (libopenblas.so.0 is shipped; these are not).

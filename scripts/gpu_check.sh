@@ -91,7 +91,7 @@ configure() {
 }
 built=0
 if stage configure 120 bash -c "$(declare -f configure); configure"; then
-  stage build 330 cmake --build "$BUILD" -j 16 && built=1
+  stage build 330 cmake --build "$BUILD" -j "${DSK_GPU_JOBS:-16}" && built=1
 fi
 
 # ---- tests: every [cuda] test, then the CPU suite -----------------------------------------------------------
