@@ -81,6 +81,18 @@ TEST_CASE("cuda gemm: TF32 on stays within 1e-3 of the CPU", "[cuda][matmul]") {
   }
   REQUIRE(!cuda::tf32_enabled());
   require_close(dC.download(), expect, 1e-3, "C (TF32)");
+
+  // The linear layer's cuBLASLt path (bias epilogue) with TF32: y (M, N) = A (M, K) · wᵀ + b, w (N, K).
+  auto w = randn(size_t(N) * K, rng), b = randn(N, rng);
+  DeviceBuffer<float> dw(w), db(b), dy(size_t(M) * N);
+  std::vector<float> y(size_t(M) * N);
+  linear_forward<Backend::CPU>(y.data(), A.data(), w.data(), b.data(), M, K, N);
+  dy.poison();
+  {
+    Tf32Guard tf32(true);
+    linear_forward<Backend::CUDA>(dy.ptr, dA.ptr, dw.ptr, db.ptr, M, K, N);
+  }
+  require_close(dy.download(), y, 1e-3, "y (TF32)");
 }
 
 TEST_CASE("cuda linear_forward: bias epilogue, misaligned bias fallback, no bias", "[cuda][matmul]") {
@@ -88,14 +100,15 @@ TEST_CASE("cuda linear_forward: bias epilogue, misaligned bias fallback, no bias
   auto rng = test_rng(4);
   for (auto [N, in, out] : {std::tuple{37, 29, 45}, std::tuple{64, 128, 96}}) {
     INFO("N " << N << " in " << in << " out " << out);
-    auto x = randn(size_t(N) * in, rng), w = randn(size_t(out) * in, rng), b = randn(out + 1, rng);
+    auto x = randn(size_t(N) * in, rng), w = randn(size_t(out) * in, rng), b = randn(out + 4, rng);
     DeviceBuffer<float> dx(x), dw(w), db(b), dy(size_t(N) * out);
     std::vector<float> expect(size_t(N) * out);
-    // b + 0: 256-byte aligned (cuBLASLt epilogue); b + 1: 4-byte aligned (GEMM + bias kernel); no bias.
-    for (int variant = 0; variant < 3; ++variant) {
-      INFO("variant " << variant);
-      const float* bias_h = variant == 2 ? nullptr : b.data() + variant;
-      const float* bias_d = variant == 2 ? nullptr : db.ptr + variant;
+    // Bias at offset 0 (256-byte aligned) and 4 (16-byte aligned): the cuBLASLt epilogue; offset 1 (4-byte
+    // aligned): GEMM + bias kernel; offset -1: no bias.
+    for (int offset : {0, 4, 1, -1}) {
+      INFO("bias offset " << offset);
+      const float* bias_h = offset < 0 ? nullptr : b.data() + offset;
+      const float* bias_d = offset < 0 ? nullptr : db.ptr + offset;
       linear_forward<Backend::CPU>(expect.data(), x.data(), w.data(), bias_h, N, in, out);
       dy.poison();
       linear_forward<Backend::CUDA>(dy.ptr, dx.ptr, dw.ptr, bias_d, N, in, out);
