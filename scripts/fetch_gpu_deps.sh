@@ -7,17 +7,19 @@
 # Then, on the GPU machine (device tool), carry .deps with the working tree and run the check:
 #     run(command="scripts/gpu_check.sh $OUT", carry=[".deps"], timeout_s=540)
 # scripts/gpu_check.sh uses .deps by itself; by hand it is
-#     scripts/deps_env.sh                      # restores the compressed OpenBLAS library (once per machine)
+#     eval "$(scripts/deps_env.sh)"            # restores OpenBLAS into /tmp/dsk-deps, sets LD_LIBRARY_PATH
 #     cmake -S . -B build -G Ninja -DCMAKE_PREFIX_PATH=$PWD/.deps/usr -DDSK_CUDA_ARCH=90 ...
-#     LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu/openblas-pthread[:$PWD/.deps/usr/lib/x86_64-linux-gnu] build/dsk_tests
-# (the second directory only where the machine has no libgfortran.so.5 of its own).
+#     build/dsk_tests "[cuda]"
+# (LD_LIBRARY_PATH: .deps/usr/lib/x86_64-linux-gnu/openblas-pthread, and .deps/usr/lib/x86_64-linux-gnu only
+# where the machine has no libgfortran.so.5 of its own).
 #
 # What comes: nlohmann-json3-dev, libfmt-dev + libfmt9 (its CMake config names the shared library), catch2,
 # libopenblas-dev + libopenblas-pthread-dev + libopenblas0-pthread + libopenblas0 (cblas.h and libopenblas.so),
 # libgfortran5 + libquadmath0 (what libopenblas.so.0 links against besides libc). Everything else they depend on
 # (libc6, libgcc-s1, libstdc++6) is on any machine with a compiler. To stay small (~10 MB), static archives,
 # LAPACK/BLAS shims and docs are dropped, and the 36 MB OpenBLAS library is stored xz-compressed
-# (libopenblasp-r0.3.21.so.xz), restored by scripts/deps_env.sh on first use.
+# (libopenblasp-r0.3.21.so.xz), restored by scripts/deps_env.sh on first use into /tmp/dsk-deps (outside the
+# tree; .deps's libopenblas.so links point there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +29,7 @@ pkgs=(nlohmann-json3-dev libfmt-dev libfmt9 catch2 libopenblas-dev libopenblas-p
 dl=$(mktemp -d)
 chmod 755 "$dl"  # apt-get download hands the files to the _apt user
 trap 'rm -rf "$dl"' EXIT
-(cd "$dl" && apt-get download "${pkgs[@]}" >/dev/null)
+(cd "$dl" && apt-get -o APT::Sandbox::User=root download "${pkgs[@]}" >/dev/null)
 
 rm -rf .deps
 mkdir -p .deps
@@ -38,11 +40,13 @@ rm -rf .deps/usr/share/doc .deps/usr/share/lintian .deps/usr/share/man .deps/usr
 find .deps/usr/lib/x86_64-linux-gnu/openblas-pthread -name '*.a' -delete  # Catch2's libCatch2WithMain.a stays: its CMake config checks it exists
 obl=.deps/usr/lib/x86_64-linux-gnu/openblas-pthread
 rm -f "$obl"/libblas.so* "$obl"/liblapack.so*
-# The alternatives links Debian's postinst would make (libopenblas.so.0 is shipped; these are not).
+# The library is stored xz-compressed and restored by scripts/deps_env.sh into /tmp/dsk-deps, outside the tree
+# (so .deps stays small however often it is used); the links CMake and the loader follow point there.
 real=$(cd "$obl" && ls libopenblasp-r*.so)
-ln -sf "$real" "$obl/libopenblas.so"
-ln -sf "$real" "$obl/libopenblas.so.0"
-xz -T0 -6 -f "$obl/$real"  # -> $real.xz; scripts/deps_env.sh restores it
+xz -T0 -6 -f "$obl/$real"  # -> $real.xz
+ln -sfn "/tmp/dsk-deps/$real" "$obl/libopenblas.so"
+ln -sfn "/tmp/dsk-deps/$real" "$obl/libopenblas.so.0"
+
 
 # A record of what is in there.
 for f in "$dl"/*.deb; do basename "$f"; done >.deps/PACKAGES
