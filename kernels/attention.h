@@ -30,7 +30,8 @@ struct AttentionDropout {
 
 // q (B, Tq, H, dqk);  k (B, cap, Hk, dqk);  v (B, cap, Hk, dv)  [cap = kv_capacity]
 // out (B, Tq, H, dv);  lse (B, H, Tq) log-sum-exp of the scaled scores (saved for backward; may be nullptr)
-// kv_start (B) or nullptr: keys before kv_start[b] are masked out (left padding of a batch of prompts).
+// kv_start (B) or nullptr: keys before kv_start[b] are masked out (left padding of a batch of prompts); a query row
+// that sees no key at all (a padding row) gets out = 0 and lse = -inf.
 template <Backend Bk>
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        const int32_t* kv_start, const AttentionShape& s, const AttentionDropout& drop);

@@ -1,0 +1,28 @@
+#pragma once
+// MoE layer micro-benchmark: the permuted/grouped dispatch (router → permute → gather → expert_ffn → combine)
+// against a loop over experts with boolean masks, as the original PyTorch project did.
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+namespace dsk {
+
+// One MoE layer shape: N tokens of width d, E routed experts (k per token) of hidden width F, S shared experts.
+struct MoeBenchShape {
+  std::string name;
+  int N, d, F, E, k, S;
+};
+
+// The `small` (d 256, F 1024, E 4, k 2) and `default` (d 512, F 2048, E 8, k 2) layers, 1024 tokens, 1 shared
+// expert each (what the parameter counts of configs/small.json and default.json imply).
+std::vector<MoeBenchShape> moe_bench_shapes();
+
+// Times one MoE layer forward + backward on the CPU for each shape, both ways, after `warmup` untimed runs;
+// reports the median of `iters` runs in ms, the masked/permuted ratio, and the largest difference between the two
+// paths' outputs and input gradients (they compute the same function). The router projection GEMMs (x · W_rᵀ,
+// x · W_noiseᵀ) are shared by both paths and left out; the router and aux-loss kernels are timed in both.
+nlohmann::json bench_moe_cpu(const std::vector<MoeBenchShape>& shapes = moe_bench_shapes(), int warmup = 1,
+                             int iters = 3);
+
+}  // namespace dsk

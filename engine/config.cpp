@@ -1,0 +1,137 @@
+#include "engine/config.h"
+
+#include "kernels/common.h"
+
+#include <fstream>
+
+namespace dsk {
+
+namespace {
+
+// The one table of keys: name, and how to read/write it. Adding a key means adding one line here.
+template <class F>
+void for_each_key(ModelConfig& c, F&& f) {
+  f("vocab_size", c.vocab_size);
+  f("context_length", c.context_length);
+  f("emb_dim", c.emb_dim);
+  f("n_heads", c.n_heads);
+  f("n_layers", c.n_layers);
+  f("drop_rate", c.drop_rate);
+  f("kv_latent_dim", c.kv_latent_dim);
+  f("num_experts", c.num_experts);
+  f("num_shared_experts", c.num_shared_experts);
+  f("top_k", c.top_k);
+  f("expert_hidden_dim", c.expert_hidden_dim);
+  f("aux_loss_coef", c.aux_loss_coef);
+  f("attention", c.attention);
+}
+
+template <class T>
+void read_value(const nlohmann::json& v, const std::string& key, T& out) {
+  if constexpr (std::is_same_v<T, int>) {
+    if (!v.is_number_integer()) throw Error(fmt::format("config key '{}' must be an integer, got {}", key, v.dump()));
+  } else if constexpr (std::is_same_v<T, float>) {
+    if (!v.is_number()) throw Error(fmt::format("config key '{}' must be a number, got {}", key, v.dump()));
+  } else {
+    if (!v.is_string()) throw Error(fmt::format("config key '{}' must be a string, got {}", key, v.dump()));
+  }
+  out = v.get<T>();
+}
+
+}  // namespace
+
+void ModelConfig::validate() const {
+  auto positive = [](const char* key, long long v) {
+    if (v <= 0) throw Error(fmt::format("config key '{}' must be positive, got {}", key, v));
+  };
+  positive("vocab_size", vocab_size);
+  positive("context_length", context_length);
+  positive("emb_dim", emb_dim);
+  positive("n_heads", n_heads);
+  positive("n_layers", n_layers);
+  positive("kv_latent_dim", kv_latent_dim);
+  positive("num_experts", num_experts);
+  positive("top_k", top_k);
+  positive("expert_hidden_dim", expert_hidden_dim);
+  if (num_shared_experts < 0)
+    throw Error(fmt::format("config key 'num_shared_experts' must be >= 0, got {}", num_shared_experts));
+  if (emb_dim % n_heads != 0)
+    throw Error(fmt::format("config key 'emb_dim' ({}) must be divisible by n_heads ({})", emb_dim, n_heads));
+  if (top_k > num_experts)
+    throw Error(fmt::format("config key 'top_k' ({}) must not exceed num_experts ({})", top_k, num_experts));
+  if (!(drop_rate >= 0.0f && drop_rate < 1.0f))
+    throw Error(fmt::format("config key 'drop_rate' must be in [0, 1), got {}", drop_rate));
+  if (!(aux_loss_coef >= 0.0f))
+    throw Error(fmt::format("config key 'aux_loss_coef' must be >= 0, got {}", aux_loss_coef));
+  if (vocab_size > 65536)
+    throw Error(fmt::format("config key 'vocab_size' ({}) exceeds 65536, the uint16 token shards' limit", vocab_size));
+  if (attention != "explicit" && attention != "absorbed")
+    throw Error(fmt::format("config key 'attention' must be \"explicit\" or \"absorbed\", got \"{}\"", attention));
+}
+
+nlohmann::json ModelConfig::to_json() const {
+  nlohmann::json j;
+  ModelConfig copy = *this;
+  for_each_key(copy, [&](const char* key, auto& v) { j[key] = v; });
+  return j;
+}
+
+bool ModelConfig::has_key(const std::string& key) const {
+  bool found = false;
+  ModelConfig copy = *this;
+  for_each_key(copy, [&](const char* k, auto&) { found = found || key == k; });
+  return found;
+}
+
+void ModelConfig::update_from_json(const nlohmann::json& j) {
+  if (!j.is_object()) throw Error("a model config must be a JSON object");
+  for (const auto& [key, value] : j.items()) {
+    if (!has_key(key)) throw Error(fmt::format("unknown model config key '{}'", key));
+    for_each_key(*this, [&](const char* k, auto& field) {
+      if (key == k) read_value(value, key, field);
+    });
+  }
+}
+
+void ModelConfig::set(const std::string& key, const std::string& value) {
+  nlohmann::json v = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+  if (v.is_discarded()) v = value;  // a bare word is a string
+  update_from_json(nlohmann::json{{key, v}});
+}
+
+ModelConfig load_model_config(const std::string& name_or_path) {
+  const auto& builtin = builtin_model_configs();
+  std::string text;
+  if (auto it = builtin.find(name_or_path); it != builtin.end()) {
+    text = it->second;
+  } else {
+    std::ifstream in(name_or_path);
+    if (!in)
+      throw Error(fmt::format("config '{}' is neither small, default, large nor a readable JSON file", name_or_path));
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) throw Error(fmt::format("config '{}' is not valid JSON", name_or_path));
+  ModelConfig c;
+  c.update_from_json(j);
+  c.validate();
+  return c;
+}
+
+ParamCounts count_parameters(const ModelConfig& c) {
+  const int64_t d = c.emb_dim, dc = c.kv_latent_dim, F = c.expert_hidden_dim, E = c.num_experts;
+  const int64_t S = c.num_shared_experts;
+  const int64_t expert = F * d + F + d * F + d;  // w1, b1, w2, b2
+  const int64_t attn = d * d + dc * d + 2 * dc + d * dc + d * dc + d * d;  // w_q, w_dkv, latent_norm, w_uk, w_uv, w_o
+  const int64_t moe = 2 * E * d + E * expert + S * expert;                   // router, router_noise, experts, shared
+  const int64_t layer = 2 * d + attn + 2 * d + moe;                          // norm1, attn, norm2, moe
+  ParamCounts p;
+  p.embedding = static_cast<int64_t>(c.vocab_size) * d + static_cast<int64_t>(c.context_length) * d;
+  p.total = p.embedding + c.n_layers * layer + 2 * d;
+  p.routed_experts = c.n_layers * E * expert;
+  // active = total − routed × (1 − k/E), exact in integers since routed is a multiple of E
+  p.active = p.total - p.routed_experts / E * (E - c.top_k);
+  return p;
+}
+
+}  // namespace dsk

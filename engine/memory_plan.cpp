@@ -1,0 +1,24 @@
+#include "engine/memory_plan.h"
+
+#include "engine/model.h"
+
+namespace dsk {
+
+MemoryPlan plan_memory(const ModelConfig& config, int batch, int seq_len, bool training) {
+  Model model(config, Backend::CPU, /*plan_only=*/true);
+  Arena arena = Arena::counting("activation");
+  Tape tape(arena, Backend::CPU);
+  tape.training = training;
+  tape.record = training;
+  Tensor tokens = arena.alloc({batch, seq_len}, DType::I32);
+  Tensor targets = arena.alloc({batch, seq_len}, DType::I32);
+  ForwardResult r = model.forward(tape, tokens, training ? targets : Tensor{});
+  MemoryPlan plan;
+  plan.parameter_bytes = model.params().bytes();
+  plan.forward_bytes = arena.peak();
+  if (training) tape.backward(r.loss_terms);
+  plan.activation_bytes = arena.peak();
+  return plan;
+}
+
+}  // namespace dsk

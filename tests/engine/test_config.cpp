@@ -1,0 +1,90 @@
+#include "engine/config.h"
+#include "engine/memory_plan.h"
+#include "engine/model.h"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+using namespace dsk;
+
+TEST_CASE("config: built-in configs reproduce the original parameter counts", "[config]") {
+  ParamCounts small = count_parameters(load_model_config("small"));
+  CHECK(small.total == 24144128);
+  CHECK(small.active == 19939584);
+  ParamCounts def = count_parameters(load_model_config("default"));
+  CHECK(def.total == 143636480);
+  CHECK(def.active == 68046848);
+  ParamCounts large = count_parameters(load_model_config("large"));
+  CHECK(large.total > def.total);
+}
+
+TEST_CASE("config: the registry holds exactly the counted parameters with checkpoint names", "[config]") {
+  ModelConfig c = load_model_config("small");
+  Model m(c, Backend::CPU, /*plan_only=*/true);
+  int64_t sum = 0;
+  for (const auto& p : m.params().infos()) sum += p.numel;
+  CHECK(sum == count_parameters(c).total);
+  const auto& ps = m.params();
+  CHECK(ps.infos().front().name == "tok_emb.weight");
+  CHECK(ps.infos()[ps.index("blocks.3.attn.w_dkv.weight")].shape == std::vector<int64_t>{64, 256});
+  CHECK(ps.infos()[ps.index("blocks.0.moe.experts.w1.weight")].shape == std::vector<int64_t>{4, 1024, 256});
+  CHECK(ps.infos()[ps.index("blocks.0.moe.experts.w2.weight")].shape == std::vector<int64_t>{4, 256, 1024});
+  CHECK(ps.infos()[ps.index("blocks.1.moe.shared.w2.bias")].shape == std::vector<int64_t>{1, 256});
+  CHECK(ps.contains("final_norm.bias"));
+  CHECK_FALSE(ps.contains("lm_head.weight"));  // tied to tok_emb
+  CHECK_THROWS_WITH(ps.index("nope"), Catch::Contains("unknown parameter 'nope'"));
+  // every parameter starts 256-byte aligned inside each section
+  for (const auto& p : ps.infos()) CHECK(p.offset % 64 == 0);
+}
+
+TEST_CASE("config: bad keys and values are rejected naming the key", "[config]") {
+  ModelConfig c;
+  CHECK_THROWS_WITH(c.set("emb_dimm", "3"), Catch::Contains("unknown model config key 'emb_dimm'"));
+  CHECK_THROWS_WITH(c.set("n_heads", "2.5"), Catch::Contains("'n_heads' must be an integer"));
+  auto invalid = [](auto mutate, const std::string& needle) {
+    ModelConfig x;
+    mutate(x);
+    CHECK_THROWS_WITH(x.validate(), Catch::Contains(needle));
+  };
+  invalid([](ModelConfig& x) { x.n_heads = 3; }, "'emb_dim' (256) must be divisible by n_heads (3)");
+  invalid([](ModelConfig& x) { x.top_k = 5; }, "'top_k' (5) must not exceed num_experts (4)");
+  invalid([](ModelConfig& x) { x.kv_latent_dim = 0; }, "'kv_latent_dim' must be positive");
+  invalid([](ModelConfig& x) { x.drop_rate = 1.0f; }, "'drop_rate'");
+  invalid([](ModelConfig& x) { x.vocab_size = 70000; }, "'vocab_size'");
+  invalid([](ModelConfig& x) { x.attention = "fast"; }, "'attention'");
+  CHECK_THROWS_WITH(load_model_config("/nonexistent.json"), Catch::Contains("neither small, default, large"));
+  std::string path = "/tmp/dsk_test_bad_config.json";
+  std::ofstream(path) << R"({"emb_dim": 128, "colour": 1})";
+  CHECK_THROWS_WITH(load_model_config(path), Catch::Contains("unknown model config key 'colour'"));
+  std::ofstream(path) << R"({"emb_dim": 128,)";
+  CHECK_THROWS_WITH(load_model_config(path), Catch::Contains("not valid JSON"));
+}
+
+TEST_CASE("config: set() parses JSON values and bare words; to_json round trips", "[config]") {
+  ModelConfig c;
+  c.set("drop_rate", "0.25");
+  c.set("attention", "absorbed");
+  c.set("n_layers", "2");
+  ModelConfig d;
+  d.update_from_json(c.to_json());
+  CHECK(d.drop_rate == 0.25f);
+  CHECK(d.attention == "absorbed");
+  CHECK(d.n_layers == 2);
+}
+
+TEST_CASE("memory plan: grows with the batch and training needs more than inference", "[config][plan]") {
+  ModelConfig c = load_model_config("small");
+  MemoryPlan p1 = plan_memory(c, 1, 128);
+  MemoryPlan p8 = plan_memory(c, 8, 128);
+  MemoryPlan inf = plan_memory(c, 8, 128, /*training=*/false);
+  CHECK(p8.activation_bytes > 7 * p1.activation_bytes);
+  CHECK(p8.activation_bytes < 9 * p1.activation_bytes);
+  CHECK(inf.activation_bytes < p8.activation_bytes);
+  // the logits alone are B*T*V floats and must be inside the plan
+  CHECK(inf.activation_bytes > size_t(8) * 128 * 50257 * 4);
+  // four fp32 copies (params, grads, m, v), each parameter padded to 64 elements at most
+  const size_t exact = size_t(count_parameters(c).total) * 16;
+  CHECK(p8.parameter_bytes >= exact);
+  CHECK(p8.parameter_bytes < exact + 16 * 64 * 100 * 4);
+}

@@ -1,0 +1,133 @@
+// `dsk tokenize encode|decode [FILE|-]`: the GPT-2 tokenizer on the command line.
+#include "engine/tokenizer.h"
+#include "tools/cli.h"
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+namespace {
+
+std::string read_input(const std::string& path) {
+  if (path.empty() || path == "-") {
+    std::ostringstream ss;
+    ss << std::cin.rdbuf();
+    return ss.str();
+  }
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw dsk::Error(fmt::format("cannot open {}", path));
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Whitespace-separated decimal ids; anything else is an error naming its position.
+std::vector<int32_t> parse_ids(const std::string& text, const std::string& name) {
+  std::vector<int32_t> ids;
+  size_t i = 0, n = text.size();
+  while (i < n) {
+    while (i < n && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+    if (i >= n) break;
+    size_t start = i;
+    long long v = 0;
+    while (i < n && std::isdigit(static_cast<unsigned char>(text[i])) && v < (1LL << 40)) v = v * 10 + (text[i++] - '0');
+    if (i == start || (i < n && !std::isspace(static_cast<unsigned char>(text[i])))) {
+      size_t end = start;
+      while (end < n && !std::isspace(static_cast<unsigned char>(text[end]))) ++end;
+      throw dsk::Error(fmt::format("{}: '{}' at byte offset {} is not a token id", name,
+                                   text.substr(start, std::min<size_t>(end - start, 20)), start));
+    }
+    if (v > INT32_MAX) throw dsk::Error(fmt::format("{}: token id {} at byte offset {} is out of range", name, v, start));
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
+}
+
+int run_tokenize(const std::vector<std::string>& argv) {
+  dsk::cli::Args args("tokenize", "GPT-2 BPE encode/decode",
+                      "dsk tokenize encode [FILE|-]   text -> whitespace-separated ids\n"
+                      "       dsk tokenize decode [FILE|-]   ids -> text");
+  args.flag("count", "print only the number of tokens")
+      .flag("no-special", "encode the literal <|endoftext|> as plain text instead of token 50256")
+      .flag("replace-invalid", "encode invalid UTF-8 as U+FFFD instead of failing")
+      .flag("lines", "encode each input line alone (without its newline) and print one line of ids per line")
+      .option("threads", "N", "encode with N threads (0: all cores)", "1")
+      .positionals(2);
+  if (!args.parse(argv)) return 0;
+  const auto& pos = args.positional();
+  if (pos.empty() || (pos[0] != "encode" && pos[0] != "decode"))
+    throw dsk::cli::UsageError("dsk tokenize: expected 'encode' or 'decode' (see dsk tokenize --help)");
+  std::string path = pos.size() > 1 ? pos[1] : "-";
+  std::string name = path == "-" ? "<stdin>" : path;
+  std::string input = read_input(path);
+  const dsk::Tokenizer& tok = dsk::Tokenizer::gpt2();
+
+  if (pos[0] == "encode" && args.has("lines")) {
+    std::string out;
+    size_t start = 0, line_no = 1;
+    while (start < input.size()) {
+      size_t nl = input.find('\n', start);
+      if (nl == std::string::npos) nl = input.size();
+      std::vector<int32_t> ids;
+      try {
+        ids = tok.encode(std::string_view(input).substr(start, nl - start), !args.has("no-special"),
+                         args.has("replace-invalid"));
+      } catch (const dsk::Error& e) {
+        throw dsk::Error(fmt::format("{}:{}: {}", name, line_no, e.what()));
+      }
+      if (args.has("count")) {
+        out += std::to_string(ids.size());
+      } else {
+        for (size_t k = 0; k < ids.size(); ++k) (k ? out += ' ' : out) += std::to_string(ids[k]);
+      }
+      out += '\n';
+      start = nl + 1;
+      ++line_no;
+    }
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return 0;
+  }
+  if (pos[0] == "encode") {
+    std::vector<int32_t> ids;
+    try {
+      ids = tok.encode_parallel(input, !args.has("no-special"), args.has("replace-invalid"),
+                                static_cast<int>(args.get_int("threads")));
+    } catch (const dsk::cli::UsageError&) {
+      throw;
+    } catch (const dsk::Error& e) {
+      throw dsk::Error(fmt::format("{}: {}", name, e.what()));
+    }
+    if (args.has("count")) {
+      std::printf("%zu\n", ids.size());
+      return 0;
+    }
+    std::string out;
+    out.reserve(ids.size() * 6);
+    for (size_t k = 0; k < ids.size(); ++k) {
+      if (k) out += ' ';
+      out += std::to_string(ids[k]);
+    }
+    out += '\n';
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return 0;
+  }
+  std::vector<int32_t> ids = parse_ids(input, name);
+  if (args.has("count")) {
+    std::printf("%zu\n", ids.size());
+    return 0;
+  }
+  std::string text;
+  try {
+    text = tok.decode(ids);
+  } catch (const dsk::Error& e) {
+    throw dsk::Error(fmt::format("{}: {}", name, e.what()));
+  }
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return 0;
+}
+
+}  // namespace
+
+DSK_COMMAND("tokenize", "GPT-2 tokenizer: encode text to ids, decode ids to text", run_tokenize);
