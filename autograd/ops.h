@@ -20,12 +20,12 @@ Var* linear(Tape& t, Var* x, const Param& w, const Param* b);
 Var* add(Tape& t, Var* a, Var* b);
 
 // ---- attention ---------------------------------------------------------------------------------------------
-// Causal attention (kernels/attention.h) over q (B,T,H,dqk), k (B,T,Hk,dqk), v (B,T,Hk,dv) -> (B,T,H,dv).
+// Causal attention (kernels/attention.h) over q (B,T,H,dqk), k (B,T,Hk,dqk), v (B,T,Hk,dv) -> (B,T,H*dv).
 // k and v may be the same Var (the shared latent); its gradient is then the sum of both.
 Var* attention(Tape& t, Var* q, Var* k, Var* v, const AttentionShape& shape, float dropout_p, uint32_t layer);
 // Per-head product with a weight split by rows into heads: w (H*hd, dc), block w_h = rows h*hd .. (h+1)*hd.
-//   to_latent:   x (N, H, hd) -> (N, H, dc),  y_h = x_h · w_h        (absorbed query:  q_lat,h = W_uk,hᵀ q_h)
-//   from_latent: x (N, H, dc) -> (N, H, hd),  y_h = x_h · w_hᵀ       (absorbed output: o_h = W_uv,h o_lat,h)
+//   to_latent:   x (N, H, hd) -> (N, H*dc),  y_h = x_h · w_h        (absorbed query:  q_lat,h = W_uk,hᵀ q_h)
+//   from_latent: x (N, H, dc) -> (N, H*hd),  y_h = x_h · w_hᵀ       (absorbed output: o_h = W_uv,h o_lat,h)
 Var* head_project(Tape& t, Var* x, const Param& w, int heads, bool to_latent);
 
 // ---- losses (terminal: their gradient weight is fixed at forward time) ------------------------------------

@@ -11,7 +11,7 @@ Var* attention(Tape& t, Var* q, Var* k, Var* v, const AttentionShape& shape, flo
   s.kv_capacity = s.kv_len;
   AttentionDropout drop;
   if (t.training && dropout_p > 0.0f) drop = {dropout_p, t.seed, rng::make_site(t.step, layer, 1)};
-  Var* out = t.new_var({s.batch, s.q_len, s.heads, s.v_dim}, "attention");
+  Var* out = t.new_var({s.batch, s.q_len, s.heads * s.v_dim}, "attention");  // heads concatenated
   Var* lse = t.new_var({s.batch, s.heads, s.q_len}, "attention.lse", DType::F32, false);
   t.run([&]<Backend B>() {
     attention_forward<B>(out->value.f32(), lse->value.f32(), q->value.f32(), k->value.f32(), v->value.f32(), nullptr,
@@ -37,12 +37,12 @@ Var* head_project(Tape& t, Var* x, const Param& w, int heads, bool to_latent) {
   // w (H*hd, dc); block h is rows [h*hd, (h+1)*hd): a (hd, dc) matrix at offset h*hd*dc.
   const int hd = static_cast<int>(w.value.dim(0)) / heads, dc = static_cast<int>(w.value.dim(1));
   const int in_w = to_latent ? hd : dc, out_w = to_latent ? dc : hd;
-  DSK_CHECK(x->value.dim(-1) == in_w, "head_project: input {} does not match weight {}", x->value.shape_str(),
-            w.value.shape_str());
+  DSK_CHECK(x->value.numel() % (static_cast<int64_t>(heads) * in_w) == 0,
+            "head_project: input {} does not match weight {}", x->value.shape_str(), w.value.shape_str());
   const int N = static_cast<int>(x->value.numel() / (static_cast<int64_t>(heads) * in_w));
   const long long ws = static_cast<long long>(hd) * dc;
   const int ld_in = heads * in_w, ld_out = heads * out_w;
-  Var* out = t.new_var({N, heads, out_w}, to_latent ? "q_latent" : "o_heads");
+  Var* out = t.new_var({N, heads * out_w}, to_latent ? "q_latent" : "o_heads");  // heads concatenated
   // Batched over heads: for head h, rows are tokens (stride H*width), columns the head's slice.
   t.run([&]<Backend B>() {
     // to_latent: Y_h (N, dc) = X_h (N, hd) · W_h (hd, dc);  from_latent: Y_h (N, hd) = X_h (N, dc) · W_hᵀ

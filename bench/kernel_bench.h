@@ -17,7 +17,8 @@ struct KernelBenchShapes {
   int runs = 5;              // timed runs per kernel after one warm-up; the median is reported
 };
 
-// {"backend": "cpu", "threads": T, "runs": R, "kernels": [{"name", "shape", "ms", "gflops" | "gbps"}, ...]}
+// {"backend": "cpu", "cpu": model, "date": UTC, "threads": T, "omp_wait_policy", "blas", "runs": R,
+//  "kernels": [{"name", "shape", "ms", "gflops" | "gbps"}, ...]}
 // Wall-clock milliseconds (median of `runs`); GFLOP/s for GEMMs, GB/s (bytes read + written once) otherwise.
 nlohmann::json bench_kernels_cpu(const KernelBenchShapes& shapes = {});
 

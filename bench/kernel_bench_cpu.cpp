@@ -9,11 +9,15 @@
 #include "kernels/optim.h"
 #include "kernels/rng.h"
 
+#include <cblas.h>
 #include <fmt/format.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
 #include <functional>
 #include <random>
 #include <string>
@@ -51,6 +55,25 @@ double median_ms(int runs, const std::function<void()>& f) {
   }
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
+}
+
+// The machine, for the results file: the CPU model as /proc/cpuinfo names it ("unknown" elsewhere).
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) {
+      auto colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  return "unknown";
+}
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
 }
 
 struct Recorder {
@@ -105,8 +128,8 @@ nlohmann::json bench_kernels_cpu(const KernelBenchShapes& s) {
     auto targets = random_ints(N, V, 6);
     std::vector<float> logits(NV), losses(N);
     const std::string shape = fmt::format("N={} V={}", N, V);
-    // In place, as training uses it; the logits are restored outside the timed region by re-copying each run
-    // would distort the timing, so the runs keep overwriting the previous run's gradient (same cost).
+    // In place, as training uses it. Each run then starts from the previous run's gradient rather than fresh
+    // logits; the kernel is branch-free per element, so the cost is the same, and no re-copy is timed.
     std::copy(logits0.begin(), logits0.end(), logits.begin());
     rec.bytes("cross_entropy_forward_backward (in place)", shape, 2.0 * NV * f4, [&] {
       cross_entropy_forward_backward<Backend::CPU>(losses.data(), logits.data(), logits.data(), targets.data(), N, V,
@@ -182,7 +205,15 @@ nlohmann::json bench_kernels_cpu(const KernelBenchShapes& s) {
     });
   }
 
-  return {{"backend", "cpu"}, {"threads", omp_get_max_threads()}, {"runs", s.runs}, {"kernels", rec.kernels}};
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  return {{"backend", "cpu"},
+          {"cpu", cpu_model()},
+          {"date", utc_now()},
+          {"threads", omp_get_max_threads()},
+          {"omp_wait_policy", wait_policy ? wait_policy : "default"},
+          {"blas", openblas_get_config()},
+          {"runs", s.runs},
+          {"kernels", rec.kernels}};
 }
 
 }  // namespace dsk

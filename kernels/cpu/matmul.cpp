@@ -1,11 +1,72 @@
-// CPU dense matrix products: OpenBLAS sgemm per batch, the linear layer on top of it.
+// CPU dense matrix products: OpenBLAS sgemm (single-threaded) split over OpenMP threads; the linear layer on top.
 #include "kernels/matmul.h"
 
 #include <cblas.h>
 
+#include <omp.h>
+
 #include <algorithm>
+#include <mutex>
 
 namespace dsk {
+
+namespace {
+
+// OpenBLAS's own pthread pool and OpenMP's pool fighting over 2 cores cost more than a small GEMM itself: each
+// pool's threads spin for a while after their work, stealing the core the other pool needs next (measured: a
+// 1024x256x256 linear went from 1.1 ms to 8.9 ms right after an OpenMP region). So the CPU backend has one thread
+// pool, OpenMP's: OpenBLAS runs single-threaded, and gemm splits the work over OpenMP threads itself.
+void use_single_threaded_blas() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+// One row-major sgemm on the calling thread. K = 0 is cleared by hand: BLAS only scales C then, and the
+// contract says beta = 0 never reads C (it may hold garbage or NaN from an arena). OpenBLAS's own beta = 0 pass
+// writes zeros without reading C.
+void sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                  const float* B, int ldb, float beta, float* C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K == 0) {
+    for (int i = 0; i < M; ++i) {
+      float* row = C + static_cast<long long>(i) * ldc;
+      for (int j = 0; j < N; ++j) row[j] = beta == 0.0f ? 0.0f : beta * row[j];
+    }
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha,
+              A, lda, B, ldb, beta, C, ldc);
+}
+
+// One GEMM split over the OpenMP threads along the longer side of C: thread t computes a band of rows (or
+// columns) of C, every element by exactly one thread over the full K (no cross-thread sums), and the bands are a
+// fixed function of the thread count, so runs are bit-reproducible.
+void sgemm_parallel(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                    const float* B, int ldb, float beta, float* C, int ldc) {
+  constexpr int kAlign = 16;  // band edges on whole SIMD tiles
+  const bool split_rows = M >= N;
+  const int len = split_rows ? M : N;
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int units = (len + kAlign - 1) / kAlign;
+    const int u0 = static_cast<int>(static_cast<long long>(units) * t / nt);
+    const int u1 = static_cast<int>(static_cast<long long>(units) * (t + 1) / nt);
+    const int i0 = std::min(len, u0 * kAlign), i1 = std::min(len, u1 * kAlign);
+    if (i1 > i0) {
+      if (split_rows) {  // rows i0..i1 of C come from rows i0..i1 of op(A)
+        const float* Ab = trans_a ? A + i0 : A + static_cast<long long>(i0) * lda;
+        sgemm_serial(trans_a, trans_b, i1 - i0, N, K, alpha, Ab, lda, B, ldb, beta,
+                     C + static_cast<long long>(i0) * ldc, ldc);
+      } else {  // columns i0..i1 of C come from columns i0..i1 of op(B)
+        const float* Bb = trans_b ? B + static_cast<long long>(i0) * ldb : B + i0;
+        sgemm_serial(trans_a, trans_b, M, i1 - i0, K, alpha, A, lda, Bb, ldb, beta, C + i0, ldc);
+      }
+    }
+  }
+}
+
+}  // namespace
 
 template <>
 void gemm<Backend::CPU>(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
@@ -13,21 +74,27 @@ void gemm<Backend::CPU>(bool trans_a, bool trans_b, int M, int N, int K, float a
                         long long stride_c, int batch) {
   DSK_CHECK(M > 0 && N > 0 && K >= 0 && batch > 0, "gemm: bad shape M={} N={} K={} batch={}", M, N, K, batch);
   // Row strides as stored: A is (M, K), or (K, M) when transposed; likewise B.
-  DSK_CHECK(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N) && ldc >= N,
+  DSK_CHECK(lda >= std::max(1, trans_a ? M : K) && ldb >= std::max(1, trans_b ? K : N) && ldc >= N,
             "gemm: leading dimension too small (lda={} ldb={} ldc={} for M={} N={} K={})", lda, ldb, ldc, M, N, K);
+  use_single_threaded_blas();
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  // Below ~1 MFLOP a GEMM takes microseconds: waking threads would cost more than it saves.
+  const bool tiny = 2.0 * M * N * std::max(K, 1) < 1e6;
+  if (threads > 1 && batch > 1 && (batch % threads == 0 || batch >= 4 * threads || tiny)) {
+    // Many GEMMs: whole GEMMs per thread (an uneven share costs at most one GEMM in four).
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < batch; ++b)
+      sgemm_serial(trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
+                   C + b * stride_c, ldc);
+    return;
+  }
   for (int b = 0; b < batch; ++b) {
-    float* Cb = C + b * stride_c;
-    // The contract says beta = 0 never reads C (it may hold garbage or NaN from an arena). OpenBLAS honours that
-    // in sgemm's beta pass, but K = 0 is a corner where BLAS only scales C, so clear it ourselves there.
-    if (K == 0) {
-      for (int i = 0; i < M; ++i) {
-        float* row = Cb + static_cast<long long>(i) * ldc;
-        for (int j = 0; j < N; ++j) row[j] = beta == 0.0f ? 0.0f : beta * row[j];
-      }
-      continue;
-    }
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
-                alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta, Cb, ldc);
+    if (threads > 1 && !tiny)
+      sgemm_parallel(trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
+                     C + b * stride_c, ldc);
+    else
+      sgemm_serial(trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
+                   C + b * stride_c, ldc);
   }
 }
 

@@ -57,6 +57,27 @@ TEST_CASE("gemm: all transpose combinations, batched, padded strides, vs a naive
       }
 }
 
+TEST_CASE("gemm: shapes large enough to be split over threads, every split direction", "[kernels][matmul]") {
+  std::mt19937_64 rng(test_seed());
+  // Above the 1 MFLOP threshold: tall (split by rows) and wide (split by columns), batch 1 and batch 3 (not a
+  // multiple of 2 threads: each GEMM split), in every transpose combination.
+  for (auto [M, N] : {std::pair{97, 40}, std::pair{33, 130}})
+    for (int batch : {1, 3})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+          const int K = 150;
+          INFO("M " << M << " N " << N << " batch " << batch << " ta " << ta << " tb " << tb << " seed " << test_seed());
+          const int lda = ta ? M : K, ldb = tb ? K : N, ldc = N;
+          const long long sa = static_cast<long long>(M) * K, sb = static_cast<long long>(K) * N, sc = M * N;
+          auto A = randn(sa * batch, rng), B = randn(sb * batch, rng), C = randn(sc * batch, rng);
+          auto expect = C;
+          gemm<Backend::CPU>(ta, tb, M, N, K, 1.0f, A.data(), lda, sa, B.data(), ldb, sb, 1.0f, C.data(), ldc, sc,
+                             batch);
+          gemm_reference(ta, tb, M, N, K, 1.0f, A, lda, sa, B, ldb, sb, 1.0f, expect, ldc, sc, batch);
+          CHECK(rel_err(C, expect) < 1e-5);
+        }
+}
+
 TEST_CASE("gemm: K = 0 gives beta * C, and bad shapes are errors", "[kernels][matmul]") {
   std::vector<float> A(1), B(1), C(6, std::numeric_limits<float>::quiet_NaN());
   gemm<Backend::CPU>(false, false, 2, 3, 0, 1.0f, A.data(), 1, 0, B.data(), 3, 0, 0.0f, C.data(), 3, 0);

@@ -1,0 +1,42 @@
+#pragma once
+// Training configuration: defaults match the original project (batch 8, AdamW 3e-4 → 3e-5 cosine, β (0.9, 0.95),
+// weight decay 0.1 on every parameter, clip 1.0). Unknown keys are errors naming the key.
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace dsk {
+
+struct TrainConfig {
+  int batch_size = 8;
+  int seq_len = 0;  // 0 = the model's context_length
+  float lr = 3e-4f;
+  float min_lr = 3e-5f;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.1f;
+  bool decay_all = true;  // like the original; false exempts norms, biases and embeddings
+  float grad_clip = 1.0f;  // 0 disables clipping
+  int warmup_steps = 0;
+  int max_steps = 0;     // 0 = derived from epochs
+  float epochs = 0.0f;   // used when max_steps is 0
+  int grad_accum_steps = 1;
+  int eval_every = 50;   // 0 = only at the end
+  int eval_batches = 20;  // 0 = the whole validation split
+  int save_every = 0;     // 0 = only at the end (and the best checkpoint)
+  int keep_checkpoints = 2;
+  uint64_t seed = 1337;
+  float dropout = -1.0f;  // >= 0 overrides the model's drop_rate
+  int log_every = 10;
+  int64_t data_stride = 0;  // 0 = random windows; s > 0 = every window with stride s
+
+  void validate() const;
+  nlohmann::json to_json() const;
+  void update_from_json(const nlohmann::json& j);
+  void set(const std::string& key, const std::string& value);
+  bool has_key(const std::string& key) const;
+};
+
+}  // namespace dsk

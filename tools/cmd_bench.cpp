@@ -1,0 +1,108 @@
+// dsk bench: train | kernels | attention | moe | tokenizer — results as JSON on stdout and optionally a file.
+#include "bench/attention_bench.h"
+#include "bench/bench_tokenizer.h"
+#include "bench/bench_train.h"
+#include "bench/machine.h"
+#include "bench/moe_bench.h"
+#include "engine/config.h"
+#include "engine/paths.h"
+#include "tools/cli.h"
+#include "tools/device_option.h"
+
+#include <cstdio>
+#include <fstream>
+#include <functional>
+
+namespace dsk {
+namespace {
+
+const char* kUsage =
+    "dsk bench <train|kernels|attention|moe|tokenizer> [options]\n"
+    "  train      training-step speed: tokens/s, ms forward/backward/optimizer, GFLOP/s\n"
+    "  kernels    per-kernel micro-benchmarks (CPU wall clock; CUDA events on a GPU)\n"
+    "  attention  attention kernel forward/backward, explicit (per-head K/V) and absorbed (shared latent)\n"
+    "  moe        one MoE layer: permuted/grouped dispatch vs the original loop over experts\n"
+    "  tokenizer  GPT-2 encoding speed (MB/s), single-threaded and parallel";
+
+// Prints the result with the machine description, and writes it to --json FILE when given.
+int emit(const cli::Args& a, nlohmann::json result) {
+  nlohmann::json out = {{"machine", machine_info()}, {"result", std::move(result)}};
+  std::string text = out.dump(2);
+  std::puts(text.c_str());
+  if (a.has("json") && !a.get("json").empty()) {
+    std::string path = a.get("json"), tmp = path + ".tmp";
+    {
+      std::ofstream f(tmp);
+      if (!(f << text << "\n")) throw Error(fmt::format("cannot write {}", path));
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(fmt::format("cannot write {}", path));
+    std::fprintf(stderr, "wrote %s\n", path.c_str());
+  }
+  return 0;
+}
+
+int bench_train_cmd(const std::vector<std::string>& argv) {
+  cli::Args a("bench train", "training-step speed", "dsk bench train [--config small] [--device cpu|cuda|auto]");
+  a.option("config", "NAME|FILE", "model configuration", "small")
+      .option("device", "DEV", "cpu, cuda or auto", "auto")
+      .option("batch", "B", "batch size", "8")
+      .option("seq-len", "T", "sequence length (default: context_length)", "0")
+      .option("steps", "N", "timed steps", "5")
+      .option("warmup", "N", "untimed steps first", "1")
+      .repeated("set", "KEY=VALUE", "override a model config key")
+      .option("json", "FILE", "also write the result here");
+  if (!a.parse(argv)) return 0;
+  ModelConfig c = load_model_config(a.get("config"));
+  for (const std::string& kv : a.all("set")) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos) throw cli::UsageError(fmt::format("--set expects KEY=VALUE, got '{}'", kv));
+    c.set(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  c.validate();
+  TrainBenchOptions o;
+  o.batch = static_cast<int>(a.get_int("batch"));
+  o.seq_len = static_cast<int>(a.get_int("seq-len"));
+  o.steps = static_cast<int>(a.get_int("steps"));
+  o.warmup = static_cast<int>(a.get_int("warmup"));
+  if (o.batch <= 0 || o.steps <= 0 || o.warmup < 0 || o.seq_len < 0 || o.seq_len > c.context_length)
+    throw cli::UsageError("bench train: --batch and --steps must be positive, --seq-len within the context length");
+  nlohmann::json r = bench_train(c, cli::resolve_device(a.get("device")), o);
+  r["config_name"] = a.get("config");
+  return emit(a, r);
+}
+
+int bench_simple(const std::string& name, const std::vector<std::string>& argv,
+                 const std::function<nlohmann::json(const cli::Args&)>& run) {
+  cli::Args a("bench " + name, "micro-benchmark", "dsk bench " + name + " [--json FILE]");
+  a.option("json", "FILE", "also write the result here").option("device", "DEV", "cpu (CUDA: see scripts/gpu_check.sh)", "cpu");
+  if (name == "tokenizer")
+    a.option("corpus", "FILE", "text to encode (default: the embedded Tiny Shakespeare)")
+        .option("threads", "N", "threads for the parallel mode (0 = all cores)", "0");
+  if (!a.parse(argv)) return 0;
+  if (a.get("device") != "cpu") throw cli::UsageError(fmt::format("bench {}: only --device cpu here", name));
+  return emit(a, run(a));
+}
+
+int run_bench(const std::vector<std::string>& argv) {
+  if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
+    std::puts(kUsage);
+    return argv.empty() ? 2 : 0;
+  }
+  const std::string what = argv[0];
+  std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (what == "train") return bench_train_cmd(rest);
+  if (what == "attention")
+    return bench_simple(what, rest, [](const cli::Args&) { return bench_attention_kernels_cpu(); });
+  if (what == "moe") return bench_simple(what, rest, [](const cli::Args&) { return bench_moe_cpu(); });
+  if (what == "tokenizer")
+    return bench_simple(what, rest, [](const cli::Args& a) {
+      std::string corpus = a.has("corpus") ? a.get("corpus") : data_dir() + "/tinyshakespeare.txt";
+      return bench_tokenizer(corpus, static_cast<int>(a.get_int("threads")));
+    });
+  throw cli::UsageError(fmt::format("dsk bench: unknown benchmark '{}' (train, kernels, attention, moe, tokenizer)", what));
+}
+
+}  // namespace
+}  // namespace dsk
+
+DSK_COMMAND("bench", "benchmarks: train, kernels, attention, moe, tokenizer (JSON)", dsk::run_bench);
