@@ -65,6 +65,9 @@ def main():
             bench = json.load(open(bench_path))
         except ValueError as e:
             bench = {"parse_error": str(e)}
+        # `dsk bench` wraps a result as {"machine": ..., "result": {...}}.
+        if isinstance(bench, dict) and isinstance(bench.get("result"), dict):
+            bench = dict(bench["result"], machine=bench.get("machine"))
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "total_seconds": total,
