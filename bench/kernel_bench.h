@@ -22,4 +22,20 @@ struct KernelBenchShapes {
 // Wall-clock milliseconds (median of `runs`); GFLOP/s for GEMMs, GB/s (bytes read + written once) otherwise.
 nlohmann::json bench_kernels_cpu(const KernelBenchShapes& shapes = {});
 
+#ifdef DSK_HAVE_CUDA
+// The same kernels on the GPU (bench/kernel_bench_cuda.cpp), timed with CUDA events on dsk's stream: warm-up,
+// median of 20 repetitions, inputs rotated over enough buffer sets to exceed 3x the L2. Run at the given shapes
+// (mostly launch-bound on a big GPU) and at 16x the batch; GEMMs with TF32 off and on. `shapes.runs` is not used.
+// {"backend": "cuda", "gpu", "runs", "warmups", "l2_bytes", "peaks": measure_gpu_peaks(),
+//  "kernels": [{"name", "shape", "ms", "bytes" | "flops", "gbps" | "gflops", "buffer_sets", "peak",
+//               "fraction_of_peak"}, ...]}
+// "peak" names the entry of "peaks" the kernel is compared with (copy bandwidth, or SGEMM at its precision).
+// Throws dsk::Error when no GPU is usable.
+nlohmann::json bench_kernels_cuda(const KernelBenchShapes& shapes = {});
+
+// The GPU's measured ceilings: {"copy_gbps" (1 GiB device-to-device copy, bytes read + written),
+// "gemm_size": 8192, "sgemm_fp32_tflops", "sgemm_tf32_tflops", "gemm_bf16_tflops" (cuBLAS, random data)}.
+nlohmann::json measure_gpu_peaks();
+#endif
+
 }  // namespace dsk

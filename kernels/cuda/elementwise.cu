@@ -15,7 +15,7 @@ constexpr int kThreads = 256;
 
 // The ReLU kernels are not __restrict__: they may run in place.
 __global__ void relu_forward_kernel(float* y, const float* x, int64_t n) {
-  DSK_GRID_STRIDE(i, n) y[i] = fmaxf(x[i], 0.0f);
+  DSK_GRID_STRIDE(i, n) y[i] = x[i] > 0.0f ? x[i] : 0.0f;  // as the CPU: NaN maps to 0
 }
 
 __global__ void relu_backward_kernel(float* dx, const float* dy,
@@ -23,10 +23,12 @@ __global__ void relu_backward_kernel(float* dx, const float* dy,
   DSK_GRID_STRIDE(i, n) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
-// y[i] = keep(i) ? x[i] / q : 0, q = 1 - p (a division, as the contract writes it, so values match the CPU
-// exactly). Forward and backward are the same map (x = dy). Not __restrict__: in place (y == x) is allowed.
-__global__ void dropout_kernel(float* y, const float* x, int64_t n, float p, float q, uint64_t seed, uint64_t site) {
-  DSK_GRID_STRIDE(i, n) y[i] = rng::keep(seed, site, static_cast<uint64_t>(i), p) ? x[i] / q : 0.0f;
+// y[i] = keep(i) ? x[i] * scale : 0, scale = 1 / (1 - p) rounded to float on the host exactly as the CPU does,
+// so values match the CPU bit for bit. Forward and backward are the same map (x = dy). Not __restrict__: in
+// place (y == x) is allowed.
+__global__ void dropout_kernel(float* y, const float* x, int64_t n, float p, float scale, uint64_t seed,
+                               uint64_t site) {
+  DSK_GRID_STRIDE(i, n) y[i] = rng::keep(seed, site, static_cast<uint64_t>(i), p) ? x[i] * scale : 0.0f;
 }
 
 // Not __restrict__: callers may write in place (out == a).
@@ -69,8 +71,9 @@ void dropout_launch(float* y, const float* x, int64_t n, float p, uint64_t seed,
     if (y != x) cuda::copy_device(y, x, static_cast<size_t>(n) * sizeof(float));
     return;
   }
-  // p = 1 keeps nothing (uniform < 1), so the division by q = 0 never happens.
-  dropout_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(y, x, n, p, 1.0f - p, seed, site);
+  // p = 1 keeps nothing (uniform < 1), so the infinite scale is never selected.
+  const float scale = 1.0f / (1.0f - p);
+  dropout_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(y, x, n, p, scale, seed, site);
   DSK_CUDA_CHECK_LAUNCH();
 }
 }  // namespace

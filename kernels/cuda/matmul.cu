@@ -28,6 +28,16 @@ __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__
     y[i] += b[i % out];
 }
 
+// C_b (M, N) = beta * C_b (0 when beta = 0, never reading C): a GEMM with K = 0.
+__global__ void scale_c_kernel(float* C, int M, int N, int ldc, long long stride_c, int batch, float beta) {
+  int64_t total = int64_t(batch) * M * N;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t b = i / (int64_t(M) * N), r = (i / N) % M, c = i % N;
+    float* p = C + b * stride_c + r * ldc + c;
+    *p = beta == 0.0f ? 0.0f : beta * *p;
+  }
+}
+
 // ---- cuBLASLt linear with the bias in the epilogue ------------------------------------------------------------
 
 // The largest power of two (≤ 256) dividing the address: cuBLASLt picks algorithms by the operands' alignment.
@@ -57,7 +67,7 @@ std::map<LtKey, LtPlan>& lt_plans() {
 
 // y (N, out) = x (N, in) · wᵀ + b, as the column-major yᵀ (out, N) = op_T(w' (in, out)) · x' (in, N) + b.
 // cuBLASLt's BIAS epilogue adds a vector of length m = out to every column of yᵀ, i.e. to every row of y.
-const LtPlan& lt_plan(const float* y, const float* x, const float* w, const float* b, int N, int in, int out) {
+LtPlan& lt_plan(const float* y, const float* x, const float* w, const float* b, int N, int in, int out) {
   cublasComputeType_t ct = compute_type();
   LtKey key{N, in, out, static_cast<int>(ct), alignment_of(y), alignment_of(x), alignment_of(w), alignment_of(b)};
   std::lock_guard<std::mutex> lock(g_lt_mutex);
@@ -117,10 +127,15 @@ template <>
 void gemm<Backend::CUDA>(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                          long long stride_a, const float* B, int ldb, long long stride_b, float beta, float* C,
                          int ldc, long long stride_c, int batch) {
-  DSK_CHECK(M > 0 && N > 0 && K > 0 && batch > 0, "gemm: bad shape M={} N={} K={} batch={}", M, N, K, batch);
-  DSK_CHECK(ldc >= N, "gemm: ldc {} < N {}", ldc, N);
-  DSK_CHECK(lda >= (trans_a ? M : K), "gemm: lda {} too small", lda);
-  DSK_CHECK(ldb >= (trans_b ? K : N), "gemm: ldb {} too small", ldb);
+  DSK_CHECK(M > 0 && N > 0 && K >= 0 && batch > 0, "gemm: bad shape M={} N={} K={} batch={}", M, N, K, batch);
+  DSK_CHECK(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N) && ldc >= N,
+            "gemm: leading dimension too small (lda={} ldb={} ldc={} for M={} N={} K={})", lda, ldb, ldc, M, N, K);
+  if (K == 0) {  // an empty sum: C = beta C, as the CPU specification does (cuBLAS's k = 0 corner is not relied on)
+    scale_c_kernel<<<cuda::grid_for(int64_t(batch) * M * N, 256), 256, 0, cuda::stream()>>>(C, M, N, ldc, stride_c,
+                                                                                             batch, beta);
+    DSK_CUDA_CHECK_LAUNCH();
+    return;
+  }
   cublasOperation_t opa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t opb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   // Column-major Cᵀ (N, M) = op(B)ᵀ (N, K) · op(A)ᵀ (K, M): B goes first. With beta = 0 cuBLAS does not read C.
@@ -134,15 +149,20 @@ void linear_forward<Backend::CUDA>(float* y, const float* x, const float* w, con
   DSK_CHECK(N > 0 && in > 0 && out > 0, "linear_forward: bad shape N={} in={} out={}", N, in, out);
   // The bias epilogue reads b with vector loads: fuse only when b is 16-byte aligned (arena slices may not be).
   if (b && alignment_of(b) >= 16) {
-    const LtPlan& p = lt_plan(y, x, w, b, N, in, out);
+    LtPlan& p = lt_plan(y, x, w, b, N, in, out);
     if (p.ok) {
       // Plans are shared between calls of the same shape: set this call's bias pointer under the lock.
       std::lock_guard<std::mutex> lock(g_lt_mutex);
       DSK_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof(b)));
       float alpha = 1.0f, beta = 0.0f;
-      DSK_CUBLASLT_CHECK(cublasLtMatmul(cuda::cublaslt(), p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c,
-                                        &p.algo, cuda::lt_workspace(), cuda::kLtWorkspaceBytes, cuda::stream()));
-      return;
+      cublasStatus_t st = cublasLtMatmul(cuda::cublaslt(), p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c,
+                                         &p.algo, cuda::lt_workspace(), cuda::kLtWorkspaceBytes, cuda::stream());
+      if (st == CUBLAS_STATUS_SUCCESS) return;
+      // The heuristic's choice refused this call (a case it did not foresee): use the unfused path from now on
+      // for this plan rather than fail the step. Any other error is real.
+      DSK_CHECK(st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE,
+                "cuBLASLt linear failed: {} ({})", static_cast<int>(st), cublasGetStatusString(st));
+      p.ok = false;
     }
   }
   // y = x · wᵀ (+ b by a separate pass when cuBLASLt could not fuse it).

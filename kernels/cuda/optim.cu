@@ -34,20 +34,21 @@ __global__ void sum_squares_final_kernel(float* __restrict__ out, const double* 
   if (threadIdx.x == 0) *out = static_cast<float>(s);
 }
 
-// PyTorch AdamW, element-wise; bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t come from the host.
+// PyTorch AdamW (torch.optim.AdamW's single-tensor path), element-wise, in the same operation order as the CPU
+// specification; the scalars (decay, step size, sqrt of the second bias correction) come from the host.
 __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
-                             float* __restrict__ v, int64_t n, float lr, float b1, float b2, float eps, float wd,
-                             float bc1, float bc2, float grad_scale) {
+                             float* __restrict__ v, int64_t n, float decay, float neg_step_size, float bias2_sqrt,
+                             float one_minus_b1, float b2, float one_minus_b2, float eps, float grad_scale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float gi = g[i] * grad_scale;
-    float pi = p[i];
-    pi -= lr * wd * pi;
-    float mi = b1 * m[i] + (1.0f - b1) * gi;
-    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    float gi = g[i] * grad_scale;                       // clipping folded in
+    float pi = p[i] * decay;                            // decoupled weight decay, before the step
+    float m0 = m[i];
+    float mi = m0 + one_minus_b1 * (gi - m0);           // exp_avg.lerp_(grad, 1 - beta1)
+    float vi = v[i] * b2 + one_minus_b2 * gi * gi;      // exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2)
+    float denom = sqrtf(vi) / bias2_sqrt + eps;         // (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+    p[i] = pi + neg_step_size * mi / denom;             // param.addcdiv_(exp_avg, denom, value=-step_size)
     m[i] = mi;
     v[i] = vi;
-    pi -= lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
-    p[i] = pi;
   }
 }
 
@@ -70,11 +71,15 @@ void adamw_update<Backend::CUDA>(float* p, const float* g, float* m, float* v, i
   DSK_CHECK(n >= 0, "adamw_update: negative size {}", n);
   DSK_CHECK(h.step >= 1, "adamw_update: step must be 1-based, got {}", h.step);
   if (n == 0) return;
-  // Bias corrections in double on the host, then rounded once (the CPU does the same computation).
-  float bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(h.beta1), h.step));
-  float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(h.beta2), h.step));
-  adamw_kernel<<<cuda::grid_for(n, 256), 256, 0, cuda::stream()>>>(p, g, m, v, n, h.lr, h.beta1, h.beta2, h.eps,
-                                                                     h.weight_decay, bc1, bc2, h.grad_scale);
+  // The scalars as the CPU forms them (torch.optim.AdamW's way): in double on the host, used as float.
+  const double bias1 = 1.0 - std::pow(static_cast<double>(h.beta1), h.step);
+  const double bias2 = 1.0 - std::pow(static_cast<double>(h.beta2), h.step);
+  const float decay = static_cast<float>(1.0 - static_cast<double>(h.lr) * h.weight_decay);
+  const float neg_step_size = static_cast<float>(-(static_cast<double>(h.lr) / bias1));
+  const float bias2_sqrt = static_cast<float>(std::sqrt(bias2));
+  adamw_kernel<<<cuda::grid_for(n, 256), 256, 0, cuda::stream()>>>(p, g, m, v, n, decay, neg_step_size, bias2_sqrt,
+                                                                     1.0f - h.beta1, h.beta2, 1.0f - h.beta2, h.eps,
+                                                                     h.grad_scale);
   DSK_CUDA_CHECK_LAUNCH();
 }
 

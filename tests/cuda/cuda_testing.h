@@ -3,15 +3,22 @@
 #include "kernels/device.h"
 #include "tests/testing.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <random>
 #include <vector>
 
 namespace dsk::testing {
 
 // Returns false (and emits a Catch2 WARN) when no usable GPU is present: tests then return early.
+// With DSK_REQUIRE_GPU=1 in the environment (scripts/gpu_check.sh sets it) a missing GPU fails the test instead:
+// on the GPU machine a silent skip would read as a pass.
 inline bool gpu_available() {
   std::string why = dsk::cuda_unavailable_reason();
   if (!why.empty()) {
+    const char* require = std::getenv("DSK_REQUIRE_GPU");
+    if (require && std::string(require) == "1") FAIL("[cuda] no usable GPU but DSK_REQUIRE_GPU=1: " << why);
     WARN("[cuda] test skipped: " << why);
     return false;
   }
@@ -23,7 +30,10 @@ template <class T>
 struct DeviceBuffer {
   T* ptr = nullptr;
   size_t n = 0;
-  explicit DeviceBuffer(size_t count) : n(count) { ptr = static_cast<T*>(dsk::cuda::malloc_device(count * sizeof(T) + 1)); }
+  // One spare element so that a zero-sized buffer still has a valid pointer.
+  explicit DeviceBuffer(size_t count) : n(count) {
+    ptr = static_cast<T*>(dsk::cuda::malloc_device((count + 1) * sizeof(T)));
+  }
   explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
   ~DeviceBuffer() { dsk::cuda::free_device(ptr); }
   DeviceBuffer(const DeviceBuffer&) = delete;
@@ -43,6 +53,32 @@ inline bool all_written(const std::vector<float>& v) {
   for (float x : v)
     if (!std::isfinite(x)) return false;
   return true;
+}
+
+// How many elements are not finite (a poisoned, unwritten float is NaN); reported by the tests.
+inline size_t count_unwritten(const std::vector<float>& v) {
+  size_t bad = 0;
+  for (float x : v) bad += std::isfinite(x) ? 0 : 1;
+  return bad;
+}
+
+// Bit-for-bit equality (determinism checks): NaN == NaN, and +0 != -0.
+inline bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+// A generator for one test: fresh every run (test_seed), distinct per test through `salt`.
+inline std::mt19937_64 test_rng(uint64_t salt) { return std::mt19937_64(test_seed() ^ (salt * 0x9E3779B97F4A7C15ull)); }
+
+// Compares a GPU result with the CPU specification: every element written and the relative error (tests/testing.h
+// rel_err) under tol. `what` names the tensor in the failure message, with the seed.
+inline void require_close(const std::vector<float>& gpu, const std::vector<float>& cpu, double tol, const char* what) {
+  INFO(what << " (seed " << test_seed() << ")");
+  REQUIRE(gpu.size() == cpu.size());
+  REQUIRE(count_unwritten(gpu) == count_unwritten(cpu));  // NaN where the CPU has none = an unwritten element
+  double err = rel_err(gpu, cpu);
+  INFO("relative error " << err << " (threshold " << tol << ")");
+  REQUIRE(err < tol);
 }
 
 }  // namespace dsk::testing

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The GPU runner's whole job in one command:   scripts/gpu_check.sh OUTDIR
+#
+# On a bare GPU machine (nvcc 13, cmake, ninja, python3; no network, no Debian dev packages) with .deps/ carried
+# along (scripts/fetch_gpu_deps.sh made it on a development machine): configures and builds dsk for sm_90
+# (Release, ninja, -j16), records the GPU and driver, runs every [cuda] test and then the CPU suite, runs the
+# kernel micro-benchmarks (which measure the GPU's copy bandwidth and GEMM peaks first), and writes
+#   OUTDIR/report.md, OUTDIR/report.json   the summary: GPU, driver, each test's result, each benchmark
+#   OUTDIR/cuda_tests.xml, cpu_tests.xml   JUnit results      OUTDIR/bench_kernels.json   raw benchmark JSON
+#   OUTDIR/nvidia_smi.txt                  GPU description    OUTDIR/log.txt              every stage's log
+# (7 files: the device tool returns at most 8.) A failing stage is recorded and the next one still runs; the
+# report is always written. Stages share a deadline so the whole run stays under 8 minutes.
+#
+# With the device tool:  run(command="scripts/gpu_check.sh $OUT", carry=[".deps"], timeout_s=540)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+START=$(date +%s)
+DEADLINE=$((START + ${DSK_GPU_CHECK_SECONDS:-450}))
+WORK=$(mktemp -d)
+STAGES=$WORK/stages.tsv
+LOG=$OUT/log.txt
+: >"$STAGES"
+: >"$LOG"
+BUILD=${DSK_GPU_BUILD_DIR:-build}
+
+# stage NAME LIMIT_SECONDS COMMAND...: runs with a timeout (capped by the deadline), logs, records rc and time.
+stage() {
+  local name=$1 limit=$2
+  shift 2
+  local now left t0 rc
+  now=$(date +%s)
+  left=$((DEADLINE - now))
+  if ((left < 10)); then
+    printf '%s\t%s\t%s\n' "$name" "skipped" 0 >>"$STAGES"
+    echo "=== $name: skipped (deadline)" >>"$LOG"
+    return 1
+  fi
+  ((limit > left)) && limit=$left
+  echo "=== $name (limit ${limit}s): $*" >>"$LOG"
+  t0=$(date +%s)
+  timeout --kill-after=10 "$limit" "$@" >"$WORK/$name.log" 2>&1
+  rc=$?
+  # Long logs (the build) keep their head and tail only.
+  if (($(wc -l <"$WORK/$name.log") > 400)); then
+    head -n 100 "$WORK/$name.log" >>"$LOG"
+    echo "... ($(wc -l <"$WORK/$name.log") lines, middle cut) ..." >>"$LOG"
+    tail -n 250 "$WORK/$name.log" >>"$LOG"
+  else
+    cat "$WORK/$name.log" >>"$LOG"
+  fi
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - t0))" >>"$STAGES"
+  echo "=== $name: rc=$rc in $(($(date +%s) - t0))s" >>"$LOG"
+  return $rc
+}
+
+# ---- environment ------------------------------------------------------------------------------------------
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
+deps_ok=1
+if env_lines=$(scripts/deps_env.sh 2>>"$LOG"); then
+  eval "$env_lines"
+else
+  deps_ok=0
+  DSK_DEPS_PREFIX=""
+fi
+
+describe_gpu() {
+  nvidia-smi
+  echo
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,pcie.link.gen.max \
+    --format=csv
+  echo
+  echo "nvcc: $(nvcc --version | tail -n 2 | tr '\n' ' ')"
+  echo "cmake: $(cmake --version | head -n 1)"
+  echo "g++: $(g++ --version | head -n 1)"
+  echo "ninja: $(ninja --version 2>/dev/null)"
+  echo "deps: $( [ "$deps_ok" = 1 ] && tr '\n' ' ' <.deps/PACKAGES || echo missing)"
+}
+export deps_ok BUILD DSK_DEPS_PREFIX
+stage gpu_info 30 bash -c "$(declare -f describe_gpu); describe_gpu"
+cp "$WORK/gpu_info.log" "$OUT/nvidia_smi.txt"
+
+# ---- configure and build ------------------------------------------------------------------------------------
+configure() {
+  local args=(-S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSK_CUDA_ARCH=90
+              -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DCMAKE_POLICY_VERSION_MINIMUM=3.5)
+  [ -n "${DSK_DEPS_PREFIX:-}" ] && args+=(-DCMAKE_PREFIX_PATH="$DSK_DEPS_PREFIX")
+  cmake "${args[@]}"
+}
+built=0
+if stage configure 120 bash -c "$(declare -f configure); configure"; then
+  stage build 330 cmake --build "$BUILD" -j "${DSK_GPU_JOBS:-16}" && built=1
+fi
+
+# ---- tests: every [cuda] test, then the CPU suite -----------------------------------------------------------
+# On the GPU machine a [cuda] test that finds no usable GPU fails instead of skipping (tests/cuda/cuda_testing.h).
+export DSK_REQUIRE_GPU=1
+if ((built)); then
+  stage cuda_tests 120 "$BUILD/dsk_tests" "[cuda]" -r junit -o "$OUT/cuda_tests.xml"
+  stage cpu_tests 120 "$BUILD/dsk_tests" "~[cuda]" -r junit -o "$OUT/cpu_tests.xml"
+  # ---- kernel micro-benchmarks (the GPU's peaks are measured first, inside) ---------------------------------
+  stage bench_kernels 180 "$BUILD/dsk" bench kernels --device cuda --json "$OUT/bench_kernels.json"
+fi
+
+# ---- report (always) ----------------------------------------------------------------------------------------
+echo "=== total $(($(date +%s) - START))s" >>"$LOG"
+python3 scripts/gpu_report.py "$OUT" "$STAGES" "$(($(date +%s) - START))" >>"$LOG" 2>&1 || {
+  echo "gpu_report.py failed; raw stages:" >>"$LOG"
+  cat "$STAGES" >>"$LOG"
+  { echo "# gpu_check (report generator failed)"; echo; echo '```'; cat "$STAGES"; echo '```'; } >"$OUT/report.md"
+}
+# Exit status: 0 only when every stage passed.
+status=0
+while IFS=$'\t' read -r _name rc _secs; do [ "$rc" = 0 ] || status=1; done <"$STAGES"
+rm -rf "$WORK"
+cat "$OUT/report.md"
+exit $status
