@@ -2,6 +2,7 @@
 #include "bench/attention_bench.h"
 #include "bench/bench_tokenizer.h"
 #include "bench/bench_train.h"
+#include "bench/kernel_bench.h"
 #include "bench/machine.h"
 #include "bench/moe_bench.h"
 #include "engine/config.h"
@@ -83,6 +84,19 @@ int bench_simple(const std::string& name, const std::vector<std::string>& argv,
   return emit(a, run(a));
 }
 
+int bench_kernels_cmd(const std::vector<std::string>& argv) {
+  cli::Args a("bench kernels", "per-kernel micro-benchmarks", "dsk bench kernels [--device cpu|cuda] [--json FILE]");
+  a.option("device", "DEV", "cpu or cuda", "cpu").option("json", "FILE", "also write the result here");
+  if (!a.parse(argv)) return 0;
+  const Backend dev = cli::resolve_device(a.get("device"));
+  if (dev == Backend::CPU) return emit(a, bench_kernels_cpu());
+#ifdef DSK_HAVE_CUDA
+  return emit(a, bench_kernels_cuda());
+#else
+  throw Error("built without CUDA");
+#endif
+}
+
 int run_bench(const std::vector<std::string>& argv) {
   if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
     std::puts(kUsage);
@@ -91,6 +105,7 @@ int run_bench(const std::vector<std::string>& argv) {
   const std::string what = argv[0];
   std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (what == "train") return bench_train_cmd(rest);
+  if (what == "kernels") return bench_kernels_cmd(rest);
   if (what == "attention")
     return bench_simple(what, rest, [](const cli::Args&) { return bench_attention_kernels_cpu(); });
   if (what == "moe") return bench_simple(what, rest, [](const cli::Args&) { return bench_moe_cpu(); });
