@@ -72,7 +72,13 @@ void ModelConfig::validate() const {
 nlohmann::json ModelConfig::to_json() const {
   nlohmann::json j;
   ModelConfig copy = *this;
-  for_each_key(copy, [&](const char* key, auto& v) { j[key] = v; });
+  for_each_key(copy, [&](const char* key, auto& v) {
+    // Floats are written with their shortest round-trip text ("0.1", not 0.10000000149011612).
+    if constexpr (std::is_same_v<std::decay_t<decltype(v)>, float>)
+      j[key] = std::stod(fmt::format("{}", v));
+    else
+      j[key] = v;
+  });
   return j;
 }
 
