@@ -61,6 +61,10 @@ int run_train(const std::vector<std::string>& argv) {
 
   ModelConfig model = load_model_config(a.get("config"));
   TrainConfig train;
+  // --set KEY=VALUE goes to whichever config owns the key.
+  std::vector<std::string> model_sets, train_sets;
+  for (const std::string& kv : a.all("set"))
+    (model.has_key(kv.substr(0, kv.find('='))) ? model_sets : train_sets).push_back(kv);
   std::string resume_ckpt, out_dir = a.get("out"), data_dir;
   if (a.has("resume")) {
     resume_ckpt = latest_checkpoint(a.get("resume"));
@@ -69,24 +73,20 @@ int run_train(const std::vector<std::string>& argv) {
     saved_model.update_from_json(saved.at("model"));
     // The model must be the checkpoint's: --config or a model --set that disagrees is an error, not a silent change.
     ModelConfig requested = a.all("config").empty() ? saved_model : model;
-    cli::apply_overrides(a.all("set"), requested, nullptr);
-    for (const auto& [key, value] : saved_model.to_json().items())
-      if (requested.to_json().at(key) != value)
+    cli::apply_overrides(model_sets, requested, nullptr);
+    const nlohmann::json saved_json = saved_model.to_json(), requested_json = requested.to_json();
+    for (const auto& [key, value] : saved_json.items())
+      if (requested_json.at(key) != value)
         throw Error(fmt::format("--resume: model key '{}' is {} in the checkpoint but {} here", key, value.dump(),
-                                requested.to_json().at(key).dump()));
+                                requested_json.at(key).dump()));
     model = saved_model;
     train.update_from_json(saved.at("train"));
+    cli::apply_overrides(train_sets, model, &train);  // e.g. a larger max_steps to train on
     if (out_dir.empty()) out_dir = run_folder_of(resume_ckpt);
     // The run's own data unless another is named.
     std::ifstream run_cfg(fs::path(out_dir) / "config.json");
     nlohmann::json rc = run_cfg ? nlohmann::json::parse(run_cfg, nullptr, false) : nlohmann::json();
     if (!a.has("data") && !a.has("text") && rc.is_object() && rc.contains("data")) data_dir = rc["data"];
-  }
-  std::vector<std::string> train_sets;
-  for (const std::string& kv : a.all("set"))
-    if (!model.has_key(kv.substr(0, kv.find('=')))) train_sets.push_back(kv);
-  if (a.has("resume")) {
-    cli::apply_overrides(train_sets, model, &train);
   } else {
     cli::apply_overrides(a.all("set"), model, &train);
     if (train.max_steps == 0 && train.epochs == 0) train.max_steps = kDefaultSteps;
