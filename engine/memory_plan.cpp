@@ -13,7 +13,8 @@ MemoryPlan plan_memory(const ModelConfig& config, int batch, int seq_len, bool t
   // The batch itself lives outside the activation arena (the trainer's input buffers): fake, never-read addresses.
   void* fake = reinterpret_cast<void*>(Arena::kAlign);
   Tensor tokens(fake, {batch, seq_len}, DType::I32), targets(fake, {batch, seq_len}, DType::I32);
-  ForwardResult r = model.forward(tape, tokens, training ? targets : Tensor{});
+  // Inference is planned with the loss (evaluation); generation without it needs slightly less.
+  ForwardResult r = model.forward(tape, tokens, targets);
   MemoryPlan plan;
   plan.parameter_bytes = model.params().bytes();
   plan.forward_bytes = arena.peak();
