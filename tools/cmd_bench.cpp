@@ -8,6 +8,7 @@
 #include "engine/config.h"
 #include "engine/paths.h"
 #include "tools/cli.h"
+#include "tools/run_setup.h"
 #include "tools/device_option.h"
 
 #include <cstdio>
@@ -54,11 +55,7 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
       .option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;
   ModelConfig c = load_model_config(a.get("config"));
-  for (const std::string& kv : a.all("set")) {
-    auto eq = kv.find('=');
-    if (eq == std::string::npos) throw cli::UsageError(fmt::format("--set expects KEY=VALUE, got '{}'", kv));
-    c.set(kv.substr(0, eq), kv.substr(eq + 1));
-  }
+  cli::apply_overrides(a.all("set"), c, nullptr);
   c.validate();
   TrainBenchOptions o;
   o.batch = static_cast<int>(a.get_int("batch"));

@@ -3,6 +3,7 @@
 #include "engine/memory_plan.h"
 #include "kernels/device.h"
 #include "tools/cli.h"
+#include "tools/run_setup.h"
 
 #include <cstdio>
 
@@ -30,11 +31,7 @@ int run_info(const std::vector<std::string>& argv) {
       .flag("json", "print JSON");
   if (!a.parse(argv)) return 0;
   ModelConfig c = load_model_config(a.get("config"));
-  for (const std::string& kv : a.all("set")) {
-    auto eq = kv.find('=');
-    if (eq == std::string::npos) throw cli::UsageError(fmt::format("--set expects KEY=VALUE, got '{}'", kv));
-    c.set(kv.substr(0, eq), kv.substr(eq + 1));
-  }
+  cli::apply_overrides(a.all("set"), c, nullptr);
   c.validate();
   const int B = static_cast<int>(a.get_int("batch"));
   const int T = a.get_int("seq-len") > 0 ? static_cast<int>(a.get_int("seq-len")) : c.context_length;

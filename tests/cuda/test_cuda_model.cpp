@@ -1,0 +1,118 @@
+// The whole model on the GPU against the CPU: a fixed-seed training run, determinism, checkpoints across devices.
+#ifdef DSK_HAVE_CUDA
+#include "engine/checkpoint.h"
+#include "engine/data.h"
+#include "engine/evaluate.h"
+#include "engine/trainer.h"
+#include "kernels/device.h"
+#include "tests/cuda/cuda_testing.h"
+#include "tests/test_env.h"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace dsk;
+using dsk::testing::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+ModelConfig tiny_model() {
+  ModelConfig c;
+  c.context_length = 32;
+  c.emb_dim = 64;
+  c.n_heads = 4;
+  c.n_layers = 2;
+  c.kv_latent_dim = 24;
+  c.num_experts = 4;
+  c.num_shared_experts = 1;
+  c.top_k = 2;
+  c.expert_hidden_dim = 96;
+  c.drop_rate = 0.1f;
+  return c;
+}
+
+std::string tiny_data(const TempDir& d) {
+  std::string text;
+  for (int i = 0; i < 80; ++i) text += "Friends, Romans, countrymen, lend me your ears; I come to bury Caesar.\n";
+  PrepareOptions o;
+  o.input = d.file("corpus.txt", text);
+  o.out_dir = d / "data";
+  prepare_dataset(o);
+  return o.out_dir;
+}
+
+std::vector<double> losses_of(const std::string& run) {
+  std::vector<double> out;
+  std::ifstream in(fs::path(run) / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["type"] == "train") out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+void train_on(Backend device, const std::string& data, const std::string& out, const std::string& attention) {
+  TrainRun r;
+  r.model = tiny_model();
+  r.model.attention = attention;
+  r.train.batch_size = 4;
+  r.train.max_steps = 20;
+  r.train.lr = 1e-3f;
+  r.train.eval_every = 0;
+  r.train.eval_batches = 2;
+  r.data_dir = data;
+  r.out_dir = out;
+  r.device = device;
+  r.log = std::fopen("/dev/null", "w");
+  run_training(r);
+  std::fclose(r.log);
+}
+
+}  // namespace
+
+TEST_CASE("cuda model: 20 fixed-seed training steps match the CPU within 1e-3 and repeat bit for bit", "[cuda][model]") {
+  if (!dsk::testing::gpu_available()) return;
+  cuda::set_tf32(false);
+  TempDir d("cuda_model");
+  const std::string data = tiny_data(d);
+  for (const std::string attention : {"explicit", "absorbed"}) {
+    INFO("attention " << attention);
+    train_on(Backend::CPU, data, d / ("cpu_" + attention), attention);
+    train_on(Backend::CUDA, data, d / ("gpu_" + attention), attention);
+    train_on(Backend::CUDA, data, d / ("gpu2_" + attention), attention);
+    const auto cpu = losses_of(d / ("cpu_" + attention)), gpu = losses_of(d / ("gpu_" + attention));
+    REQUIRE(cpu.size() == 20);
+    REQUIRE(gpu.size() == 20);
+    for (size_t i = 0; i < cpu.size(); ++i) {
+      INFO("step " << i + 1 << ": cpu " << cpu[i] << " gpu " << gpu[i]);
+      CHECK(std::abs(cpu[i] - gpu[i]) <= 1e-3 * std::abs(cpu[i]));
+    }
+    CHECK(losses_of(d / ("gpu2_" + attention)) == gpu);  // deterministic on the GPU
+  }
+}
+
+TEST_CASE("cuda model: a checkpoint trained on the CPU loads on the GPU and gives the same evaluation", "[cuda][model]") {
+  if (!dsk::testing::gpu_available()) return;
+  cuda::set_tf32(false);
+  TempDir d("cuda_ckpt");
+  const std::string data = tiny_data(d);
+  train_on(Backend::CPU, data, d / "run", "explicit");
+  auto cpu_model = load_model(d / "run", Backend::CPU);
+  auto gpu_model = load_model(d / "run", Backend::CUDA);
+  TokenShard val(open_prepared(data).val_path);
+  Arena cpu_arena(Backend::CPU, eval_arena_bytes(cpu_model->config(), 4, 32), "eval");
+  Arena gpu_arena(Backend::CUDA, eval_arena_bytes(gpu_model->config(), 4, 32), "eval");
+  EvalResult a = evaluate(*cpu_model, val.tokens(), val.size(), 32, 4, 0, cpu_arena);
+  EvalResult b = evaluate(*gpu_model, val.tokens(), val.size(), 32, 4, 0, gpu_arena);
+  CHECK(b.loss == Approx(a.loss).epsilon(1e-4));
+  // and back: saved from the GPU, loaded on the CPU
+  save_checkpoint(d / "from_gpu", *gpu_model, nlohmann::json::object(), nullptr);
+  auto back = load_model(d / "from_gpu", Backend::CPU);
+  EvalResult c = evaluate(*back, val.tokens(), val.size(), 32, 4, 0, cpu_arena);
+  CHECK(c.loss == a.loss);
+}
+#endif
