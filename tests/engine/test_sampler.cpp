@@ -24,7 +24,7 @@ ModelConfig tiny_config() {
   c.n_heads = 4;
   c.n_layers = 2;
   c.drop_rate = 0.1f;  // must be ignored at inference
-  c.kv_latent_dim = 8;
+  c.kv_latent_dim = 12;  // differs from head_dim (8): a wrong scale or width shows
   c.num_experts = 4;
   c.num_shared_experts = 2;
   c.top_k = 2;
@@ -185,7 +185,7 @@ TEST_CASE("sampling: top-k and top-p keep exactly the right tokens", "[sampler]"
   CHECK(sampling_candidates(logits.data(), 6, p).ids.size() == 6u);
   // top-k acts on the raw logits, before the temperature: a huge temperature flattens but keeps the same set.
   p.top_k = 3;
-  p.temperature = 1000.0f;
+  p.temperature = 1e5f;
   Candidates flat = sampling_candidates(logits.data(), 6, p);
   CHECK(ids(flat) == std::vector<int32_t>{1, 2, 3});
   for (float q : flat.probs) CHECK(q == Approx(1.0 / 3).epsilon(1e-3));
