@@ -15,7 +15,7 @@ namespace dsk {
 struct DecodeSweep {
   std::vector<int> contexts;  // kv lengths reached at the end of the timed decode steps
   std::vector<int> batches;
-  int steps = 8;              // timed decode steps per point (after one untimed warm-up step)
+  int steps = 12;             // timed decode steps per point (after one untimed warm-up step)
   int layers = 0;             // 0: the config's n_layers; else run with this many (the JSON says so)
   std::string note;
 };
