@@ -165,9 +165,10 @@ const std::vector<float>& InferenceSession::decode(const std::vector<int32_t>& n
       const size_t keep = std::min(h.size(), static_cast<size_t>(ctx));
       rows[b].assign(h.end() - static_cast<std::ptrdiff_t>(keep), h.end());
     }
-    if (log)
-      log(fmt::format("context window full ({} tokens): sliding, re-prefilling the last {} tokens of each row", ctx,
-                      ctx));
+    if (log && stats.slides == 0)  // once: from here on every step slides (the stats line counts them)
+      log(fmt::format("context window full ({} tokens): sliding it, re-prefilling the last {} tokens of each row "
+                      "every step from now on",
+                      ctx, ctx));
     prefill_rows(rows);
     ++stats.slides;
     stats.slide_s += seconds_since(s0);

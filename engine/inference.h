@@ -61,7 +61,7 @@ class InferenceSession {
   const std::vector<float>& decode(const std::vector<int32_t>& next);
 
   InferenceStats stats;
-  // Receives one-line notes (window slides) when set; the CLI's --verbose.
+  // Receives one-line notes when set (the first window slide since stats were reset); the CLI's --verbose.
   std::function<void(const std::string&)> log;
 
  private:
