@@ -107,8 +107,8 @@ int bench_attention_cmd(const std::vector<std::string>& argv) {
       .option("device", "DEV", "cpu or cuda", "cpu")
       .option("contexts", "L,L,..", "context lengths to decode at (default: per config and device)")
       .option("batches", "B,B,..", "batch sizes (default: per device)")
-      .option("steps", "N", "timed decode steps per point (default: per device)", "0")
-      .option("layers", "N", "run with this many layers (default: all; large uses 1 on the CPU)", "0")
+      .option("steps", "N", "timed decode steps per point (0: the device's default)", "0")
+      .option("layers", "N", "run with this many layers (0: all, except large on the CPU: 1)", "0")
       .flag("no-kernels", "skip the attention kernel micro-benchmark")
       .option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;

@@ -69,8 +69,9 @@ void print_stats(const InferenceStats& st) {
 
 class SampleRunner {
  public:
-  SampleRunner(const cli::Args& a)
-      : device_(cli::resolve_device(a.get("device"))),
+  SampleRunner(const cli::Args& a, DecodeMode mode)
+      : mode_(mode),
+        device_(cli::resolve_device(a.get("device"))),
         model_(load_model(a.get("model"), device_)),
         tok_(Tokenizer::gpt2()),
         verbose_(a.has("verbose")) {
@@ -78,7 +79,6 @@ class SampleRunner {
     if (c.vocab_size != tok_.vocab_size())
       throw Error(fmt::format("the model's vocab_size {} does not match the GPT-2 tokenizer's {}", c.vocab_size,
                               tok_.vocab_size()));
-    mode_ = parse_decode_mode(a.get("attention"));
     std::fprintf(stderr, "model %s: %d layers, d %d, %d heads, d_c %d, context %d, %d experts (top-%d) | %s | %s attention\n",
                  resolve_checkpoint(a.get("model")).c_str(), c.n_layers, c.emb_dim, c.n_heads, c.kv_latent_dim,
                  c.context_length, c.num_experts, c.top_k, backend_name(device_), decode_mode_name(mode_));
@@ -127,11 +127,11 @@ class SampleRunner {
   bool verbose() const { return verbose_; }
 
  private:
+  DecodeMode mode_;
   Backend device_;
   std::unique_ptr<Model> model_;
   const Tokenizer& tok_;
   bool verbose_;
-  DecodeMode mode_ = DecodeMode::Absorbed;
   std::unique_ptr<InferenceSession> session_;
 };
 
@@ -320,7 +320,13 @@ int run_sample(const std::vector<std::string>& argv) {
     text = ss.str();
   }
 
-  SampleRunner r(a);
+  DecodeMode mode;
+  try {
+    mode = parse_decode_mode(a.get("attention"));
+  } catch (const Error& e) {
+    throw cli::UsageError(fmt::format("dsk sample: {}", e.what()));
+  }
+  SampleRunner r(a, mode);
   install_sigint_handler();
   if (a.has("interactive")) return run_interactive(r, s);
 
