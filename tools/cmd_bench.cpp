@@ -1,5 +1,6 @@
 // dsk bench: train | kernels | attention | moe | tokenizer — results as JSON on stdout and optionally a file.
 #include "bench/attention_bench.h"
+#include "bench/bench_decode.h"
 #include "bench/bench_tokenizer.h"
 #include "bench/bench_train.h"
 #include "bench/kernel_bench.h"
@@ -12,6 +13,7 @@
 #include "tools/device_option.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 
@@ -22,7 +24,7 @@ const char* kUsage =
     "dsk bench <train|kernels|attention|moe|tokenizer> [options]\n"
     "  train      training-step speed: tokens/s, ms forward/backward/optimizer, GFLOP/s\n"
     "  kernels    per-kernel micro-benchmarks (CPU wall clock; CUDA events on a GPU)\n"
-    "  attention  attention kernel forward/backward, explicit (per-head K/V) and absorbed (shared latent)\n"
+    "  attention  MLA's KV cache and decode speed (absorbed / explicit / MHA) + the attention kernel forward/backward\n"
     "  moe        one MoE layer: permuted/grouped dispatch vs the original loop over experts\n"
     "  tokenizer  GPT-2 encoding speed (MB/s), single-threaded and parallel";
 
@@ -108,6 +110,62 @@ int bench_moe_cmd(const std::vector<std::string>& argv) {
 #endif
 }
 
+// bench attention: the decode benchmark over small/default/large (or --config), plus the kernel micro-benchmark.
+int bench_attention_cmd(const std::vector<std::string>& argv) {
+  cli::Args a("bench attention", "KV-cache sizes and decode speed of absorbed MLA, explicit MLA and MHA",
+              "dsk bench attention [--config NAME|FILE ...] [--device cpu|cuda] [--json FILE]");
+  a.repeated("config", "NAME|FILE", "configurations to run (default: small, default, large)")
+      .option("device", "DEV", "cpu or cuda", "cpu")
+      .option("contexts", "L,L,..", "context lengths to decode at (default: per config and device)")
+      .option("batches", "B,B,..", "batch sizes (default: per device)")
+      .option("steps", "N", "timed decode steps per point (0: the device's default)", "0")
+      .option("layers", "N", "run with this many layers (0: all, except large on the CPU: 1)", "0")
+      .flag("no-kernels", "skip the attention kernel micro-benchmark")
+      .option("json", "FILE", "also write the result here");
+  if (!a.parse(argv)) return 0;
+  const Backend dev = cli::resolve_device(a.get("device"));
+  auto int_list = [&](const std::string& flag) {
+    std::vector<int> v;
+    std::string s = a.get(flag);
+    size_t i = 0;
+    while (i < s.size()) {
+      size_t j = s.find(',', i);
+      if (j == std::string::npos) j = s.size();
+      const std::string w = s.substr(i, j - i);
+      char* end = nullptr;
+      const long x = std::strtol(w.c_str(), &end, 10);
+      if (w.empty() || *end != '\0' || x <= 0) throw cli::UsageError(fmt::format("--{}: bad value '{}'", flag, w));
+      v.push_back(static_cast<int>(x));
+      i = j + 1;
+    }
+    return v;
+  };
+  std::vector<std::string> configs = a.all("config");
+  if (configs.empty()) configs = {"small", "default", "large"};
+  nlohmann::json decode = nlohmann::json::array();
+  for (const std::string& name : configs) {
+    ModelConfig c = load_model_config(name);
+    c.validate();
+    DecodeSweep sw = default_decode_sweep(c, name, dev);
+    if (a.has("contexts") && !a.get("contexts").empty()) sw.contexts = int_list("contexts");
+    if (a.has("batches") && !a.get("batches").empty()) sw.batches = int_list("batches");
+    if (a.get_int("steps") > 0) sw.steps = static_cast<int>(a.get_int("steps"));
+    if (a.get_int("layers") > 0) {
+      sw.layers = static_cast<int>(std::min<long long>(a.get_int("layers"), c.n_layers));
+      sw.note = fmt::format("timed with {} of {} layers (--layers)", sw.layers, c.n_layers);
+    }
+    for (int L : sw.contexts)
+      if (L < 2 || L > c.context_length)
+        throw cli::UsageError(fmt::format("--contexts: {} is outside 2..{} for {}", L, c.context_length, name));
+    decode.push_back(bench_decode(c, name, dev, sw));
+  }
+  nlohmann::json r = {{"decode", decode}};
+  if (a.has("no-kernels")) r["kernels"] = "skipped (--no-kernels)";
+  else if (dev == Backend::CPU) r["kernels"] = bench_attention_kernels_cpu();
+  else r["kernels"] = "CPU only here; the CUDA kernel timings are in `dsk bench kernels --device cuda`";
+  return emit(a, r);
+}
+
 int run_bench(const std::vector<std::string>& argv) {
   if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
     std::puts(kUsage);
@@ -117,8 +175,7 @@ int run_bench(const std::vector<std::string>& argv) {
   std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (what == "train") return bench_train_cmd(rest);
   if (what == "kernels") return bench_kernels_cmd(rest);
-  if (what == "attention")
-    return bench_simple(what, rest, [](const cli::Args&) { return bench_attention_kernels_cpu(); });
+  if (what == "attention") return bench_attention_cmd(rest);
   if (what == "moe") return bench_moe_cmd(rest);
   if (what == "tokenizer")
     return bench_simple(what, rest, [](const cli::Args& a) {

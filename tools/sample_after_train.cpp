@@ -1,12 +1,29 @@
 #include "tools/sample_after_train.h"
 
+#include "engine/checkpoint.h"
+#include "engine/inference.h"
+#include "engine/sampler.h"
+#include "engine/tokenizer.h"
+
 #include <cstdio>
 
 namespace dsk::cli {
 
-// Placeholder until the generation engine (engine/sampler) lands: says where the checkpoint is.
-void print_sample_after_training(const std::string& checkpoint, Backend, int) {
-  std::fprintf(stderr, "sample with: dsk sample --model %s\n", checkpoint.c_str());
+// A few lines from the best checkpoint, prompted with a newline, with dsk sample's default sampling.
+void print_sample_after_training(const std::string& checkpoint, Backend device, int max_new_tokens) {
+  auto model = load_model(checkpoint, device);
+  if (model->config().vocab_size != Tokenizer::gpt2().vocab_size()) return;  // not a GPT-2 vocabulary: no text
+  InferenceSession session(*model, DecodeMode::Absorbed, 1);
+  GenerateOptions o;
+  o.max_new_tokens = max_new_tokens;
+  const Tokenizer& tok = Tokenizer::gpt2();
+  std::fprintf(stderr, "--- sample (dsk sample --model %s) ---\n", checkpoint.c_str());
+  generate(session, {tok.encode("\n")}, o, [&](int32_t id) { return tok.token_bytes(id); },
+           [](int, const std::string& piece) {
+             std::fputs(piece.c_str(), stdout);
+             std::fflush(stdout);
+           });
+  std::fputs("\n", stdout);
 }
 
 }  // namespace dsk::cli

@@ -25,7 +25,7 @@ TEST_CASE("dsk: help, version, unknown command and unknown flag", "[info_cli]") 
   CHECK(run_dsk("--version").output.find("dsk 0.") == 0);
   auto help = run_dsk("--help");
   CHECK(help.exit_code == 0);
-  for (const char* cmd : {"train", "eval", "prepare", "bench", "info", "tokenize"}) CHECK_THAT(help.output, Catch::Contains(cmd));
+  for (const char* cmd : {"train", "sample", "eval", "prepare", "bench", "info", "tokenize"}) CHECK_THAT(help.output, Catch::Contains(cmd));
   CHECK(run_dsk("").exit_code == 2);
   auto unknown = run_dsk("frobnicate");
   CHECK(unknown.exit_code == 2);
