@@ -1,7 +1,6 @@
-// CUDA specializations that do not exist yet: attention (issue 7) and mixture of experts (issue 8).
+// CUDA specializations that do not exist yet: mixture of experts (issue 8).
 // They throw a clear error so `--device cuda` fails loudly at the first such op instead of linking fails
 // or silent wrong results. Each disappears from this file when its real kernel lands.
-#include "kernels/attention.h"
 #include "kernels/moe.h"
 
 namespace dsk {
@@ -12,16 +11,6 @@ namespace {
 }
 }  // namespace
 
-template <>
-void attention_forward<Backend::CUDA>(float*, float*, const float*, const float*, const float*, const int32_t*,
-                                      const AttentionShape&, const AttentionDropout&) {
-  pending("attention_forward", "CUDA part 2");
-}
-template <>
-void attention_backward<Backend::CUDA>(float*, float*, float*, const float*, const float*, const float*, const float*,
-                                       const float*, const float*, const AttentionShape&, const AttentionDropout&) {
-  pending("attention_backward", "CUDA part 2");
-}
 template <>
 void moe_router_forward<Backend::CUDA>(int32_t*, float*, float*, float*, const float*, const float*, int, int, int,
                                        uint64_t, uint64_t) {
