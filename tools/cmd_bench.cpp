@@ -97,6 +97,20 @@ int bench_kernels_cmd(const std::vector<std::string>& argv) {
 #endif
 }
 
+int bench_attention_cmd(const std::vector<std::string>& argv) {
+  cli::Args a("bench attention", "attention kernel micro-benchmark",
+              "dsk bench attention [--device cpu|cuda] [--json FILE]");
+  a.option("device", "DEV", "cpu or cuda", "cpu").option("json", "FILE", "also write the result here");
+  if (!a.parse(argv)) return 0;
+  const Backend dev = cli::resolve_device(a.get("device"));
+  if (dev == Backend::CPU) return emit(a, bench_attention_kernels_cpu());
+#ifdef DSK_HAVE_CUDA
+  return emit(a, bench_attention_kernels_cuda());
+#else
+  throw Error("built without CUDA");
+#endif
+}
+
 int run_bench(const std::vector<std::string>& argv) {
   if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
     std::puts(kUsage);
@@ -106,8 +120,7 @@ int run_bench(const std::vector<std::string>& argv) {
   std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (what == "train") return bench_train_cmd(rest);
   if (what == "kernels") return bench_kernels_cmd(rest);
-  if (what == "attention")
-    return bench_simple(what, rest, [](const cli::Args&) { return bench_attention_kernels_cpu(); });
+  if (what == "attention") return bench_attention_cmd(rest);
   if (what == "moe") return bench_simple(what, rest, [](const cli::Args&) { return bench_moe_cpu(); });
   if (what == "tokenizer")
     return bench_simple(what, rest, [](const cli::Args& a) {
