@@ -19,11 +19,11 @@ Var* cross_entropy(Tape& t, Var* logits, Var* targets, float grad_weight) {
   const bool fused_grad = t.record && logits->requires_grad;
   // In place: the logits become their gradient. Nothing reads the logits after the loss in this engine.
   float* dlogits = fused_grad ? logits->value.f32() : nullptr;
+  Var* ones = constant(t, {N}, inv_n, "ones");  // outside run(): a planning run must see this allocation too
   t.run([&]<Backend B>() {
     cross_entropy_forward_backward<B>(losses->value.f32(), dlogits, logits->value.f32(), targets->value.i32(), N, V,
                                       grad_weight * inv_n);
     // mean = (1/N) Σ losses, as a 1×N · N×1 product so it stays on the device
-    Var* ones = constant(t, {N}, inv_n, "ones");
     gemm<B>(false, false, 1, 1, N, 1.0f, losses->value.f32(), N, 0, ones->value.f32(), 1, 0, 0.0f, loss->value.f32(),
             1, 0);
   });

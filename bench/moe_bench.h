@@ -25,4 +25,17 @@ std::vector<MoeBenchShape> moe_bench_shapes();
 nlohmann::json bench_moe_cpu(const std::vector<MoeBenchShape>& shapes = moe_bench_shapes(), int warmup = 1,
                              int iters = 3);
 
+#ifdef DSK_HAVE_CUDA
+// The small, default and large layers (configs/*.json) at one training batch of 8 sequences of each config's
+// context length: 1024, 2048 and 4096 tokens.
+std::vector<MoeBenchShape> moe_bench_shapes_cuda();
+
+// The same layer forward + backward on the GPU (bench/moe_bench_cuda.cpp), fp32 with TF32 off, CUDA-event median
+// ms: the grouped path (permute, gather, grouped expert FFN, combine; no host sync) against a loop over experts as
+// the original project ran it (a host sync per expert to learn its tokens, cuBLAS linears per expert), with the
+// largest difference between the two paths' outputs and input gradients; and the grouped expert GEMMs' TFLOP/s
+// (forward and backward) against dense cuBLAS SGEMMs of the same shapes. Throws dsk::Error without a usable GPU.
+nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes = moe_bench_shapes_cuda());
+#endif
+
 }  // namespace dsk

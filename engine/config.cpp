@@ -1,44 +1,12 @@
 #include "engine/config.h"
 
+#include "engine/keyed_config.h"
+
 #include "kernels/common.h"
 
 #include <fstream>
 
 namespace dsk {
-
-namespace {
-
-// The one table of keys: name, and how to read/write it. Adding a key means adding one line here.
-template <class F>
-void for_each_key(ModelConfig& c, F&& f) {
-  f("vocab_size", c.vocab_size);
-  f("context_length", c.context_length);
-  f("emb_dim", c.emb_dim);
-  f("n_heads", c.n_heads);
-  f("n_layers", c.n_layers);
-  f("drop_rate", c.drop_rate);
-  f("kv_latent_dim", c.kv_latent_dim);
-  f("num_experts", c.num_experts);
-  f("num_shared_experts", c.num_shared_experts);
-  f("top_k", c.top_k);
-  f("expert_hidden_dim", c.expert_hidden_dim);
-  f("aux_loss_coef", c.aux_loss_coef);
-  f("attention", c.attention);
-}
-
-template <class T>
-void read_value(const nlohmann::json& v, const std::string& key, T& out) {
-  if constexpr (std::is_same_v<T, int>) {
-    if (!v.is_number_integer()) throw Error(fmt::format("config key '{}' must be an integer, got {}", key, v.dump()));
-  } else if constexpr (std::is_same_v<T, float>) {
-    if (!v.is_number()) throw Error(fmt::format("config key '{}' must be a number, got {}", key, v.dump()));
-  } else {
-    if (!v.is_string()) throw Error(fmt::format("config key '{}' must be a string, got {}", key, v.dump()));
-  }
-  out = v.get<T>();
-}
-
-}  // namespace
 
 void ModelConfig::validate() const {
   auto positive = [](const char* key, long long v) {
@@ -69,29 +37,11 @@ void ModelConfig::validate() const {
     throw Error(fmt::format("config key 'attention' must be \"explicit\" or \"absorbed\", got \"{}\"", attention));
 }
 
-nlohmann::json ModelConfig::to_json() const {
-  nlohmann::json j;
-  ModelConfig copy = *this;
-  for_each_key(copy, [&](const char* key, auto& v) { j[key] = v; });
-  return j;
-}
+nlohmann::json ModelConfig::to_json() const { return keyed::to_json(*this); }
 
-bool ModelConfig::has_key(const std::string& key) const {
-  bool found = false;
-  ModelConfig copy = *this;
-  for_each_key(copy, [&](const char* k, auto&) { found = found || key == k; });
-  return found;
-}
+bool ModelConfig::has_key(const std::string& key) const { return keyed::has_key(*this, key); }
 
-void ModelConfig::update_from_json(const nlohmann::json& j) {
-  if (!j.is_object()) throw Error("a model config must be a JSON object");
-  for (const auto& [key, value] : j.items()) {
-    if (!has_key(key)) throw Error(fmt::format("unknown model config key '{}'", key));
-    for_each_key(*this, [&](const char* k, auto& field) {
-      if (key == k) read_value(value, key, field);
-    });
-  }
-}
+void ModelConfig::update_from_json(const nlohmann::json& j) { keyed::update_from_json(*this, j, "model config key"); }
 
 void ModelConfig::set(const std::string& key, const std::string& value) {
   nlohmann::json v = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);

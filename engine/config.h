@@ -27,6 +27,24 @@ struct ModelConfig {
 
   int head_dim() const { return emb_dim / n_heads; }
 
+  // The one table of keys (engine/keyed_config.h): adding a key means adding one line here.
+  template <class C, class F>
+  static void visit(C& c, F&& f) {
+    f("vocab_size", c.vocab_size);
+    f("context_length", c.context_length);
+    f("emb_dim", c.emb_dim);
+    f("n_heads", c.n_heads);
+    f("n_layers", c.n_layers);
+    f("drop_rate", c.drop_rate);
+    f("kv_latent_dim", c.kv_latent_dim);
+    f("num_experts", c.num_experts);
+    f("num_shared_experts", c.num_shared_experts);
+    f("top_k", c.top_k);
+    f("expert_hidden_dim", c.expert_hidden_dim);
+    f("aux_loss_coef", c.aux_loss_coef);
+    f("attention", c.attention);
+  }
+
   // Throws dsk::Error naming the key for an impossible value.
   void validate() const;
   nlohmann::json to_json() const;

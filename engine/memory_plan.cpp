@@ -10,9 +10,11 @@ MemoryPlan plan_memory(const ModelConfig& config, int batch, int seq_len, bool t
   Tape tape(arena, Backend::CPU);
   tape.training = training;
   tape.record = training;
-  Tensor tokens = arena.alloc({batch, seq_len}, DType::I32);
-  Tensor targets = arena.alloc({batch, seq_len}, DType::I32);
-  ForwardResult r = model.forward(tape, tokens, training ? targets : Tensor{});
+  // The batch itself lives outside the activation arena (the trainer's input buffers): fake, never-read addresses.
+  void* fake = reinterpret_cast<void*>(Arena::kAlign);
+  Tensor tokens(fake, {batch, seq_len}, DType::I32), targets(fake, {batch, seq_len}, DType::I32);
+  // Inference is planned with the loss (evaluation); generation without it needs slightly less.
+  ForwardResult r = model.forward(tape, tokens, targets);
   MemoryPlan plan;
   plan.parameter_bytes = model.params().bytes();
   plan.forward_bytes = arena.peak();

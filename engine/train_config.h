@@ -32,6 +32,33 @@ struct TrainConfig {
   int log_every = 10;
   int64_t data_stride = 0;  // 0 = random windows; s > 0 = every window with stride s
 
+  // The one table of keys (engine/keyed_config.h): adding a key means adding one line here.
+  template <class C, class F>
+  static void visit(C& c, F&& f) {
+    f("batch_size", c.batch_size);
+    f("seq_len", c.seq_len);
+    f("lr", c.lr);
+    f("min_lr", c.min_lr);
+    f("beta1", c.beta1);
+    f("beta2", c.beta2);
+    f("eps", c.eps);
+    f("weight_decay", c.weight_decay);
+    f("decay_all", c.decay_all);
+    f("grad_clip", c.grad_clip);
+    f("warmup_steps", c.warmup_steps);
+    f("max_steps", c.max_steps);
+    f("epochs", c.epochs);
+    f("grad_accum_steps", c.grad_accum_steps);
+    f("eval_every", c.eval_every);
+    f("eval_batches", c.eval_batches);
+    f("save_every", c.save_every);
+    f("keep_checkpoints", c.keep_checkpoints);
+    f("seed", c.seed);
+    f("dropout", c.dropout);
+    f("log_every", c.log_every);
+    f("data_stride", c.data_stride);
+  }
+
   void validate() const;
   nlohmann::json to_json() const;
   void update_from_json(const nlohmann::json& j);

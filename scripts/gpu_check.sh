@@ -7,9 +7,10 @@
 # kernel micro-benchmarks (which measure the GPU's copy bandwidth and GEMM peaks first), and writes
 #   OUTDIR/report.md, OUTDIR/report.json   the summary: GPU, driver, each test's result, each benchmark
 #   OUTDIR/cuda_tests.xml, cpu_tests.xml   JUnit results      OUTDIR/bench_kernels.json   raw benchmark JSON
+#   OUTDIR/bench_moe.json                  MoE layer benchmark (grouped vs expert loop, grouped vs dense GEMM)
 #   OUTDIR/nvidia_smi.txt                  GPU description    OUTDIR/log.txt              every stage's log
 # The attention benchmarks (dsk bench attention, scripts/bench_torch_attention.py) are embedded in report.json.
-# (7 files: the device tool returns at most 8.) A failing stage is recorded and the next one still runs; the
+# (8 files: the device tool returns at most 8.) A failing stage is recorded and the next one still runs; the
 # report is always written. Stages share a deadline so the whole run stays under 8 minutes.
 #
 # With the device tool:  run(command="scripts/gpu_check.sh $OUT", carry=[".deps"], timeout_s=540)
@@ -103,6 +104,8 @@ if ((built)); then
   stage cpu_tests 120 "$BUILD/dsk_tests" "~[cuda]" -r junit -o "$OUT/cpu_tests.xml"
   # ---- kernel micro-benchmarks (the GPU's peaks are measured first, inside) ---------------------------------
   stage bench_kernels 180 "$BUILD/dsk" bench kernels --device cuda --json "$OUT/bench_kernels.json"
+  # ---- MoE layer: grouped path vs a loop over experts, grouped GEMMs vs dense cuBLAS ------------------------
+  stage bench_moe 120 "$BUILD/dsk" bench moe --device cuda --json "$OUT/bench_moe.json"
   # Attention kernels (training TFLOP/s, decode GB/s); kept in $WORK and embedded in report.json (OUT holds 8 files).
   stage bench_attention 120 "$BUILD/dsk" bench attention --device cuda --json "$WORK/bench_attention.json"
 fi

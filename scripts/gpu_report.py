@@ -104,6 +104,37 @@ def attention_markdown(attn, torch_attn):
     return md
 
 
+def load_bench(path):
+    """A `dsk bench` JSON file as its result dict (with the machine), None when absent, parse_error when broken."""
+    if not os.path.exists(path):
+        return None
+    try:
+        bench = json.load(open(path))
+    except ValueError as e:
+        return {"parse_error": str(e)}
+    # `dsk bench` wraps a result as {"machine": ..., "result": {...}}.
+    if isinstance(bench, dict) and isinstance(bench.get("result"), dict):
+        bench = dict(bench["result"], machine=bench.get("machine"))
+    return bench
+
+
+def moe_markdown(bench):
+    md = ["\n## MoE layer benchmark (fp32, forward + backward)"]
+    if not bench or "results" not in bench:
+        md.append("\nno results" + (f" ({bench['parse_error']})" if bench and "parse_error" in bench else ""))
+        return md
+    md.append("\n| shape | N d F E k S | grouped ms | expert loop ms | loop / grouped | grouped GEMM fwd TFLOP/s "
+              "(of dense) | bwd TFLOP/s (of dense) | max rel diff y, dx |\n|---|---|---|---|---|---|---|---|")
+    for r in bench["results"]:
+        g = r.get("grouped_gemm", {})
+        md.append(f"| {r['shape']} | {r['N']} {r['d']} {r['F']} {r['E']} {r['k']} {r['shared']} | "
+                  f"{r['grouped_ms']:.3f} | {r['expert_loop_ms']:.3f} | {r['loop_over_grouped']:.2f}x | "
+                  f"{g.get('forward_tflops', 0):.1f} ({100 * g.get('forward_fraction_of_dense', 0):.0f}%) | "
+                  f"{g.get('backward_tflops', 0):.1f} ({100 * g.get('backward_fraction_of_dense', 0):.0f}%) | "
+                  f"{r.get('max_rel_diff_y', 0):.1e}, {r.get('max_rel_diff_dx', 0):.1e} |")
+    return md
+
+
 def main():
     out, stages_path, total = sys.argv[1], sys.argv[2], float(sys.argv[3])
     extra_dirs = ([sys.argv[4]] if len(sys.argv) > 4 else []) + [out]
@@ -114,16 +145,8 @@ def main():
             if len(parts) >= 3:
                 stages.append({"stage": parts[0], "rc": parts[1], "seconds": float(parts[2] or 0),
                                "ok": parts[1] == "0"})
-    bench = None
-    bench_path = os.path.join(out, "bench_kernels.json")
-    if os.path.exists(bench_path):
-        try:
-            bench = json.load(open(bench_path))
-        except ValueError as e:
-            bench = {"parse_error": str(e)}
-        # `dsk bench` wraps a result as {"machine": ..., "result": {...}}.
-        if isinstance(bench, dict) and isinstance(bench.get("result"), dict):
-            bench = dict(bench["result"], machine=bench.get("machine"))
+    bench = load_bench(os.path.join(out, "bench_kernels.json"))
+    bench_moe = load_bench(os.path.join(out, "bench_moe.json"))
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "total_seconds": total,
@@ -134,6 +157,7 @@ def main():
         "bench": bench,
         "attention": load_json("bench_attention.json", extra_dirs),
         "torch_attention": load_json("bench_torch_attention.json", extra_dirs),
+        "bench_moe": bench_moe,
     }
     json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
 
@@ -174,6 +198,7 @@ def main():
             md.append(f"| {k['name']} | {k.get('shape', '')} | {k['ms']:.4f} | {rate} | "
                       + (f"{100 * frac:.0f}%" if frac is not None else "") + " |")
     md += attention_markdown(report["attention"], report["torch_attention"])
+    md += moe_markdown(bench_moe)
     open(os.path.join(out, "report.md"), "w").write("\n".join(md) + "\n")
 
 

@@ -111,6 +111,20 @@ int bench_attention_cmd(const std::vector<std::string>& argv) {
 #endif
 }
 
+int bench_moe_cmd(const std::vector<std::string>& argv) {
+  cli::Args a("bench moe", "one MoE layer: grouped dispatch vs a loop over experts",
+              "dsk bench moe [--device cpu|cuda] [--json FILE]");
+  a.option("device", "DEV", "cpu or cuda", "cpu").option("json", "FILE", "also write the result here");
+  if (!a.parse(argv)) return 0;
+  const Backend dev = cli::resolve_device(a.get("device"));
+  if (dev == Backend::CPU) return emit(a, bench_moe_cpu());
+#ifdef DSK_HAVE_CUDA
+  return emit(a, bench_moe_cuda());
+#else
+  throw Error("built without CUDA");
+#endif
+}
+
 int run_bench(const std::vector<std::string>& argv) {
   if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
     std::puts(kUsage);
@@ -121,7 +135,7 @@ int run_bench(const std::vector<std::string>& argv) {
   if (what == "train") return bench_train_cmd(rest);
   if (what == "kernels") return bench_kernels_cmd(rest);
   if (what == "attention") return bench_attention_cmd(rest);
-  if (what == "moe") return bench_simple(what, rest, [](const cli::Args&) { return bench_moe_cpu(); });
+  if (what == "moe") return bench_moe_cmd(rest);
   if (what == "tokenizer")
     return bench_simple(what, rest, [](const cli::Args& a) {
       std::string corpus = a.has("corpus") ? a.get("corpus") : data_dir() + "/tinyshakespeare.txt";

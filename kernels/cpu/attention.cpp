@@ -10,6 +10,7 @@
 // threads would otherwise fight the OpenMP team (measured: ~40% slower on 2 cores). BlasSingleThread sets that
 // for the duration of one kernel call and restores the caller's setting.
 #include "kernels/attention.h"
+#include "kernels/cpu/fast_exp.h"
 #include "kernels/rng.h"
 
 #include <cblas.h>
@@ -53,25 +54,6 @@ void check_shape(const AttentionShape& s, const AttentionDropout& drop) {
   DSK_CHECK(s.q_len <= s.kv_len, "attention: q_len {} exceeds kv_len {}", s.q_len, s.kv_len);
   DSK_CHECK(capacity_of(s) >= s.kv_len, "attention: kv_capacity {} is below kv_len {}", s.kv_capacity, s.kv_len);
   DSK_CHECK(drop.p >= 0.0f && drop.p < 1.0f, "attention: dropout probability must be in [0, 1), got {}", drop.p);
-}
-
-// exp(x) for the softmax arguments (x <= 0 up to rounding), as plain arithmetic so that row loops vectorize
-// (libm's expf is a call per element and was ~15% of the forward). Cody-Waite reduction x = n ln2 + r with
-// |r| <= ln2/2 and Cephes' expf polynomial: relative error ~2e-7. Below -87 it returns ~1e-38 instead of 0.
-inline float softmax_exp(float x) {
-  x = std::max(x, -87.0f);
-  const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer
-  const float n = (x * 1.44269504088896341f + round_magic) - round_magic;
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  float poly = 1.9875691500e-4f;
-  poly = poly * r + 1.3981999507e-3f;
-  poly = poly * r + 8.3334519073e-3f;
-  poly = poly * r + 4.1665795894e-2f;
-  poly = poly * r + 1.6666665459e-1f;
-  poly = poly * r + 5.0000001201e-1f;
-  const float e_r = poly * r * r + r + 1.0f;
-  const float two_n = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-  return e_r * two_n;
 }
 
 // The dropout multipliers of probability elements [index, index + n): 0 (dropped) or 1/(1-p) (kept); all 1 when
@@ -135,7 +117,7 @@ void attention_forward<Backend::CPU>(float* out, float* lse, const float* q, con
             float mx = p[0];
 #pragma omp simd reduction(max : mx)
             for (int c = 1; c < visible; ++c) mx = std::max(mx, p[c]);
-            for (int c = 0; c < visible; ++c) p[c] = softmax_exp(p[c] - mx);
+            for (int c = 0; c < visible; ++c) p[c] = cpu_math::exp_nonpositive(p[c] - mx);
             float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
             for (int c = 0; c < visible; ++c) sum += p[c];
@@ -225,7 +207,7 @@ void attention_backward<Backend::CPU>(float* dq, float* dk, float* dv, const flo
             for (int c = 0; c < dvd; ++c) D += do_blk[static_cast<size_t>(r) * ldo + c] * oh[static_cast<size_t>(i) * ldo + c];
             dropout_multipliers(mask.data(), i + 1, drop, (bh * T + i) * T);
             for (int j = 0; j <= i; ++j) {
-              const float pij = softmax_exp(p[j] - row_lse);
+              const float pij = cpu_math::exp_nonpositive(p[j] - row_lse);
               p[j] = pij * mask[j];                 // P∘M, for dv
               ds[j] = pij * (ds[j] * mask[j] - D);  // dS
             }

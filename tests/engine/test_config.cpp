@@ -88,3 +88,24 @@ TEST_CASE("memory plan: grows with the batch and training needs more than infere
   CHECK(p8.parameter_bytes >= exact);
   CHECK(p8.parameter_bytes < exact + 16 * 64 * 100 * 4);
 }
+
+TEST_CASE("memory plan: a real training step uses exactly the planned activation bytes", "[config][plan]") {
+  ModelConfig c = load_model_config("small");
+  c.vocab_size = 512;
+  c.n_layers = 2;
+  c.context_length = 32;
+  const int B = 3, T = 32;
+  MemoryPlan plan = plan_memory(c, B, T);
+  Model m(c, Backend::CPU);
+  m.init_weights(3);
+  Arena arena(Backend::CPU, plan.activation_bytes, "activation");  // throws if a step needs one byte more
+  std::vector<int32_t> tok(B * T), tgt(B * T);
+  for (int i = 0; i < B * T; ++i) tok[i] = (i * 7) % 512, tgt[i] = (i * 13) % 512;
+  Tensor tokens(tok.data(), {B, T}, DType::I32), targets(tgt.data(), {B, T}, DType::I32);
+  Tape tape(arena, Backend::CPU);
+  tape.training = true;
+  ForwardResult r = m.forward(tape, tokens, targets);
+  CHECK(arena.peak() == plan.forward_bytes);
+  tape.backward(r.loss_terms);
+  CHECK(arena.peak() == plan.activation_bytes);
+}

@@ -4,6 +4,8 @@
 #include "engine/tokenizer.h"
 #include "kernels/common.h"
 
+#include "tests/test_env.h"
+
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
@@ -15,20 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh temporary folder per test, removed at the end.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / fmt::format("dsk_prep_{}_{}", getpid(), name)) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name, const std::string& content) const {
-    std::ofstream(path / name, std::ios::binary) << content;
-    return (path / name).string();
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using dsk::testing::TempDir;
 
 // 10 records: quoted multi-line fields, embedded commas and doubled quotes, CRLF line ends.
 const char* kTinyCsv =

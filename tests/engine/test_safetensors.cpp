@@ -1,6 +1,8 @@
 // safetensors reader/writer: round trip, layout details of the spec, and clear errors for broken files.
 #include "engine/safetensors.h"
 
+#include "tests/test_env.h"
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -18,18 +20,10 @@ using Catch::Matchers::Contains;
 namespace {
 
 // A fresh scratch folder per test case, removed afterwards.
-struct TempDir {
-  fs::path dir;
-  TempDir() {
-    static int counter = 0;
-    dir = fs::temp_directory_path() / fmt::format("dsk_safetensors_{}_{}", getpid(), counter++);
-    fs::create_directories(dir);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string path(const std::string& name) const { return (dir / name).string(); }
+// TempDir with the path(name) spelling these tests use.
+struct TempDir : dsk::testing::TempDir {
+  TempDir() : dsk::testing::TempDir("safetensors") {}
+  std::string path(const std::string& name) const { return (*this) / name; }
 };
 
 std::string read_bytes(const std::string& path) {

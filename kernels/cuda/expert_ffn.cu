@@ -1,0 +1,339 @@
+// CUDA expert FFN over the permuted segments (kernels/moe.h); kernels/cpu/expert_ffn.cpp is the specification.
+//
+// Grouped GEMMs with the segment offsets read from device memory (no host synchronisation):
+//   forward   h = relu(xp · w1[e]ᵀ + b1[e])          grouped_gemm<B = Wᵀ,  bias + ReLU epilogue>
+//             y = h · w2[e]ᵀ + b2[e]                 grouped_gemm<B = Wᵀ,  bias epilogue>
+//   backward  dh = (dy · w2[e]) ⊙ (h > 0)            grouped_gemm<B = W,   ReLU-mask epilogue>
+//             dxp = dh · w1[e]                       grouped_gemm<B = W,   plain store>
+//             dw2[e] += dyᵀ h, db2[e] += Σ dy        weight_grad (bias sum fused into the first column tile)
+//             dw1[e] += dhᵀ xp, db1[e] += Σ dh       weight_grad
+//
+// The row-grouped GEMMs (forward, dh, dxp): the M rows are split into tiles that never straddle two experts:
+// expert e owns ceil(m_e / BM) consecutive tiles. The grid is launched for the upper bound ceil(M/BM) + E tiles
+// (known on the host without reading offsets); block t finds its (expert, first row) from the offsets with one warp
+// (a prefix sum of the per-expert tile counts, 32 experts per step) and blocks past the last tile exit.
+// The weight gradients: block (tile of dW[e], e) loops over expert e's rows in order, so each dW element is one
+// thread's sequential sum: deterministic, no atomics, no split-K.
+//
+// The tile GEMM is classic fp32 SIMT: 256 threads (16 x 16), each owning a (4·RM) x (4·RN) register tile spread as
+// RM x RN blocks of 4 x 4 (rows ty*4 + 64·h, columns tx*4 + 64·h, so the shared-memory reads are conflict-free
+// float4s); tiles BM x BN = 64·RM x 64·RN, K-step BK; shared memory holds the A and B tiles k-major
+// (As[BK][BM + 4], Bs[BK][BN + 4], 8.4-8.7 KB), the next K-step's global loads are issued into registers before the
+// current step's FMAs. Two configurations: 128 x 128 x 8 (8 x 8 per thread) when the launch has enough tiles to
+// fill the GPU twice, else 64 x 64 x 16 (4 x 4 per thread).
+// Expected efficiency (not yet measured): such kernels reach roughly half to two thirds of cuBLAS's fp32 SGEMM on
+// large tiles; scalar global loads and one shared buffer cost more on small K. Follow-ups: float4/cp.async (TMA)
+// loads with a multi-stage pipeline, and TF32/bf16 tensor-core (wgmma) versions, which is where the H200's speed is.
+#include "kernels/cuda/runtime.cuh"
+#include "kernels/moe.h"
+
+namespace dsk {
+
+namespace {
+
+constexpr int kThreads = 256;  // 16 x 16
+constexpr int kPad = 4;        // keeps shared rows 16-byte aligned and spreads the k-major stores over banks
+
+template <int RM_, int RN_, int BK_>
+struct TileCfg {
+  static constexpr int RM = RM_, RN = RN_, BK = BK_;
+  static constexpr int BM = 64 * RM, BN = 64 * RN;
+  static constexpr int TM = 4 * RM, TN = 4 * RN;  // register tile
+  static constexpr int LA = BM * BK / kThreads;   // A elements each thread loads per K-step
+  static constexpr int LB = BN * BK / kThreads;
+  static_assert(BM * BK % kThreads == 0 && BN * BK % kThreads == 0, "whole loads per thread");
+};
+using BigTile = TileCfg<2, 2, 8>;     // 128 x 128, 8 x 8 per thread
+using SmallTile = TileCfg<1, 1, 16>;  // 64 x 64, 4 x 4 per thread
+
+// ---- one output tile: acc = A (m_valid x K) · B (K x n_valid), zero-padded to BM x BN -------------------------
+// A_KC: A(i, kk) = A[i*lda + kk] (rows K-contiguous, activations) else A[kk*lda + i] (a transposed view).
+// B_KC: B(kk, j) = B[j*ldb + kk] (a weight used as Wᵀ)            else B[kk*ldb + j].
+// with_rowsum: threads tid < BM also return rowsum = Σ_kk A(tid, kk) in K order (the fused bias gradient).
+template <class Cfg, bool A_KC, bool B_KC>
+__device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
+                                          int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
+                                          float* As, float* Bs, bool with_rowsum, float& rowsum) {
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;
+  constexpr int SA = BM + kPad, SB = BN + kPad;  // shared row strides (floats)
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+
+#pragma unroll
+  for (int a = 0; a < Cfg::TM; ++a)
+#pragma unroll
+    for (int b = 0; b < Cfg::TN; ++b) acc[a][b] = 0.0f;
+
+  float ra[Cfg::LA], rb[Cfg::LB];
+  // Global -> registers for the K-step starting at k0; out-of-range elements are 0 (they add nothing).
+  auto load = [&](int k0) {
+#pragma unroll
+    for (int l = 0; l < Cfg::LA; ++l) {
+      const int idx = tid + l * kThreads;
+      const int i = A_KC ? idx / BK : idx % BM;
+      const int kk = A_KC ? idx % BK : idx / BM;
+      const int k = k0 + kk;
+      ra[l] = (i < m_valid && k < K)
+                  ? (A_KC ? A[static_cast<int64_t>(i) * lda + k] : A[static_cast<int64_t>(k) * lda + i])
+                  : 0.0f;
+    }
+#pragma unroll
+    for (int l = 0; l < Cfg::LB; ++l) {
+      const int idx = tid + l * kThreads;
+      const int j = B_KC ? idx / BK : idx % BN;
+      const int kk = B_KC ? idx % BK : idx / BN;
+      const int k = k0 + kk;
+      rb[l] = (j < n_valid && k < K)
+                  ? (B_KC ? B[static_cast<int64_t>(j) * ldb + k] : B[static_cast<int64_t>(k) * ldb + j])
+                  : 0.0f;
+    }
+  };
+  // Registers -> shared, k-major: As[kk][i], Bs[kk][j].
+  auto store = [&]() {
+#pragma unroll
+    for (int l = 0; l < Cfg::LA; ++l) {
+      const int idx = tid + l * kThreads;
+      const int i = A_KC ? idx / BK : idx % BM;
+      const int kk = A_KC ? idx % BK : idx / BM;
+      As[kk * SA + i] = ra[l];
+    }
+#pragma unroll
+    for (int l = 0; l < Cfg::LB; ++l) {
+      const int idx = tid + l * kThreads;
+      const int j = B_KC ? idx / BK : idx % BN;
+      const int kk = B_KC ? idx % BK : idx / BN;
+      Bs[kk * SB + j] = rb[l];
+    }
+  };
+
+  float rs = 0.0f;
+  load(0);
+  for (int k0 = 0; k0 < K; k0 += BK) {
+    __syncthreads();  // every thread has finished reading the previous K-step's tiles
+    store();
+    __syncthreads();  // the tiles are complete
+    if (k0 + BK < K) load(k0 + BK);  // next step's global loads overlap this step's FMAs
+    if (with_rowsum && tid < BM)
+#pragma unroll
+      for (int kk = 0; kk < BK; ++kk) rs += As[kk * SA + tid];
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      float a[Cfg::TM], b[Cfg::TN];
+#pragma unroll
+      for (int h = 0; h < Cfg::RM; ++h) {
+        const float4 v = *reinterpret_cast<const float4*>(&As[kk * SA + h * 64 + ty * 4]);
+        a[4 * h] = v.x, a[4 * h + 1] = v.y, a[4 * h + 2] = v.z, a[4 * h + 3] = v.w;
+      }
+#pragma unroll
+      for (int h = 0; h < Cfg::RN; ++h) {
+        const float4 v = *reinterpret_cast<const float4*>(&Bs[kk * SB + h * 64 + tx * 4]);
+        b[4 * h] = v.x, b[4 * h + 1] = v.y, b[4 * h + 2] = v.z, b[4 * h + 3] = v.w;
+      }
+#pragma unroll
+      for (int x = 0; x < Cfg::TM; ++x)
+#pragma unroll
+        for (int y = 0; y < Cfg::TN; ++y) acc[x][y] = fmaf(a[x], b[y], acc[x][y]);
+    }
+  }
+  rowsum = rs;
+}
+
+// Tile-local row and column of the thread's register element (x, y).
+__device__ __forceinline__ int tile_row(int x) { return (x / 4) * 64 + (threadIdx.x / 16) * 4 + x % 4; }
+__device__ __forceinline__ int tile_col(int y) { return (y / 4) * 64 + (threadIdx.x % 16) * 4 + y % 4; }
+
+// ---- row-grouped GEMM: C (M, Nout) = epilogue(A (M, K) · op(W[e])), expert e by row segment ------------------------
+
+enum Epilogue { kBiasRelu, kBias, kReluMask, kStore };
+
+// Warp 0: which expert and rows tile t covers. tiles_e = ceil(m_e / BM); tile t belongs to the first expert whose
+// inclusive tile prefix exceeds t (empty experts have no tiles and are never chosen).
+template <int BM>
+__device__ void find_tile(int t, const int32_t* __restrict__ offsets, int E, int* info) {
+  const int lane = threadIdx.x & 31;
+  int before = 0;  // tiles of the experts in earlier chunks
+  for (int e0 = 0; e0 < E; e0 += 32) {
+    const int e = e0 + lane;
+    int tiles = 0;
+    if (e < E) tiles = (offsets[e + 1] - offsets[e] + BM - 1) / BM;
+    int incl = tiles;  // inclusive prefix over the chunk's lanes
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      int v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    const unsigned hit = __ballot_sync(0xffffffffu, e < E && t < before + incl);
+    if (hit) {  // the same on every lane
+      const int l = __ffs(hit) - 1;
+      const int first_tile = before + __shfl_sync(0xffffffffu, incl - tiles, l);
+      if (lane == 0) {
+        const int eh = e0 + l;
+        info[0] = eh;
+        info[1] = offsets[eh] + (t - first_tile) * BM;  // first row
+        info[2] = offsets[eh + 1];                      // end of the expert's rows
+      }
+      return;
+    }
+    before += __shfl_sync(0xffffffffu, incl, 31);
+  }
+  if (lane == 0) info[0] = -1;  // past the last tile
+}
+
+// Grid (ceil(M/BM) + E, ceil(Nout/BN)). A (M, K) row-major; W (E, ...) with w_stride = Nout*K per expert:
+// B_KC: W[e] is (Nout, K) used as W[e]ᵀ; else W[e] is (K, Nout). bias (E, Nout); mask (M, Nout) for kReluMask.
+template <class Cfg, bool B_KC, int EPI>
+__global__ void __launch_bounds__(kThreads, 2)
+    grouped_gemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __restrict__ W,
+                        const float* __restrict__ bias, const float* __restrict__ mask,
+                        const int32_t* __restrict__ offsets, int E, int K, int Nout) {
+  __shared__ __align__(16) float As[Cfg::BK * (Cfg::BM + kPad)];
+  __shared__ __align__(16) float Bs[Cfg::BK * (Cfg::BN + kPad)];
+  __shared__ int info[3];
+  if (threadIdx.x < 32) find_tile<Cfg::BM>(blockIdx.x, offsets, E, info);
+  __syncthreads();
+  const int e = info[0];
+  if (e < 0) return;  // the whole block
+  const int row0 = info[1], row_end = info[2];
+  const int col0 = blockIdx.y * Cfg::BN;
+
+  const float* Ab = A + static_cast<int64_t>(row0) * K;
+  const float* We = W + static_cast<int64_t>(e) * Nout * K;
+  const float* Bb = B_KC ? We + static_cast<int64_t>(col0) * K : We + col0;
+  const int ldb = B_KC ? K : Nout;
+  float acc[Cfg::TM][Cfg::TN];
+  float unused_rowsum;
+  tile_gemm<Cfg, true, B_KC>(acc, Ab, K, row_end - row0, Bb, ldb, Nout - col0, K, As, Bs, false, unused_rowsum);
+
+  const float* be = bias ? bias + static_cast<int64_t>(e) * Nout : nullptr;
+#pragma unroll
+  for (int x = 0; x < Cfg::TM; ++x) {
+    const int row = row0 + tile_row(x);
+    if (row >= row_end) continue;
+#pragma unroll
+    for (int y = 0; y < Cfg::TN; ++y) {
+      const int col = col0 + tile_col(y);
+      if (col >= Nout) continue;
+      const int64_t o = static_cast<int64_t>(row) * Nout + col;
+      float v = acc[x][y];
+      if (EPI == kBiasRelu) {
+        v += be[col];
+        v = v > 0.0f ? v : 0.0f;
+      } else if (EPI == kBias) {
+        v += be[col];
+      } else if (EPI == kReluMask) {
+        v = mask[o] > 0.0f ? v : 0.0f;  // as the CPU: the gradient passes where h > 0
+      }
+      C[o] = v;
+    }
+  }
+}
+
+// ---- per-expert weight gradient: dW[e] (Mw, Nw) += X_eᵀ · Y_e, db[e] (Mw) += Σ_r X_e[r] -----------------------
+// X (M, Mw), Y (M, Nw) row-major; rows of expert e are [offsets[e], offsets[e+1]). Grid (ceil(Mw/BM), ceil(Nw/BN), E).
+template <class Cfg>
+__global__ void __launch_bounds__(kThreads, 2)
+    weight_grad_kernel(float* __restrict__ dW, float* __restrict__ db, const float* __restrict__ X,
+                       const float* __restrict__ Y, const int32_t* __restrict__ offsets, int Mw, int Nw) {
+  __shared__ __align__(16) float As[Cfg::BK * (Cfg::BM + kPad)];
+  __shared__ __align__(16) float Bs[Cfg::BK * (Cfg::BN + kPad)];
+  const int e = blockIdx.z;
+  const int r0 = offsets[e], m = offsets[e + 1] - r0;
+  if (m <= 0) return;  // no rows: no gradient (the whole block)
+  const int i0 = blockIdx.x * Cfg::BM, j0 = blockIdx.y * Cfg::BN;
+  const bool bias_tile = db != nullptr && blockIdx.y == 0;  // one column tile owns each db element
+
+  float acc[Cfg::TM][Cfg::TN];
+  float rs = 0.0f;
+  tile_gemm<Cfg, false, false>(acc, X + static_cast<int64_t>(r0) * Mw + i0, Mw, Mw - i0,
+                               Y + static_cast<int64_t>(r0) * Nw + j0, Nw, Nw - j0, m, As, Bs,
+                               bias_tile, rs);
+
+  float* dWe = dW + static_cast<int64_t>(e) * Mw * Nw;
+#pragma unroll
+  for (int x = 0; x < Cfg::TM; ++x) {
+    const int i = i0 + tile_row(x);
+    if (i >= Mw) continue;
+#pragma unroll
+    for (int y = 0; y < Cfg::TN; ++y) {
+      const int j = j0 + tile_col(y);
+      if (j < Nw) dWe[static_cast<int64_t>(i) * Nw + j] += acc[x][y];
+    }
+  }
+  if (bias_tile && static_cast<int>(threadIdx.x) < Cfg::BM && i0 + static_cast<int>(threadIdx.x) < Mw)
+    db[static_cast<int64_t>(e) * Mw + i0 + threadIdx.x] += rs;
+}
+
+// ---- launch helpers -----------------------------------------------------------------------------------------------
+
+// The big tile when it still gives two blocks per multiprocessor; small layers take the small tile.
+bool big_tiles(int64_t big_blocks) { return big_blocks >= 2LL * cuda::sm_count(); }
+
+template <class Cfg, bool B_KC, int EPI>
+void launch_grouped_cfg(float* C, const float* A, const float* W, const float* bias, const float* mask,
+                        const int32_t* offsets, int E, int M, int K, int Nout) {
+  const int64_t row_tiles = cuda::ceil_div(M, Cfg::BM) + E;  // ≥ Σ_e ceil(m_e / BM)
+  const int64_t col_tiles = cuda::ceil_div(Nout, Cfg::BN);
+  DSK_CHECK(row_tiles <= INT32_MAX && col_tiles <= 65535, "expert_ffn: M={} Nout={} is too large for one launch", M,
+            Nout);
+  dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(col_tiles));
+  grouped_gemm_kernel<Cfg, B_KC, EPI><<<grid, kThreads, 0, cuda::stream()>>>(C, A, W, bias, mask, offsets, E, K, Nout);
+  DSK_CUDA_CHECK_LAUNCH();
+}
+
+template <bool B_KC, int EPI>
+void launch_grouped(float* C, const float* A, const float* W, const float* bias, const float* mask,
+                    const int32_t* offsets, int E, int M, int K, int Nout) {
+  const int64_t big = (cuda::ceil_div(M, BigTile::BM) + E) * cuda::ceil_div(Nout, BigTile::BN);
+  if (big_tiles(big))
+    launch_grouped_cfg<BigTile, B_KC, EPI>(C, A, W, bias, mask, offsets, E, M, K, Nout);
+  else
+    launch_grouped_cfg<SmallTile, B_KC, EPI>(C, A, W, bias, mask, offsets, E, M, K, Nout);
+}
+
+template <class Cfg>
+void launch_weight_grad_cfg(float* dW, float* db, const float* X, const float* Y, const int32_t* offsets, int E, int Mw,
+                            int Nw) {
+  dim3 grid(static_cast<unsigned>(cuda::ceil_div(Mw, Cfg::BM)), static_cast<unsigned>(cuda::ceil_div(Nw, Cfg::BN)),
+            static_cast<unsigned>(E));
+  DSK_CHECK(grid.y <= 65535 && grid.z <= 65535, "expert_ffn_backward: {} x {} x {} experts is too large", Mw, Nw, E);
+  weight_grad_kernel<Cfg><<<grid, kThreads, 0, cuda::stream()>>>(dW, db, X, Y, offsets, Mw, Nw);
+  DSK_CUDA_CHECK_LAUNCH();
+}
+
+void launch_weight_grad(float* dW, float* db, const float* X, const float* Y, const int32_t* offsets, int E, int Mw,
+                        int Nw) {
+  const int64_t big = cuda::ceil_div(Mw, BigTile::BM) * cuda::ceil_div(Nw, BigTile::BN) * E;
+  if (big_tiles(big))
+    launch_weight_grad_cfg<BigTile>(dW, db, X, Y, offsets, E, Mw, Nw);
+  else
+    launch_weight_grad_cfg<SmallTile>(dW, db, X, Y, offsets, E, Mw, Nw);
+}
+
+}  // namespace
+
+// ---- launchers ----------------------------------------------------------------------------------------------------
+
+template <>
+void expert_ffn_forward<Backend::CUDA>(float* h, float* y, const float* xp, const float* w1, const float* b1,
+                                       const float* w2, const float* b2, const int32_t* offsets, int E, int M, int d,
+                                       int F) {
+  DSK_CHECK(E > 0 && M >= 0 && d > 0 && F > 0, "expert_ffn_forward: bad shape E={} M={} d={} F={}", E, M, d, F);
+  // offsets stay on the device: they must span [0, M) and not decrease, which is not checked here (a host sync);
+  // moe_permute produces them so.
+  if (M == 0) return;
+  launch_grouped<true, kBiasRelu>(h, xp, w1, b1, nullptr, offsets, E, M, d, F);  // h (M, F)
+  launch_grouped<true, kBias>(y, h, w2, b2, nullptr, offsets, E, M, F, d);        // y (M, d)
+}
+
+template <>
+void expert_ffn_backward<Backend::CUDA>(float* dxp, float* dw1, float* db1, float* dw2, float* db2, float* dh,
+                                        const float* dy, const float* xp, const float* h, const float* w1,
+                                        const float* w2, const int32_t* offsets, int E, int M, int d, int F) {
+  DSK_CHECK(E > 0 && M >= 0 && d > 0 && F > 0, "expert_ffn_backward: bad shape E={} M={} d={} F={}", E, M, d, F);
+  if (M == 0) return;
+  launch_grouped<false, kReluMask>(dh, dy, w2, nullptr, h, offsets, E, M, d, F);  // dh (M, F) = (dy · w2[e]) ⊙ (h > 0)
+  launch_grouped<false, kStore>(dxp, dh, w1, nullptr, nullptr, offsets, E, M, F, d);  // dxp (M, d) = dh · w1[e]
+  launch_weight_grad(dw2, db2, dy, h, offsets, E, d, F);   // dw2[e] (d, F) += dyᵀ h;  db2[e] += Σ dy
+  launch_weight_grad(dw1, db1, dh, xp, offsets, E, F, d);  // dw1[e] (F, d) += dhᵀ xp; db1[e] += Σ dh
+}
+
+}  // namespace dsk

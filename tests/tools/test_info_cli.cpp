@@ -1,0 +1,38 @@
+// `dsk info`, `dsk --help`, `--version`, unknown commands: what a user sees first.
+#include "tests/test_env.h"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+using dsk::testing::run_dsk;
+
+TEST_CASE("dsk info prints the exact parameter counts and the KV-cache saving", "[info_cli]") {
+  auto r = run_dsk("info --config small");
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("24,144,128 total, 19,939,584 active"));
+  CHECK_THAT(r.output, Catch::Contains("8.0× smaller"));
+  auto j = run_dsk("info --config default --json");
+  REQUIRE(j.exit_code == 0);
+  auto info = nlohmann::json::parse(j.output.substr(j.output.find('{')));
+  CHECK(info["parameters"]["total"] == 143636480);
+  CHECK(info["parameters"]["active"] == 68046848);
+  CHECK(info["kv_cache_bytes_per_token"]["mla_latent"] == 6 * 128 * 4);
+  CHECK(info["kv_cache_bytes_per_token"]["mha_equivalent"] == 6 * 2 * 8 * 64 * 4);
+  CHECK(info["memory_plan"]["training_activation_bytes"] > info["memory_plan"]["inference_activation_bytes"]);
+}
+
+TEST_CASE("dsk: help, version, unknown command and unknown flag", "[info_cli]") {
+  CHECK(run_dsk("--version").output.find("dsk 0.") == 0);
+  auto help = run_dsk("--help");
+  CHECK(help.exit_code == 0);
+  for (const char* cmd : {"train", "eval", "prepare", "bench", "info", "tokenize"}) CHECK_THAT(help.output, Catch::Contains(cmd));
+  CHECK(run_dsk("").exit_code == 2);
+  auto unknown = run_dsk("frobnicate");
+  CHECK(unknown.exit_code == 2);
+  CHECK_THAT(unknown.output, Catch::Contains("unknown command 'frobnicate'"));
+  auto flag = run_dsk("info --colour");
+  CHECK(flag.exit_code == 2);
+  CHECK_THAT(flag.output, Catch::Contains("unknown flag --colour"));
+  CHECK(run_dsk("info --help").exit_code == 0);
+  CHECK(run_dsk("info --config nowhere.json").exit_code == 1);
+}

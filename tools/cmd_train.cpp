@@ -1,0 +1,144 @@
+// dsk train: train a model (embedded Tiny Shakespeare by default), with resume, checkpoints and metrics.
+#include "engine/checkpoint.h"
+#include "engine/trainer.h"
+#include "tools/cli.h"
+#include "tools/device_option.h"
+#include "tools/run_setup.h"
+#include "tools/sample_after_train.h"
+
+#include <atomic>
+#include <fstream>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace dsk {
+namespace {
+
+std::atomic<bool> g_stop{false};
+void on_signal(int) { g_stop = true; }
+
+constexpr int kDefaultSteps = 200;  // a few minutes of the small config on a 2-core CPU
+
+std::string timestamp_run_dir() {
+  std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&now));
+  return (fs::path("runs") / buf).string();
+}
+
+bool holds_run(const fs::path& dir) {
+  return fs::exists(dir / "config.json") || fs::exists(dir / "metrics.jsonl") || fs::exists(dir / "checkpoints");
+}
+
+// The run folder a resumed checkpoint belongs to: run/checkpoints/step_N → run.
+std::string run_folder_of(const std::string& checkpoint) {
+  fs::path p = fs::path(checkpoint).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  if (p.parent_path().filename() == "checkpoints") return p.parent_path().parent_path().string();
+  return p.parent_path().string();
+}
+
+int run_train(const std::vector<std::string>& argv) {
+  cli::Args a("train", "train a model",
+              "dsk train [--config small|default|large|FILE] [--data DIR | --text FILE] [--out DIR] [--device auto]\n"
+              "                 [--resume RUN] [--set KEY=VALUE ...]");
+  a.option("config", "NAME|FILE", "model configuration", "small")
+      .option("data", "DIR", "a folder made by `dsk prepare`")
+      .option("text", "FILE", "a plain text file (prepared on first use into the cache)")
+      .option("out", "DIR", "run folder (default runs/<timestamp>)")
+      .option("device", "DEV", "cpu, cuda or auto", "auto")
+      .option("resume", "RUN", "continue a run folder (or checkpoint) from its latest checkpoint")
+      .repeated("set", "KEY=VALUE", "override a model or training key (e.g. max_steps=500, lr=1e-3)")
+      .flag("force", "reuse an output folder that already holds a run (its old files are removed)")
+      .option("sample-tokens", "N", "tokens of sample text printed at the end (0 = none)", "100");
+  if (!a.parse(argv)) return 0;
+  if (a.has("data") && a.has("text")) throw cli::UsageError("dsk train: give --data or --text, not both");
+
+  ModelConfig model = load_model_config(a.get("config"));
+  TrainConfig train;
+  // --set KEY=VALUE goes to whichever config owns the key.
+  std::vector<std::string> model_sets, train_sets;
+  for (const std::string& kv : a.all("set"))
+    (model.has_key(kv.substr(0, kv.find('='))) ? model_sets : train_sets).push_back(kv);
+  std::string resume_ckpt, out_dir = a.get("out"), data_dir;
+  if (a.has("resume")) {
+    resume_ckpt = latest_checkpoint(a.get("resume"));
+    nlohmann::json saved = read_checkpoint_config(resume_ckpt);
+    ModelConfig saved_model;
+    saved_model.update_from_json(saved.at("model"));
+    // The model must be the checkpoint's: --config or a model --set that disagrees is an error, not a silent change.
+    ModelConfig requested = a.all("config").empty() ? saved_model : model;
+    cli::apply_overrides(model_sets, requested, nullptr);
+    const nlohmann::json saved_json = saved_model.to_json(), requested_json = requested.to_json();
+    for (const auto& [key, value] : saved_json.items())
+      if (requested_json.at(key) != value)
+        throw Error(fmt::format("--resume: model key '{}' is {} in the checkpoint but {} here", key, value.dump(),
+                                requested_json.at(key).dump()));
+    model = saved_model;
+    train.update_from_json(saved.at("train"));
+    cli::apply_overrides(train_sets, model, &train);  // e.g. a larger max_steps to train on
+    if (out_dir.empty()) out_dir = run_folder_of(resume_ckpt);
+    // The run's own data unless another is named.
+    std::ifstream run_cfg(fs::path(out_dir) / "config.json");
+    nlohmann::json rc = run_cfg ? nlohmann::json::parse(run_cfg, nullptr, false) : nlohmann::json();
+    if (!a.has("data") && !a.has("text") && rc.is_object() && rc.contains("data")) data_dir = rc["data"];
+  } else {
+    cli::apply_overrides(a.all("set"), model, &train);
+    if (train.max_steps == 0 && train.epochs == 0) train.max_steps = kDefaultSteps;
+  }
+  model.validate();
+  train.validate();
+
+  if (data_dir.empty()) {
+    if (a.has("data"))
+      data_dir = a.get("data");
+    else
+      data_dir = cli::prepared_text(a.has("text") ? a.get("text") : cli::default_corpus(), true);
+  }
+  if (out_dir.empty()) out_dir = timestamp_run_dir();
+  if (!a.has("resume") && holds_run(out_dir)) {
+    if (!a.has("force"))
+      throw Error(fmt::format("{} already holds a run; use --resume {} to continue it, --force to replace it, or "
+                              "another --out", out_dir, out_dir));
+    for (const char* name : {"config.json", "metrics.jsonl", "checkpoints", "best"}) fs::remove_all(fs::path(out_dir) / name);
+  }
+
+  TrainRun run;
+  run.model = model;
+  run.train = train;
+  run.data_dir = data_dir;
+  run.out_dir = out_dir;
+  run.device = cli::resolve_device(a.get("device"));
+  run.resume_from = resume_ckpt;
+  run.progress_line = isatty(fileno(stderr));
+  run.stop_requested = [] { return g_stop.load(); };
+  std::fprintf(stderr, "config: %s\n", nlohmann::json({{"model", model.to_json()}, {"train", train.to_json()}}).dump().c_str());
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  TrainSummary s = run_training(run);
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+
+  if (s.stopped_early) {
+    std::fprintf(stderr, "stopped at step %lld of %lld; checkpoint saved in %s\nresume with: dsk train --resume %s\n",
+                 static_cast<long long>(s.steps_done), static_cast<long long>(s.total_steps), s.last_checkpoint.c_str(),
+                 out_dir.c_str());
+    return 0;
+  }
+  std::fprintf(stderr, "done: %lld steps, final loss %.4f, val loss %.4f (best %.4f), %.0f tok/s\nbest checkpoint: %s\n",
+               static_cast<long long>(s.steps_done), s.last_loss, s.last_val_loss, s.best_val_loss, s.tokens_per_s,
+               s.best_checkpoint.c_str());
+  const long long sample_tokens = a.get_int("sample-tokens");
+  if (sample_tokens > 0) cli::print_sample_after_training(s.best_checkpoint, run.device, static_cast<int>(sample_tokens));
+  return 0;
+}
+
+}  // namespace
+}  // namespace dsk
+
+DSK_COMMAND("train", "train a model (default: small config on the embedded Tiny Shakespeare)", dsk::run_train);

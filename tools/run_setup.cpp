@@ -1,0 +1,50 @@
+#include "tools/run_setup.h"
+
+#include "engine/data.h"
+#include "engine/paths.h"
+#include "engine/sha256.h"
+#include "tools/cli.h"
+
+#include <cstdio>
+#include <filesystem>
+
+namespace fs = std::filesystem;
+
+namespace dsk::cli {
+
+std::vector<std::string> apply_overrides(const std::vector<std::string>& sets, ModelConfig& model, TrainConfig* train) {
+  std::vector<std::string> model_keys;
+  for (const std::string& kv : sets) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) throw UsageError(fmt::format("--set expects KEY=VALUE, got '{}'", kv));
+    const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
+    if (model.has_key(key)) {
+      model.set(key, value);
+      model_keys.push_back(key);
+    } else if (train && train->has_key(key)) {
+      train->set(key, value);
+    } else {
+      throw UsageError(fmt::format("--set: unknown config key '{}'", key));
+    }
+  }
+  return model_keys;
+}
+
+std::string default_corpus() { return (fs::path(data_dir()) / "tinyshakespeare.txt").string(); }
+
+std::string prepared_text(const std::string& text_file, bool verbose) {
+  if (!fs::is_regular_file(text_file)) throw Error(fmt::format("no such text file: {}", text_file));
+  const std::string digest = sha256_file(text_file).substr(0, 16);
+  const fs::path dir = fs::path(cache_dir()) / "prepared" / (fs::path(text_file).stem().string() + "-" + digest);
+  if (fs::exists(dir / "manifest.json")) return dir.string();
+  if (verbose) std::fprintf(stderr, "preparing %s into %s (once)\n", text_file.c_str(), dir.string().c_str());
+  fs::create_directories(dir.parent_path());
+  PrepareOptions o;
+  o.input = text_file;
+  o.out_dir = dir.string();
+  o.format = "txt";
+  prepare_dataset(o);
+  return dir.string();
+}
+
+}  // namespace dsk::cli

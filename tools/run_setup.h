@@ -1,0 +1,22 @@
+#pragma once
+// Helpers shared by `dsk train` and `dsk eval`: applying --set overrides, and turning --text FILE (or the
+// embedded corpus) into a prepared data folder cached under cache_dir().
+#include "engine/config.h"
+#include "engine/train_config.h"
+
+#include <string>
+#include <vector>
+
+namespace dsk::cli {
+
+// Applies KEY=VALUE overrides to whichever config owns the key; unknown keys are errors naming the key.
+// Returns the keys that were model keys.
+std::vector<std::string> apply_overrides(const std::vector<std::string>& sets, ModelConfig& model, TrainConfig* train);
+
+// A prepared folder for a plain text file, made on first use under cache_dir()/prepared/<name>-<sha256 prefix>.
+std::string prepared_text(const std::string& text_file, bool verbose);
+
+// The embedded default corpus (Tiny Shakespeare from data_dir()).
+std::string default_corpus();
+
+}  // namespace dsk::cli
