@@ -9,6 +9,7 @@
 #   OUTDIR/cuda_tests.xml, cpu_tests.xml   JUnit results      OUTDIR/bench_kernels.json   raw benchmark JSON
 #   OUTDIR/bench_moe.json                  MoE layer benchmark (grouped vs expert loop, grouped vs dense GEMM)
 #   OUTDIR/nvidia_smi.txt                  GPU description    OUTDIR/log.txt              every stage's log
+# The attention benchmarks (dsk bench attention, scripts/bench_torch_attention.py) are embedded in report.json.
 # (8 files: the device tool returns at most 8.) A failing stage is recorded and the next one still runs; the
 # report is always written. Stages share a deadline so the whole run stays under 8 minutes.
 #
@@ -105,11 +106,17 @@ if ((built)); then
   stage bench_kernels 180 "$BUILD/dsk" bench kernels --device cuda --json "$OUT/bench_kernels.json"
   # ---- MoE layer: grouped path vs a loop over experts, grouped GEMMs vs dense cuBLAS ------------------------
   stage bench_moe 120 "$BUILD/dsk" bench moe --device cuda --json "$OUT/bench_moe.json"
+  # Attention kernels (training TFLOP/s, decode GB/s); kept in $WORK and embedded in report.json (OUT holds 8 files).
+  stage bench_attention 120 "$BUILD/dsk" bench attention --device cuda --json "$WORK/bench_attention.json"
 fi
+# PyTorch's scaled_dot_product_attention on the same explicit shapes, for the side-by-side table. Needs no build;
+# a failure (no torch, no GPU for torch) is recorded and the report still gets written.
+stage bench_torch_attention 90 python3 scripts/bench_torch_attention.py --device cuda \
+  --json "$WORK/bench_torch_attention.json"
 
 # ---- report (always) ----------------------------------------------------------------------------------------
 echo "=== total $(($(date +%s) - START))s" >>"$LOG"
-python3 scripts/gpu_report.py "$OUT" "$STAGES" "$(($(date +%s) - START))" >>"$LOG" 2>&1 || {
+python3 scripts/gpu_report.py "$OUT" "$STAGES" "$(($(date +%s) - START))" "$WORK" >>"$LOG" 2>&1 || {
   echo "gpu_report.py failed; raw stages:" >>"$LOG"
   cat "$STAGES" >>"$LOG"
   { echo "# gpu_check (report generator failed)"; echo; echo '```'; cat "$STAGES"; echo '```'; } >"$OUT/report.md"

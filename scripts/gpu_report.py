@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Writes OUT/report.json and OUT/report.md for scripts/gpu_check.sh from what its stages left in OUT.
 
-usage: gpu_report.py OUT STAGES_TSV TOTAL_SECONDS
+usage: gpu_report.py OUT STAGES_TSV TOTAL_SECONDS [EXTRA_DIR]
 Reads (each optional; a missing one is reported as such): nvidia_smi.txt, cuda_tests.xml, cpu_tests.xml,
-bench_kernels.json. Standard library only (the GPU machine has no network).
+bench_kernels.json from OUT; bench_attention.json (dsk bench attention) and bench_torch_attention.json
+(scripts/bench_torch_attention.py) from EXTRA_DIR or OUT, embedded in report.json and shown side by side.
+Standard library only (the GPU machine has no network).
 """
 import datetime
 import json
@@ -49,6 +51,59 @@ def junit_results(path):
             "failed": sum(c["status"] == "failed" for c in cases), "cases": cases}
 
 
+def load_json(name, dirs):
+    """The first dirs/name that exists, parsed; dsk's {"machine", "result"} wrapper unwrapped. None if absent."""
+    for d in dirs:
+        path = os.path.join(d, name)
+        if os.path.exists(path):
+            try:
+                data = json.load(open(path))
+            except ValueError as e:
+                return {"parse_error": str(e)}
+            if isinstance(data, dict) and isinstance(data.get("result"), dict):
+                data = dict(data["result"], machine=data.get("machine"))
+            return data
+    return None
+
+
+def attention_markdown(attn, torch_attn):
+    md = ["\n## attention kernels"]
+    if not attn or "training" not in attn:
+        md.append("\nno dsk attention results" + (f" ({attn['parse_error']})" if attn and "parse_error" in attn else ""))
+    else:
+        md.append(f"\nfp32 CUDA-core kernels; useful causal TFLOP/s. Copy bandwidth {attn.get('copy_gbps', 0):.0f} GB/s.\n")
+        md.append("| model | form | B×T×H | qk/v | dropout | fwd ms | bwd ms | fwd TFLOP/s | bwd TFLOP/s |")
+        md.append("|---|---|---|---|---|---|---|---|---|")
+        for r in attn["training"]:
+            md.append(f"| {r['model']} | {r['form']} | {r['batch']}×{r['seq']}×{r['heads']} (Hk {r['kv_heads']}) | "
+                      f"{r['qk_dim']}/{r['v_dim']} | {r['dropout']} | {r['forward_ms']:.3f} | {r['backward_ms']:.3f} | "
+                      f"{r['forward_tflops']:.2f} | {r['backward_tflops']:.2f} |")
+        md.append("\n| decode | form | batch | kv_len | H (Hk) | dim | ms | GB/s | of copy |\n|---|---|---|---|---|---|---|---|---|")
+        for r in attn.get("decode", []):
+            md.append(f"| {r['model']} | {r['form']} | {r['batch']} | {r['kv_len']} | {r['heads']} ({r['kv_heads']}) | "
+                      f"{r['dim']} | {r['ms']:.4f} | {r['gbps']:.0f} | {100 * r['fraction_of_copy']:.0f}% |")
+    md.append("\n### dsk vs PyTorch scaled_dot_product_attention (explicit shapes, forward + backward ms)")
+    if not torch_attn or "results" not in torch_attn:
+        md.append("\nno PyTorch results" + (f" ({torch_attn['parse_error']})" if torch_attn and "parse_error" in torch_attn else ""))
+        return md
+    md.append(f"\ntorch {torch_attn.get('torch')} on {torch_attn.get('gpu') or torch_attn.get('device')}\n")
+    md.append("| model | dsk fp32 fwd+bwd | torch fp32 fwd+bwd | torch/dsk | torch bf16 fwd+bwd | torch fp32 impl |")
+    md.append("|---|---|---|---|---|---|")
+    ours = {r["model"]: r for r in (attn or {}).get("training", []) if r.get("form") == "explicit" and not r.get("dropout")}
+    for model in ("small", "default", "large"):
+        t32 = next((r for r in torch_attn["results"] if r.get("model") == model and r.get("dtype") == "float32"), None)
+        t16 = next((r for r in torch_attn["results"] if r.get("model") == model and r.get("dtype") == "bfloat16"), None)
+        d = ours.get(model)
+        dsk_ms = d["forward_ms"] + d["backward_ms"] if d else None
+        t_ms = t32.get("fwd_bwd_ms") if t32 else None
+        b_ms = t16.get("fwd_bwd_ms") if t16 else None
+        ratio = f"{t_ms / dsk_ms:.2f}" if dsk_ms and t_ms else ""
+        fmt = lambda x: f"{x:.3f}" if isinstance(x, (int, float)) else (x or "")
+        md.append(f"| {model} | {fmt(dsk_ms)} | {fmt(t_ms) or (t32 or {}).get('error', '')[:60]} | {ratio} | {fmt(b_ms)} | "
+                  f"{(t32 or {}).get('impl', '')} |")
+    return md
+
+
 def load_bench(path):
     """A `dsk bench` JSON file as its result dict (with the machine), None when absent, parse_error when broken."""
     if not os.path.exists(path):
@@ -82,6 +137,7 @@ def moe_markdown(bench):
 
 def main():
     out, stages_path, total = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    extra_dirs = ([sys.argv[4]] if len(sys.argv) > 4 else []) + [out]
     stages = []
     if os.path.exists(stages_path):
         for line in open(stages_path):
@@ -99,6 +155,8 @@ def main():
         "tests": {"cuda": junit_results(os.path.join(out, "cuda_tests.xml")),
                   "cpu": junit_results(os.path.join(out, "cpu_tests.xml"))},
         "bench": bench,
+        "attention": load_json("bench_attention.json", extra_dirs),
+        "torch_attention": load_json("bench_torch_attention.json", extra_dirs),
         "bench_moe": bench_moe,
     }
     json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
@@ -139,6 +197,7 @@ def main():
             frac = k.get("fraction_of_peak")
             md.append(f"| {k['name']} | {k.get('shape', '')} | {k['ms']:.4f} | {rate} | "
                       + (f"{100 * frac:.0f}%" if frac is not None else "") + " |")
+    md += attention_markdown(report["attention"], report["torch_attention"])
     md += moe_markdown(bench_moe)
     open(os.path.join(out, "report.md"), "w").write("\n".join(md) + "\n")
 

@@ -1,0 +1,188 @@
+// CUDA attention micro-benchmark (see attention_bench.h): forward and backward TFLOP/s on the three configs'
+// training shapes (explicit per-head K/V and absorbed shared latent), and decode GB/s of KV-cache read against the
+// measured device copy bandwidth. Timed with CUDA events on dsk's stream, warm-up, median of kReps.
+#ifdef DSK_HAVE_CUDA
+#include "bench/attention_bench.h"
+
+#include "kernels/attention.h"
+#include "kernels/cuda/runtime.cuh"
+#include "kernels/device.h"
+#include "kernels/rng.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace dsk {
+namespace {
+
+constexpr int kWarmups = 2;
+constexpr int kReps = 15;
+
+struct DeviceFree {
+  void operator()(float* p) const { cuda::free_device(p); }
+};
+using DevFloats = std::unique_ptr<float, DeviceFree>;
+
+// n floats of N(0, 1) data (one host block uploaded once; benchmarks only need non-degenerate values).
+DevFloats device_randn(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> h(n);
+  for (auto& x : h) x = dist(rng);
+  DevFloats d(static_cast<float*>(cuda::malloc_device(std::max<size_t>(n, 1) * sizeof(float))));
+  cuda::copy_to_device(d.get(), h.data(), n * sizeof(float));
+  return d;
+}
+
+double median_ms(const std::function<void()>& launch) {
+  cudaEvent_t start, stop;
+  DSK_CUDA_CHECK(cudaEventCreate(&start));
+  DSK_CUDA_CHECK(cudaEventCreate(&stop));
+  for (int w = 0; w < kWarmups; ++w) launch();
+  std::vector<double> ms;
+  for (int r = 0; r < kReps; ++r) {
+    DSK_CUDA_CHECK(cudaEventRecord(start, cuda::stream()));
+    launch();
+    DSK_CUDA_CHECK(cudaEventRecord(stop, cuda::stream()));
+    DSK_CUDA_CHECK(cudaEventSynchronize(stop));
+    float t = 0;
+    DSK_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Device-to-device copy of 1 GiB: bytes read + written per second (the same measure as measure_gpu_peaks()).
+double copy_gbps() {
+  const size_t bytes = size_t(1) << 30;
+  void* src = cuda::malloc_device(bytes);
+  void* dst = cuda::malloc_device(bytes);
+  cuda::memset_device(src, 1, bytes);
+  double ms = median_ms([&] { cuda::copy_device(dst, src, bytes); });
+  cuda::free_device(src);
+  cuda::free_device(dst);
+  return 2.0 * bytes / (ms * 1e6);
+}
+
+struct ModelShape {
+  const char* model;
+  int batch, seq, heads, head_dim, latent_dim;
+};
+// The training shapes of configs/small.json, default.json, large.json at batch 8.
+const ModelShape kModels[] = {
+    {"small", 8, 128, 4, 64, 64},
+    {"default", 8, 256, 8, 64, 128},
+    {"large", 8, 512, 16, 64, 128},
+};
+
+nlohmann::json bench_training(const ModelShape& m, bool absorbed, float p) {
+  AttentionShape s;
+  s.batch = m.batch;
+  s.q_len = s.kv_len = m.seq;
+  s.heads = m.heads;
+  s.kv_heads = absorbed ? 1 : m.heads;
+  s.qk_dim = s.v_dim = absorbed ? m.latent_dim : m.head_dim;
+  s.scale = 1.0f / std::sqrt(static_cast<float>(m.head_dim));
+  const AttentionDropout drop{p, 1, rng::make_site(0, 0, 1)};
+  const size_t nq = size_t(s.batch) * s.q_len * s.heads * s.qk_dim;
+  const size_t nkv = size_t(s.batch) * s.kv_len * s.kv_heads * s.qk_dim;
+  const size_t nout = size_t(s.batch) * s.q_len * s.heads * s.v_dim;
+  auto q = device_randn(nq, 1), k = device_randn(nkv, 2), v = device_randn(nkv, 3), dout = device_randn(nout, 4);
+  auto out = device_randn(nout, 5), lse = device_randn(size_t(s.batch) * s.heads * s.q_len, 6);
+  auto dq = device_randn(nq, 7), dk = device_randn(nkv, 8), dv = device_randn(nkv, 9);
+  const float* vp = absorbed ? k.get() : v.get();  // absorbed: K = V = the latent, one buffer
+  auto fwd = [&] { attention_forward<Backend::CUDA>(out.get(), lse.get(), q.get(), k.get(), vp, nullptr, s, drop); };
+  fwd();  // valid out / lse for backward
+  auto bwd = [&] {
+    attention_backward<Backend::CUDA>(dq.get(), dk.get(), dv.get(), dout.get(), q.get(), k.get(), vp, out.get(),
+                                      lse.get(), s, drop);
+  };
+  const double fwd_ms = median_ms(fwd), bwd_ms = median_ms(bwd);
+  // Useful causal flops (visible score entries only), as the CPU benchmark and bench_torch_attention.py count.
+  const double visible = double(s.batch) * s.heads * s.q_len * (s.q_len + 1) / 2.0;
+  const double fwd_flops = 2.0 * visible * (s.qk_dim + s.v_dim);
+  const double bwd_flops = 2.0 * visible * (3.0 * s.qk_dim + 2.0 * s.v_dim);
+  return {{"model", m.model},
+          {"form", absorbed ? "absorbed" : "explicit"},
+          {"batch", s.batch},
+          {"seq", s.q_len},
+          {"heads", s.heads},
+          {"kv_heads", s.kv_heads},
+          {"qk_dim", s.qk_dim},
+          {"v_dim", s.v_dim},
+          {"dropout", p},
+          {"forward_ms", fwd_ms},
+          {"backward_ms", bwd_ms},
+          {"forward_tflops", fwd_flops / (fwd_ms * 1e9)},
+          {"backward_tflops", bwd_flops / (bwd_ms * 1e9)},
+          {"tokens_per_s_fwd_bwd", s.batch * s.q_len / ((fwd_ms + bwd_ms) * 1e-3)}};
+}
+
+// One decode step (q_len 1) for `batch` sequences against a cache of kv_len tokens. The compulsory traffic is the
+// cache read (K, plus V when it is a separate tensor) plus q and out; GB/s is compared with the copy bandwidth.
+nlohmann::json bench_decode(const char* model, bool absorbed, int batch, int kv_len, int heads, int dim, double copy) {
+  AttentionShape s;
+  s.batch = batch;
+  s.q_len = 1;
+  s.kv_len = s.kv_capacity = kv_len;
+  s.heads = heads;
+  s.kv_heads = absorbed ? 1 : heads;
+  s.qk_dim = s.v_dim = dim;
+  s.scale = 0.125f;
+  const size_t nq = size_t(batch) * heads * dim;
+  const size_t nkv = size_t(batch) * kv_len * s.kv_heads * dim;
+  auto q = device_randn(nq, 11), k = device_randn(nkv, 12), out = device_randn(nq, 13);
+  DevFloats v = absorbed ? nullptr : device_randn(nkv, 14);
+  const float* vp = absorbed ? k.get() : v.get();
+  const double ms = median_ms([&] {
+    attention_forward<Backend::CUDA>(out.get(), nullptr, q.get(), k.get(), vp, nullptr, s, AttentionDropout{});
+  });
+  const double bytes = 4.0 * ((absorbed ? 1.0 : 2.0) * nkv + 2.0 * nq);
+  const double gbps = bytes / (ms * 1e6);
+  return {{"model", model},       {"form", absorbed ? "absorbed" : "explicit"},
+          {"batch", batch},       {"kv_len", kv_len},
+          {"heads", heads},       {"kv_heads", s.kv_heads},
+          {"dim", dim},           {"ms", ms},
+          {"cache_bytes", 4.0 * (absorbed ? 1.0 : 2.0) * nkv},
+          {"gbps", gbps},         {"fraction_of_copy", gbps / copy}};
+}
+
+}  // namespace
+
+nlohmann::json bench_attention_kernels_cuda() {
+  DSK_CHECK(cuda_unavailable_reason().empty(), "no GPU: {}", cuda_unavailable_reason());
+  const double copy = copy_gbps();
+  nlohmann::json training = nlohmann::json::array(), decode = nlohmann::json::array();
+  for (const ModelShape& m : kModels)
+    for (bool absorbed : {false, true}) training.push_back(bench_training(m, absorbed, 0.0f));
+  training.push_back(bench_training(kModels[1], true, 0.1f));  // the cost of in-kernel dropout
+  training.push_back(bench_training(kModels[1], false, 0.1f));
+  // Decode: a batch large enough that the cache (>= 128 MB) is far beyond L2, and one sequence (latency, split-K).
+  for (const ModelShape& m : kModels) {
+    decode.push_back(bench_decode(m.model, true, 64, 4096, m.heads, m.latent_dim, copy));
+    decode.push_back(bench_decode(m.model, false, 16, 4096, m.heads, m.head_dim, copy));
+  }
+  decode.push_back(bench_decode("large", true, 1, 4096, 16, 128, copy));
+  auto gpus = cuda_devices();
+  return {{"benchmark", "attention_kernels"},
+          {"backend", "cuda"},
+          {"gpu", gpus.empty() ? "" : gpus[0].name},
+          {"timing", fmt::format("CUDA events, median of {} after {} warm-ups", kReps, kWarmups)},
+          {"flops", "useful causal flops (visible score entries only); fp32 CUDA-core kernels"},
+          {"copy_gbps", copy},
+          {"training", training},
+          {"decode", decode}};
+}
+
+}  // namespace dsk
+#endif  // DSK_HAVE_CUDA

@@ -1,0 +1,21 @@
+#pragma once
+// The fused latent-KV projection of MLA: the shared latent every head attends to (and the only thing the KV cache
+// keeps) is   c = LN_c(x · W_dkvᵀ).   One op for the GEMM and the latent LayerNorm, so a backend can fuse them.
+#include "kernels/backend.h"
+
+namespace dsk {
+
+// x (N, d) · w_dkv (dc, d)ᵀ = c_raw (N, dc) (saved for backward);  c (N, dc) = LayerNorm(c_raw; ln_w, ln_b (dc))
+// with mean, rstd (N) saved (kernels/layernorm.h semantics, eps kLayerNormEps). All outputs are set.
+template <Backend B>
+void latent_projection_forward(float* c, float* c_raw, float* mean, float* rstd, const float* x, const float* w_dkv,
+                               const float* ln_w, const float* ln_b, int N, int d, int dc);
+
+// dc_out (N, dc) = dLoss/dc.  dx (N, d) is set (skipped when nullptr); dw_dkv (dc, d), dln_w, dln_b (dc) accumulate.
+// Needs the forward's c_raw, mean, rstd.
+template <Backend B>
+void latent_projection_backward(float* dx, float* dw_dkv, float* dln_w, float* dln_b, const float* dc_out,
+                                const float* x, const float* w_dkv, const float* c_raw, const float* ln_w,
+                                const float* mean, const float* rstd, int N, int d, int dc);
+
+}  // namespace dsk

@@ -1,0 +1,313 @@
+// [cuda] attention forward/backward vs the CPU specification (kernels/cpu/attention.cpp), for every shape class the
+// configs use (explicit: H = 4/8/16, head_dim 64; absorbed: one shared latent of 64/128 with scale 1/sqrt(64)),
+// odd sizes, decode (q_len 1 and a few, split over the keys) against the CPU and against a full recompute,
+// kv_capacity > kv_len, kv_start left padding, dropout (same mask), different qk and v widths, determinism and
+// poisoned outputs.
+#ifdef DSK_HAVE_CUDA
+#include "kernels/attention.h"
+#include "kernels/rng.h"
+
+#include "tests/cuda/cuda_testing.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace dsk;
+using namespace dsk::testing;
+
+namespace {
+
+constexpr double kForwardTol = 1e-4;   // online softmax sums in another order than the CPU's GEMMs
+constexpr double kBackwardTol = 2e-4;  // dk/dv sum over every query row (and head) that sees a key
+
+struct Case {
+  const char* what;
+  int B, Tq, Tk, cap, H, Hk, dqk, dv;
+  float scale;
+  float p = 0.0f;     // dropout
+  bool shared = false;  // k and v are the same buffer (absorbed MLA: K = V = c)
+};
+
+AttentionShape shape_of(const Case& c) {
+  AttentionShape s;
+  s.batch = c.B;
+  s.q_len = c.Tq;
+  s.kv_len = c.Tk;
+  s.kv_capacity = c.cap;
+  s.heads = c.H;
+  s.kv_heads = c.Hk;
+  s.qk_dim = c.dqk;
+  s.v_dim = c.dv;
+  s.scale = c.scale;
+  return s;
+}
+
+AttentionDropout dropout_of(const Case& c) { return AttentionDropout{c.p, 1234, rng::make_site(7, 2, 1)}; }
+
+// lse may hold -inf (rows with no visible key): the positions must agree, the finite values be close.
+void require_lse_close(std::vector<float> gpu, std::vector<float> cpu, double tol) {
+  REQUIRE(gpu.size() == cpu.size());
+  for (size_t i = 0; i < gpu.size(); ++i) {
+    const bool ginf = std::isinf(gpu[i]) && gpu[i] < 0, cinf = std::isinf(cpu[i]) && cpu[i] < 0;
+    INFO("lse element " << i << ": gpu " << gpu[i] << " cpu " << cpu[i]);
+    REQUIRE(ginf == cinf);
+    if (ginf) gpu[i] = cpu[i] = 0.0f;
+  }
+  require_close(gpu, cpu, tol, "lse");
+}
+
+struct Inputs {
+  std::vector<float> q, k, v;
+};
+
+Inputs make_inputs(const Case& c, std::mt19937_64& rng) {
+  const int cap = c.cap == 0 ? c.Tk : c.cap;
+  Inputs in;
+  in.q = randn(size_t(c.B) * c.Tq * c.H * c.dqk, rng);
+  in.k = randn(size_t(c.B) * cap * c.Hk * c.dqk, rng);
+  in.v = c.shared ? in.k : randn(size_t(c.B) * cap * c.Hk * c.dv, rng);
+  return in;
+}
+
+// Runs the forward on both backends and compares out and lse; returns the GPU output.
+std::vector<float> check_forward(const Case& c, const Inputs& in, const std::vector<int32_t>* kv_start = nullptr) {
+  INFO(c.what << ": B " << c.B << " Tq " << c.Tq << " Tk " << c.Tk << " cap " << c.cap << " H " << c.H << " Hk "
+                << c.Hk << " dqk " << c.dqk << " dv " << c.dv << " p " << c.p << (c.shared ? " shared" : ""));
+  const AttentionShape s = shape_of(c);
+  const AttentionDropout drop = dropout_of(c);
+  std::vector<float> out(size_t(c.B) * c.Tq * c.H * c.dv), lse(size_t(c.B) * c.H * c.Tq);
+  attention_forward<Backend::CPU>(out.data(), lse.data(), in.q.data(), in.k.data(), in.v.data(),
+                                  kv_start ? kv_start->data() : nullptr, s, drop);
+  DeviceBuffer<float> dq(in.q), dk(in.k), dv(in.v), dout(out.size()), dlse(lse.size());
+  DeviceBuffer<int32_t> dstart(kv_start ? *kv_start : std::vector<int32_t>(c.B, 0));
+  dout.poison();
+  dlse.poison();
+  const float* vptr = c.shared ? dk.ptr : dv.ptr;
+  attention_forward<Backend::CUDA>(dout.ptr, dlse.ptr, dq.ptr, dk.ptr, vptr, kv_start ? dstart.ptr : nullptr, s, drop);
+  auto gout = dout.download();
+  require_close(gout, out, kForwardTol, "out");
+  require_lse_close(dlse.download(), lse, kForwardTol);
+  return gout;
+}
+
+}  // namespace
+
+TEST_CASE("cuda attention_forward vs CPU: model shapes and odd sizes", "[cuda][attention]") {
+  if (!dsk::testing::gpu_available()) return;
+  auto rng = test_rng(71);
+  const float s64 = 1.0f / 8.0f;  // 1/sqrt(head_dim 64), also for the absorbed latent
+  const Case cases[] = {
+      // explicit (per-head K/V), the three configs' head counts at their context lengths
+      {"explicit small", 2, 128, 128, 0, 4, 4, 64, 64, s64},
+      {"explicit default", 1, 256, 256, 0, 8, 8, 64, 64, s64},
+      {"explicit large (context 512)", 1, 512, 512, 0, 16, 16, 64, 64, s64},
+      // absorbed (one shared latent, K = V = c)
+      {"absorbed small", 2, 128, 128, 0, 4, 1, 64, 64, s64, 0.0f, true},
+      {"absorbed default", 1, 256, 256, 0, 8, 1, 128, 128, s64, 0.0f, true},
+      {"absorbed large", 1, 512, 512, 0, 16, 1, 128, 128, s64, 0.0f, true},
+      {"absorbed, k and v separate buffers", 1, 100, 100, 0, 8, 1, 128, 128, s64},
+      // odd sizes: T not a multiple of the tile, one token, odd widths
+      {"T = 1", 3, 1, 1, 0, 4, 4, 64, 64, s64},
+      {"T = 77", 2, 77, 77, 0, 4, 4, 64, 64, s64},
+      {"T = 200 absorbed", 1, 200, 200, 0, 8, 1, 128, 128, s64, 0.0f, true},
+      {"odd widths", 2, 70, 70, 0, 3, 3, 37, 21, 0.3f},
+      // qk width != v width (decoupled RoPE: latent + rope dims)
+      {"qk 192, v 128, shared-head", 1, 90, 90, 0, 4, 1, 192, 128, s64},
+      {"qk 96, v 64, per-head", 2, 65, 65, 0, 2, 2, 96, 64, s64},
+      {"widths 256", 1, 40, 40, 0, 2, 1, 256, 256, 0.05f, 0.0f, true},
+  };
+  for (const Case& c : cases) {
+    auto in = make_inputs(c, rng);
+    check_forward(c, in);
+  }
+}
+
+TEST_CASE("cuda attention_forward: dropout uses the CPU's mask", "[cuda][attention]") {
+  if (!dsk::testing::gpu_available()) return;
+  auto rng = test_rng(72);
+  const Case cases[] = {
+      {"explicit dropout", 2, 100, 100, 0, 4, 4, 64, 64, 0.125f, 0.1f},
+      {"absorbed dropout", 1, 130, 130, 0, 8, 1, 128, 128, 0.125f, 0.1f, true},
+      {"decode dropout", 2, 1, 700, 0, 16, 1, 128, 128, 0.125f, 0.3f, true},
+  };
+  for (const Case& c : cases) {
+    auto in = make_inputs(c, rng);
+    check_forward(c, in);
+  }
+}
+
+TEST_CASE("cuda attention_forward: decode vs CPU and vs full recompute", "[cuda][attention]") {
+  if (!dsk::testing::gpu_available()) return;
+  auto rng = test_rng(73);
+  const Case cases[] = {
+      // q_len 1 against a latent cache with spare capacity; short and long (split over the keys)
+      {"decode absorbed", 3, 1, 300, 320, 16, 1, 128, 128, 0.125f, 0.0f, true},
+      {"decode absorbed long (split-K)", 1, 1, 3000, 4096, 16, 1, 128, 128, 0.125f, 0.0f, true},
+      {"decode absorbed small", 2, 1, 129, 130, 4, 1, 64, 64, 0.125f, 0.0f, true},
+      {"decode explicit", 2, 1, 1000, 1024, 8, 8, 64, 64, 0.125f},
+      {"decode a few tokens", 2, 3, 500, 512, 8, 1, 128, 128, 0.125f, 0.0f, true},
+      {"prefill chunk q_len < kv_len", 1, 40, 300, 300, 4, 4, 64, 64, 0.125f},
+  };
+  for (const Case& c : cases) {
+    auto in = make_inputs(c, rng);
+    auto gout = check_forward(c, in);
+
+    // The same queries as the last rows of a full causal pass over the first kv_len keys (compacted to
+    // capacity = kv_len, queries of earlier positions random): the decode rows must match it.
+    Case full = c;
+    full.Tq = c.Tk;
+    full.cap = 0;
+    Inputs fin;
+    fin.q = randn(size_t(c.B) * c.Tk * c.H * c.dqk, rng);
+    const int cap = c.cap == 0 ? c.Tk : c.cap;
+    for (int b = 0; b < c.B; ++b)
+      for (int i = 0; i < c.Tq; ++i)
+        std::copy_n(in.q.begin() + (size_t(b) * c.Tq + i) * c.H * c.dqk, c.H * c.dqk,
+                    fin.q.begin() + (size_t(b) * c.Tk + c.Tk - c.Tq + i) * c.H * c.dqk);
+    fin.k.resize(size_t(c.B) * c.Tk * c.Hk * c.dqk);
+    fin.v.resize(size_t(c.B) * c.Tk * c.Hk * c.dv);
+    for (int b = 0; b < c.B; ++b) {
+      std::copy_n(in.k.begin() + size_t(b) * cap * c.Hk * c.dqk, size_t(c.Tk) * c.Hk * c.dqk,
+                  fin.k.begin() + size_t(b) * c.Tk * c.Hk * c.dqk);
+      std::copy_n(in.v.begin() + size_t(b) * cap * c.Hk * c.dv, size_t(c.Tk) * c.Hk * c.dv,
+                  fin.v.begin() + size_t(b) * c.Tk * c.Hk * c.dv);
+    }
+    DeviceBuffer<float> fq(fin.q), fk(fin.k), fv(fin.v), fout(size_t(c.B) * c.Tk * c.H * c.dv);
+    fout.poison();
+    attention_forward<Backend::CUDA>(fout.ptr, nullptr, fq.ptr, fk.ptr, c.shared ? fk.ptr : fv.ptr, nullptr,
+                                     shape_of(full), AttentionDropout{});
+    auto all = fout.download();
+    std::vector<float> tail;
+    for (int b = 0; b < c.B; ++b)
+      tail.insert(tail.end(), all.begin() + (size_t(b) * c.Tk + c.Tk - c.Tq) * c.H * c.dv,
+                  all.begin() + (size_t(b) * c.Tk + c.Tk) * c.H * c.dv);
+    INFO(c.what << " vs full recompute");
+    require_close(gout, tail, kForwardTol, "decode rows vs full pass");
+  }
+}
+
+TEST_CASE("cuda attention_forward: kv_start left padding", "[cuda][attention]") {
+  if (!dsk::testing::gpu_available()) return;
+  auto rng = test_rng(74);
+  // Batch rows padded by 0, 5, 70 and all 90 keys: with q_len = kv_len the first rows of the padded prompts see no
+  // key (out 0, lse -inf); kv_start = kv_len masks every key.
+  const std::vector<int32_t> start{0, 5, 70, 90};
+  const Case cases[] = {
+      {"kv_start prefill explicit", 4, 90, 90, 0, 4, 4, 64, 64, 0.125f},
+      {"kv_start prefill absorbed", 4, 90, 90, 96, 8, 1, 128, 128, 0.125f, 0.0f, true},
+      {"kv_start decode absorbed", 4, 1, 90, 100, 16, 1, 128, 128, 0.125f, 0.0f, true},
+      {"kv_start decode dropout", 4, 2, 90, 90, 8, 8, 64, 64, 0.125f, 0.2f},
+  };
+  for (const Case& c : cases) {
+    auto in = make_inputs(c, rng);
+    check_forward(c, in, &start);
+  }
+}
+
+TEST_CASE("cuda attention_backward vs CPU, deterministic", "[cuda][attention]") {
+  if (!dsk::testing::gpu_available()) return;
+  auto rng = test_rng(75);
+  const Case cases[] = {
+      {"explicit small", 2, 128, 128, 0, 4, 4, 64, 64, 0.125f},
+      {"explicit T = 77 dropout", 2, 77, 77, 0, 4, 4, 64, 64, 0.125f, 0.1f},
+      {"explicit large heads", 1, 130, 130, 0, 16, 16, 64, 64, 0.125f},
+      {"absorbed shared latent", 2, 100, 100, 0, 8, 1, 128, 128, 0.125f, 0.0f, true},
+      {"absorbed small dropout", 1, 128, 128, 0, 4, 1, 64, 64, 0.125f, 0.1f, true},
+      {"absorbed, k and v separate", 1, 70, 70, 0, 16, 1, 128, 128, 0.125f},
+      {"qk 192, v 128", 1, 66, 66, 0, 4, 1, 192, 128, 0.125f},
+      {"odd widths, T = 1", 3, 1, 1, 0, 3, 3, 37, 21, 0.3f},
+      {"odd widths", 2, 70, 70, 0, 3, 3, 37, 21, 0.3f},
+  };
+  for (const Case& c : cases) {
+    INFO(c.what << ": B " << c.B << " T " << c.Tq << " H " << c.H << " Hk " << c.Hk << " dqk " << c.dqk << " dv "
+                  << c.dv << " p " << c.p);
+    auto in = make_inputs(c, rng);
+    const AttentionShape s = shape_of(c);
+    const AttentionDropout drop = dropout_of(c);
+    const size_t n_out = size_t(c.B) * c.Tq * c.H * c.dv;
+    std::vector<float> out(n_out), lse(size_t(c.B) * c.H * c.Tq);
+    auto dout = randn(n_out, rng);
+    attention_forward<Backend::CPU>(out.data(), lse.data(), in.q.data(), in.k.data(), in.v.data(), nullptr, s, drop);
+    std::vector<float> dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
+    attention_backward<Backend::CPU>(dq.data(), dk.data(), dv.data(), dout.data(), in.q.data(), in.k.data(),
+                                     in.v.data(), out.data(), lse.data(), s, drop);
+
+    // The GPU backward gets the CPU's out and lse, so only backward is under test.
+    DeviceBuffer<float> g_q(in.q), g_k(in.k), g_v(in.v), g_out(out), g_lse(lse), g_dout(dout);
+    DeviceBuffer<float> g_dq(dq.size()), g_dk(dk.size()), g_dv(dv.size());
+    std::vector<float> first_dq, first_dk, first_dv;
+    for (int run = 0; run < 2; ++run) {
+      INFO("run " << run);
+      g_dq.poison();
+      g_dk.poison();
+      g_dv.poison();
+      attention_backward<Backend::CUDA>(g_dq.ptr, g_dk.ptr, g_dv.ptr, g_dout.ptr, g_q.ptr, g_k.ptr,
+                                        c.shared ? g_k.ptr : g_v.ptr, g_out.ptr, g_lse.ptr, s, drop);
+      auto gdq = g_dq.download(), gdk = g_dk.download(), gdv = g_dv.download();
+      require_close(gdq, dq, kBackwardTol, "dq");
+      require_close(gdk, dk, kBackwardTol, "dk");
+      require_close(gdv, dv, kBackwardTol, "dv");
+      if (run == 0) {
+        first_dq = gdq;
+        first_dk = gdk;
+        first_dv = gdv;
+      } else {
+        REQUIRE(bits_equal(gdq, first_dq));
+        REQUIRE(bits_equal(gdk, first_dk));
+        REQUIRE(bits_equal(gdv, first_dv));
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda attention_forward is deterministic (training and split decode)", "[cuda][attention]") {
+  if (!dsk::testing::gpu_available()) return;
+  auto rng = test_rng(76);
+  const Case cases[] = {
+      {"training absorbed dropout", 2, 200, 200, 0, 8, 1, 128, 128, 0.125f, 0.1f, true},
+      {"split decode", 1, 1, 5000, 5000, 16, 1, 128, 128, 0.125f, 0.0f, true},
+  };
+  for (const Case& c : cases) {
+    INFO(c.what);
+    auto in = make_inputs(c, rng);
+    const AttentionShape s = shape_of(c);
+    DeviceBuffer<float> dq(in.q), dk(in.k), out(size_t(c.B) * c.Tq * c.H * c.dv), lse(size_t(c.B) * c.H * c.Tq);
+    std::vector<float> first_out, first_lse;
+    for (int run = 0; run < 2; ++run) {
+      out.poison();
+      lse.poison();
+      attention_forward<Backend::CUDA>(out.ptr, lse.ptr, dq.ptr, dk.ptr, dk.ptr, nullptr, s, dropout_of(c));
+      auto o = out.download(), l = lse.download();
+      REQUIRE(all_written(o));
+      REQUIRE(all_written(l));
+      if (run == 0) {
+        first_out = o;
+        first_lse = l;
+      } else {
+        REQUIRE(bits_equal(o, first_out));
+        REQUIRE(bits_equal(l, first_lse));
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda attention argument checks", "[cuda][attention]") {
+  if (!dsk::testing::gpu_available()) return;
+  AttentionShape s;
+  s.batch = 1;
+  s.q_len = s.kv_len = 4;
+  s.heads = 2;
+  s.kv_heads = 1;
+  s.qk_dim = 300;  // wider than the kernels' 256
+  s.v_dim = 64;
+  DeviceBuffer<float> buf(size_t(4) * 2 * 300);
+  REQUIRE_THROWS_AS(attention_forward<Backend::CUDA>(buf.ptr, nullptr, buf.ptr, buf.ptr, buf.ptr, nullptr, s,
+                                                     AttentionDropout{}),
+                    dsk::Error);
+  s.qk_dim = 64;
+  s.kv_heads = 3;  // neither 1 nor heads
+  REQUIRE_THROWS_AS(attention_forward<Backend::CUDA>(buf.ptr, nullptr, buf.ptr, buf.ptr, buf.ptr, nullptr, s,
+                                                     AttentionDropout{}),
+                    dsk::Error);
+}
+#endif  // DSK_HAVE_CUDA
