@@ -68,6 +68,8 @@ def load_json(name, dirs):
 
 def attention_markdown(attn, torch_attn):
     md = ["\n## attention kernels"]
+    if attn and isinstance(attn.get("kernels"), dict):  # `dsk bench attention`: {"decode": model sweep, "kernels": ...}
+        attn = attn["kernels"]
     if not attn or "training" not in attn:
         md.append("\nno dsk attention results" + (f" ({attn['parse_error']})" if attn and "parse_error" in attn else ""))
     else:

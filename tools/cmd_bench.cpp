@@ -96,20 +96,6 @@ int bench_kernels_cmd(const std::vector<std::string>& argv) {
 #endif
 }
 
-int bench_attention_cmd(const std::vector<std::string>& argv) {
-  cli::Args a("bench attention", "attention kernel micro-benchmark",
-              "dsk bench attention [--device cpu|cuda] [--json FILE]");
-  a.option("device", "DEV", "cpu or cuda", "cpu").option("json", "FILE", "also write the result here");
-  if (!a.parse(argv)) return 0;
-  const Backend dev = cli::resolve_device(a.get("device"));
-  if (dev == Backend::CPU) return emit(a, bench_attention_kernels_cpu());
-#ifdef DSK_HAVE_CUDA
-  return emit(a, bench_attention_kernels_cuda());
-#else
-  throw Error("built without CUDA");
-#endif
-}
-
 int bench_moe_cmd(const std::vector<std::string>& argv) {
   cli::Args a("bench moe", "one MoE layer: grouped dispatch vs a loop over experts",
               "dsk bench moe [--device cpu|cuda] [--json FILE]");
@@ -176,7 +162,11 @@ int bench_attention_cmd(const std::vector<std::string>& argv) {
   nlohmann::json r = {{"decode", decode}};
   if (a.has("no-kernels")) r["kernels"] = "skipped (--no-kernels)";
   else if (dev == Backend::CPU) r["kernels"] = bench_attention_kernels_cpu();
-  else r["kernels"] = "CPU only here; the CUDA kernel timings are in `dsk bench kernels --device cuda`";
+  else {
+#ifdef DSK_HAVE_CUDA
+    r["kernels"] = bench_attention_kernels_cuda();
+#endif
+  }
   return emit(a, r);
 }
 
