@@ -1,5 +1,6 @@
 #include "bench/bench_train.h"
 
+#include "bench/kernel_bench.h"
 #include "engine/memory_plan.h"
 #include "engine/model.h"
 #include "engine/optimizer.h"
@@ -87,7 +88,7 @@ nlohmann::json bench_train(const ModelConfig& c, Backend device, const TrainBenc
   const double step_ms = median(total);
   const double tokens_per_s = B * T / (step_ms / 1000.0);
   const double gflops = train_flops_per_token(c, T) * tokens_per_s / 1e9;
-  return {{"benchmark", "train"},
+  nlohmann::json out = {{"benchmark", "train"},
           {"device", backend_name(device)},
           {"config", c.to_json()},
           {"batch", B},
@@ -102,6 +103,16 @@ nlohmann::json bench_train(const ModelConfig& c, Backend device, const TrainBenc
           {"achieved_gflop_s", gflops},
           {"activation_arena_mib", plan.activation_bytes / 1048576.0},
           {"parameter_arena_mib", plan.parameter_bytes / 1048576.0}};
+#ifdef DSK_HAVE_CUDA
+  if (device == Backend::CUDA) {
+    // MFU: model FLOPs per second over the GPU's measured fp32 GEMM rate (dsk trains in fp32, TF32 off).
+    nlohmann::json peaks = measure_gpu_peaks();
+    out["gpu_peaks"] = peaks;
+    const double fp32 = peaks.value("sgemm_fp32_tflops", 0.0);
+    if (fp32 > 0) out["mfu_vs_fp32_gemm"] = gflops / 1e3 / fp32;
+  }
+#endif
+  return out;
 }
 
 }  // namespace dsk

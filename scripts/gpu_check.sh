@@ -100,19 +100,30 @@ fi
 # On the GPU machine a [cuda] test that finds no usable GPU fails instead of skipping (tests/cuda/cuda_testing.h).
 export DSK_REQUIRE_GPU=1
 if ((built)); then
-  stage cuda_tests 120 "$BUILD/dsk_tests" "[cuda]" -r junit -o "$OUT/cuda_tests.xml"
-  stage cpu_tests 120 "$BUILD/dsk_tests" "~[cuda]" -r junit -o "$OUT/cpu_tests.xml"
+  stage cuda_tests 150 "$BUILD/dsk_tests" "[cuda]" -r junit -o "$OUT/cuda_tests.xml"
+  # ---- whole-model training speed, dsk and PyTorch eager side by side (default config, batch 8) -------------
+  # Kept in $WORK and embedded in report.json (OUT is limited to 8 files).
+  stage bench_train 90 "$BUILD/dsk" bench train --config default --device cuda --steps 10 --warmup 2 \
+    --json "$WORK/bench_train.json"
+fi
+stage bench_torch_train 120 python3 scripts/bench_torch_train.py --config default --device cuda --steps 10 \
+  --warmup 2 --json "$WORK/bench_torch_train.json"
+if ((built)); then
   # ---- kernel micro-benchmarks (the GPU's peaks are measured first, inside) ---------------------------------
   stage bench_kernels 180 "$BUILD/dsk" bench kernels --device cuda --json "$OUT/bench_kernels.json"
-  # ---- MoE layer: grouped path vs a loop over experts, grouped GEMMs vs dense cuBLAS ------------------------
-  stage bench_moe 120 "$BUILD/dsk" bench moe --device cuda --json "$OUT/bench_moe.json"
-  # Attention kernels (training TFLOP/s, decode GB/s); kept in $WORK and embedded in report.json (OUT holds 8 files).
+  # Attention: decode sweep of the models and the kernels (training TFLOP/s, decode GB/s); embedded in report.json.
   stage bench_attention 120 "$BUILD/dsk" bench attention --device cuda --json "$WORK/bench_attention.json"
 fi
 # PyTorch's scaled_dot_product_attention on the same explicit shapes, for the side-by-side table. Needs no build;
 # a failure (no torch, no GPU for torch) is recorded and the report still gets written.
 stage bench_torch_attention 90 python3 scripts/bench_torch_attention.py --device cuda \
   --json "$WORK/bench_torch_attention.json"
+if ((built)); then
+  # ---- MoE layer: grouped path vs a loop over experts, grouped GEMMs vs dense cuBLAS ------------------------
+  stage bench_moe 120 "$BUILD/dsk" bench moe --device cuda --json "$OUT/bench_moe.json"
+  # The CPU suite last: CI runs it too; here it only shows the GPU build's CPU side is sound.
+  stage cpu_tests 120 "$BUILD/dsk_tests" "~[cuda]" -r junit -o "$OUT/cpu_tests.xml"
+fi
 
 # ---- report (always) ----------------------------------------------------------------------------------------
 echo "=== total $(($(date +%s) - START))s" >>"$LOG"

@@ -66,6 +66,24 @@ def load_json(name, dirs):
     return None
 
 
+def train_markdown(dsk, torch):
+    """Whole-model training step, dsk vs PyTorch eager on the same GPU, config and batch."""
+    md = ["\n## training step: dsk vs PyTorch eager"]
+    rows = []
+    for name, r in (("dsk", dsk), ("PyTorch eager", torch)):
+        if not r or "tokens_per_s" not in r:
+            rows.append(f"| {name} | no result{' (' + r['parse_error'] + ')' if r and 'parse_error' in r else ''} | | | | |")
+            continue
+        rows.append(f"| {name} | {r['tokens_per_s']:.0f} | {r['ms_per_step']:.1f} | {r['ms_forward']:.1f} | "
+                    f"{r['ms_backward']:.1f} | {r['ms_optimizer']:.1f} |")
+    md.append("\n| implementation | tokens/s | ms/step | forward | backward | optimizer |\n|---|---|---|---|---|---|")
+    md += rows
+    if dsk and torch and "tokens_per_s" in dsk and "tokens_per_s" in torch:
+        md.append(f"\ndsk / PyTorch: {dsk['tokens_per_s'] / torch['tokens_per_s']:.2f}×"
+                  + (f"; dsk MFU-style {dsk.get('achieved_gflop_s', 0) / 1e3:.1f} TFLOP/s (model FLOPs)" if dsk else ""))
+    return md
+
+
 def attention_markdown(attn, torch_attn):
     md = ["\n## attention kernels"]
     if attn and isinstance(attn.get("kernels"), dict):  # `dsk bench attention`: {"decode": model sweep, "kernels": ...}
@@ -160,6 +178,8 @@ def main():
         "attention": load_json("bench_attention.json", extra_dirs),
         "torch_attention": load_json("bench_torch_attention.json", extra_dirs),
         "bench_moe": bench_moe,
+        "train": load_json("bench_train.json", extra_dirs),
+        "torch_train": load_json("bench_torch_train.json", extra_dirs),
     }
     json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
 
@@ -199,6 +219,7 @@ def main():
             frac = k.get("fraction_of_peak")
             md.append(f"| {k['name']} | {k.get('shape', '')} | {k['ms']:.4f} | {rate} | "
                       + (f"{100 * frac:.0f}%" if frac is not None else "") + " |")
+    md += train_markdown(report["train"], report["torch_train"])
     md += attention_markdown(report["attention"], report["torch_attention"])
     md += moe_markdown(bench_moe)
     open(os.path.join(out, "report.md"), "w").write("\n".join(md) + "\n")
