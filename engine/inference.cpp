@@ -52,39 +52,10 @@ InferenceSession::InferenceSession(const Model& model, DecodeMode mode, int max_
       max_batch_(max_batch),
       cache_(model.config(), mode, max_batch, model.config().context_length, model.device()) {
   DSK_CHECK(max_batch > 0, "InferenceSession: max_batch must be positive, got {}", max_batch);
-  const ParamStore& ps = model.params();
-  auto P = [&](const std::string& n) -> const float* { return ps.param(n).value.f32(); };
-  tok_emb_ = P("tok_emb.weight");
-  pos_emb_ = P("pos_emb.weight");
-  final_w_ = P("final_norm.weight");
-  final_b_ = P("final_norm.bias");
-  for (int l = 0; l < config_.n_layers; ++l) {
-    const std::string p = fmt::format("blocks.{}.", l);
-    LayerWeights L{};
-    L.norm1_w = P(p + "norm1.weight");
-    L.norm1_b = P(p + "norm1.bias");
-    L.w_q = P(p + "attn.w_q.weight");
-    L.w_dkv = P(p + "attn.w_dkv.weight");
-    L.latent_w = P(p + "attn.latent_norm.weight");
-    L.latent_b = P(p + "attn.latent_norm.bias");
-    L.w_uk = P(p + "attn.w_uk.weight");
-    L.w_uv = P(p + "attn.w_uv.weight");
-    L.w_o = P(p + "attn.w_o.weight");
-    L.norm2_w = P(p + "norm2.weight");
-    L.norm2_b = P(p + "norm2.bias");
-    L.router = P(p + "moe.router.weight");
-    L.e_w1 = P(p + "moe.experts.w1.weight");
-    L.e_b1 = P(p + "moe.experts.w1.bias");
-    L.e_w2 = P(p + "moe.experts.w2.weight");
-    L.e_b2 = P(p + "moe.experts.w2.bias");
-    if (config_.num_shared_experts > 0) {
-      L.s_w1 = P(p + "moe.shared.w1.weight");
-      L.s_b1 = P(p + "moe.shared.w1.bias");
-      L.s_w2 = P(p + "moe.shared.w2.weight");
-      L.s_b2 = P(p + "moe.shared.w2.bias");
-    }
-    layers_.push_back(L);
-  }
+  tok_emb_ = model.tok_emb().value.f32();
+  pos_emb_ = model.pos_emb().value.f32();
+  final_w_ = model.final_norm_weight().value.f32();
+  final_b_ = model.final_norm_bias().value.f32();
   // Plan the scratch by running the largest chunk (a full-context prefill of every row) on a counting
   // workspace: the same code measures what it allocates, kernels switched off.
   work_ = Arena::counting("inference.plan");
@@ -198,16 +169,16 @@ void InferenceSession::forward_chunk(const std::vector<int32_t>& tokens_host, co
     embedding_forward<Bk>(x.f32(), tokens.i32(), positions.i32(), tok_emb_, pos_emb_, B, T, d);
   });
   for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& L = layers_[l];
+    const LayerWeights& L = model_.layer(l);
     const size_t mark = work_.mark();
     Tensor h = work_.alloc({N, d}), y = work_.alloc({N, d});
     Tensor mean = work_.alloc({N}), rstd = work_.alloc({N});
     // x += MLA(LN1(x))
-    run([&]<Backend Bk>() { layernorm_forward<Bk>(h.f32(), mean.f32(), rstd.f32(), x.f32(), L.norm1_w, L.norm1_b, N, d); });
+    run([&]<Backend Bk>() { layernorm_forward<Bk>(h.f32(), mean.f32(), rstd.f32(), x.f32(), L.norm1_w.value.f32(), L.norm1_b.value.f32(), N, d); });
     attention(y.f32(), h.f32(), L, l, kv_start.i32(), B, T, start);
     run([&]<Backend Bk>() { add<Bk>(x.f32(), x.f32(), y.f32(), static_cast<int64_t>(N) * d); });
     // x += MoE(LN2(x))
-    run([&]<Backend Bk>() { layernorm_forward<Bk>(h.f32(), mean.f32(), rstd.f32(), x.f32(), L.norm2_w, L.norm2_b, N, d); });
+    run([&]<Backend Bk>() { layernorm_forward<Bk>(h.f32(), mean.f32(), rstd.f32(), x.f32(), L.norm2_w.value.f32(), L.norm2_b.value.f32(), N, d); });
     moe(y.f32(), h.f32(), L, N);
     run([&]<Backend Bk>() { add<Bk>(x.f32(), x.f32(), y.f32(), static_cast<int64_t>(N) * d); });
     work_.release(mark);
@@ -240,8 +211,8 @@ void InferenceSession::attention(float* y, const float* h, const LayerWeights& L
   Tensor q = work_.alloc({N, d}), c_raw = work_.alloc({N, dc}), heads = work_.alloc({N, d});
   Tensor mean = work_.alloc({N}), rstd = work_.alloc({N});
   run([&]<Backend Bk>() {
-    linear_forward<Bk>(q.f32(), h, L.w_q, nullptr, N, d, d);        // (B, T, H*hd)
-    linear_forward<Bk>(c_raw.f32(), h, L.w_dkv, nullptr, N, d, dc);  // (B, T, dc)
+    linear_forward<Bk>(q.f32(), h, L.w_q.value.f32(), nullptr, N, d, d);        // (B, T, H*hd)
+    linear_forward<Bk>(c_raw.f32(), h, L.w_dkv.value.f32(), nullptr, N, d, dc);  // (B, T, dc)
   });
   AttentionShape s;
   s.batch = B;
@@ -258,12 +229,12 @@ void InferenceSession::attention(float* y, const float* h, const LayerWeights& L
     float* kc = cache_.keys(layer);
     float* vc = cache_.values(layer);
     run([&]<Backend Bk>() {
-      layernorm_forward<Bk>(latent.f32(), mean.f32(), rstd.f32(), c_raw.f32(), L.latent_w, L.latent_b, N, dc);
+      layernorm_forward<Bk>(latent.f32(), mean.f32(), rstd.f32(), c_raw.f32(), L.latent_w.value.f32(), L.latent_b.value.f32(), N, dc);
       for (int b = 0; b < B; ++b) {
         const size_t slot = static_cast<size_t>(b) * cap + start;
         const float* lat_b = latent.f32() + static_cast<size_t>(b) * T * dc;
-        linear_forward<Bk>(kc + slot * d, lat_b, L.w_uk, nullptr, T, dc, d);
-        linear_forward<Bk>(vc + slot * d, lat_b, L.w_uv, nullptr, T, dc, d);
+        linear_forward<Bk>(kc + slot * d, lat_b, L.w_uk.value.f32(), nullptr, T, dc, d);
+        linear_forward<Bk>(vc + slot * d, lat_b, L.w_uv.value.f32(), nullptr, T, dc, d);
       }
     });
     s.kv_heads = H;
@@ -277,13 +248,13 @@ void InferenceSession::attention(float* y, const float* h, const LayerWeights& L
     run([&]<Backend Bk>() {
       for (int b = 0; b < B; ++b)
         layernorm_forward<Bk>(lc + (static_cast<size_t>(b) * cap + start) * dc, mean.f32(), rstd.f32(),
-                              c_raw.f32() + static_cast<size_t>(b) * T * dc, L.latent_w, L.latent_b, T, dc);
+                              c_raw.f32() + static_cast<size_t>(b) * T * dc, L.latent_w.value.f32(), L.latent_b.value.f32(), T, dc);
     });
     if (mode_ == DecodeMode::Absorbed) {
       Tensor q_lat = work_.alloc({N, H * dc}), o_lat = work_.alloc({N, H * dc});
       run([&]<Backend Bk>() {
         // q_lat,h (N, dc) = q_h (N, hd) · W_uk,h (hd, dc), all heads in one strided-batched GEMM
-        gemm<Bk>(false, false, N, dc, hd, 1.0f, q.f32(), d, hd, L.w_uk, dc, ws, 0.0f, q_lat.f32(), H * dc, dc, H);
+        gemm<Bk>(false, false, N, dc, hd, 1.0f, q.f32(), d, hd, L.w_uk.value.f32(), dc, ws, 0.0f, q_lat.f32(), H * dc, dc, H);
       });
       s.kv_heads = 1;
       s.qk_dim = s.v_dim = dc;
@@ -291,7 +262,7 @@ void InferenceSession::attention(float* y, const float* h, const LayerWeights& L
         // Every head attends the one shared latent: K = V = c.
         attention_forward<Bk>(o_lat.f32(), nullptr, q_lat.f32(), lc, lc, kv_start, s, AttentionDropout{});
         // o_h (N, hd) = o_lat,h (N, dc) · W_uv,hᵀ
-        gemm<Bk>(false, true, N, hd, dc, 1.0f, o_lat.f32(), H * dc, dc, L.w_uv, dc, ws, 0.0f, heads.f32(), d, hd, H);
+        gemm<Bk>(false, true, N, hd, dc, 1.0f, o_lat.f32(), H * dc, dc, L.w_uv.value.f32(), dc, ws, 0.0f, heads.f32(), d, hd, H);
       });
     } else {
       // Explicit: rebuild every cached position's per-head K and V from the latents, each step.
@@ -300,8 +271,8 @@ void InferenceSession::attention(float* y, const float* h, const LayerWeights& L
       run([&]<Backend Bk>() {
         for (int b = 0; b < B; ++b) {
           const float* lat_b = lc + static_cast<size_t>(b) * cap * dc;
-          linear_forward<Bk>(k.f32() + static_cast<size_t>(b) * cap * d, lat_b, L.w_uk, nullptr, kv_len, dc, d);
-          linear_forward<Bk>(v.f32() + static_cast<size_t>(b) * cap * d, lat_b, L.w_uv, nullptr, kv_len, dc, d);
+          linear_forward<Bk>(k.f32() + static_cast<size_t>(b) * cap * d, lat_b, L.w_uk.value.f32(), nullptr, kv_len, dc, d);
+          linear_forward<Bk>(v.f32() + static_cast<size_t>(b) * cap * d, lat_b, L.w_uv.value.f32(), nullptr, kv_len, dc, d);
         }
       });
       s.kv_heads = H;
@@ -311,7 +282,7 @@ void InferenceSession::attention(float* y, const float* h, const LayerWeights& L
       });
     }
   }
-  run([&]<Backend Bk>() { linear_forward<Bk>(y, heads.f32(), L.w_o, nullptr, N, d, d); });
+  run([&]<Backend Bk>() { linear_forward<Bk>(y, heads.f32(), L.w_o.value.f32(), nullptr, N, d, d); });
   work_.release(mark);
 }
 
@@ -327,11 +298,11 @@ void InferenceSession::moe(float* y, const float* h, const LayerWeights& L, int 
   Tensor offsets = work_.alloc({E + 1}, DType::I32);
   Tensor xp = work_.alloc({N * k, d}), hidden = work_.alloc({N * k, F}), yp = work_.alloc({N * k, d});
   run([&]<Backend Bk>() {
-    linear_forward<Bk>(logits.f32(), h, L.router, nullptr, N, d, E);
+    linear_forward<Bk>(logits.f32(), h, L.router.value.f32(), nullptr, N, d, E);
     moe_router_forward<Bk>(idx.i32(), gate.f32(), noisy.f32(), probs.f32(), logits.f32(), nullptr, N, E, k, 0, 0);
     moe_permute<Bk>(sorted.i32(), slot_row.i32(), offsets.i32(), idx.i32(), N, E, k);
     moe_gather<Bk>(xp.f32(), h, sorted.i32(), N, k, d);
-    expert_ffn_forward<Bk>(hidden.f32(), yp.f32(), xp.f32(), L.e_w1, L.e_b1, L.e_w2, L.e_b2, offsets.i32(), E, N * k,
+    expert_ffn_forward<Bk>(hidden.f32(), yp.f32(), xp.f32(), L.e_w1.value.f32(), L.e_b1.value.f32(), L.e_w2.value.f32(), L.e_b2.value.f32(), offsets.i32(), E, N * k,
                            d, F);
     moe_combine<Bk>(y, yp.f32(), gate.f32(), slot_row.i32(), N, k, d);
   });
@@ -349,7 +320,7 @@ void InferenceSession::moe(float* y, const float* h, const LayerWeights& L, int 
       fill<Bk>(sgate.f32(), 1.0f / static_cast<float>(S), static_cast<int64_t>(N) * S);
       moe_permute<Bk>(ssorted.i32(), sslot.i32(), soff.i32(), sidx.i32(), N, S, S);
       moe_gather<Bk>(xs.f32(), h, ssorted.i32(), N, S, d);
-      expert_ffn_forward<Bk>(hs.f32(), ys.f32(), xs.f32(), L.s_w1, L.s_b1, L.s_w2, L.s_b2, soff.i32(), S, N * S, d, F);
+      expert_ffn_forward<Bk>(hs.f32(), ys.f32(), xs.f32(), L.s_w1.value.f32(), L.s_b1.value.f32(), L.s_w2.value.f32(), L.s_b2.value.f32(), soff.i32(), S, N * S, d, F);
       moe_combine<Bk>(yshared.f32(), ys.f32(), sgate.f32(), sslot.i32(), N, S, d);
       add<Bk>(y, y, yshared.f32(), static_cast<int64_t>(N) * d);
     });

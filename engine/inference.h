@@ -65,10 +65,7 @@ class InferenceSession {
   std::function<void(const std::string&)> log;
 
  private:
-  struct LayerWeights {
-    const float *norm1_w, *norm1_b, *w_q, *w_dkv, *latent_w, *latent_b, *w_uk, *w_uv, *w_o, *norm2_w, *norm2_b;
-    const float *router, *e_w1, *e_b1, *e_w2, *e_b2, *s_w1, *s_b1, *s_w2, *s_b2;
-  };
+  using LayerWeights = Model::Layer;
   // Runs T new tokens per row (tokens/positions (B, T) host) whose cache slots are [start, start + T); writes
   // logits_ for each row's last token.
   void forward_chunk(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions, int B, int T,
@@ -91,7 +88,6 @@ class InferenceSession {
   KVCache cache_;
   Arena work_;  // per-chunk scratch, reset every chunk
   const float *tok_emb_, *pos_emb_, *final_w_, *final_b_;
-  std::vector<LayerWeights> layers_;
 
   int batch_ = 0, cached_ = 0;
   bool last_slid_ = false;

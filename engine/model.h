@@ -36,11 +36,19 @@ class Model {
   // grad_weight: the weight of this forward's loss (CE + aux) in the optimizer step's gradient (1 / accum steps).
   ForwardResult forward(Tape& t, const Tensor& tokens, const Tensor& targets, float grad_weight = 1.0f);
 
- private:
+  // One block's parameters (the shared-expert ones are empty when num_shared_experts is 0).
   struct Layer {
     Param norm1_w, norm1_b, w_q, w_dkv, latent_w, latent_b, w_uk, w_uv, w_o, norm2_w, norm2_b;
     Param router, router_noise, e_w1, e_b1, e_w2, e_b2, s_w1, s_b1, s_w2, s_b2;
   };
+  // Direct access for code that runs the model without the tape (the inference engine).
+  const Layer& layer(int l) const { return layers_.at(l); }
+  const Param& tok_emb() const { return tok_emb_; }
+  const Param& pos_emb() const { return pos_emb_; }
+  const Param& final_norm_weight() const { return final_w_; }
+  const Param& final_norm_bias() const { return final_b_; }
+
+ private:
   void register_parameters();
   void bind_parameters();
   Var* attention_block(Tape& t, Var* x, const Layer& L, int layer, int B, int T);
