@@ -1,5 +1,8 @@
 // `dsk info`, `dsk --help`, `--version`, unknown commands: what a user sees first.
+#include "kernels/device.h"
 #include "tests/test_env.h"
+
+#include <algorithm>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -35,4 +38,14 @@ TEST_CASE("dsk: help, version, unknown command and unknown flag", "[info_cli]") 
   CHECK_THAT(flag.output, Catch::Contains("unknown flag --colour"));
   CHECK(run_dsk("info --help").exit_code == 0);
   CHECK(run_dsk("info --config nowhere.json").exit_code == 1);
+}
+
+TEST_CASE("--device cuda without a usable GPU is a one-line error; auto falls back to the CPU", "[info_cli]") {
+  if (dsk::cuda_unavailable_reason().empty()) return;  // a GPU is here: nothing to check
+  auto cuda = run_dsk("bench train --device cuda --steps 1 --warmup 0 --set n_layers=1");
+  CHECK(cuda.exit_code == 1);
+  CHECK_THAT(cuda.output, Catch::Contains("--device cuda:"));
+  CHECK(std::count(cuda.output.begin(), cuda.output.end(), '\n') == 1);
+  auto info = run_dsk("info");
+  CHECK_THAT(info.output, Catch::Contains("GPUs            none ("));
 }
