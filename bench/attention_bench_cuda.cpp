@@ -2,6 +2,7 @@
 // training shapes (explicit per-head K/V and absorbed shared latent), and decode GB/s of KV-cache read against the
 // measured device copy bandwidth. Timed with CUDA events on dsk's stream, warm-up, median of kReps.
 #ifdef DSK_HAVE_CUDA
+#include "bench/cuda_timing.h"
 #include "bench/attention_bench.h"
 
 #include "kernels/attention.h"
@@ -41,26 +42,7 @@ DevFloats device_randn(size_t n, uint64_t seed) {
   return d;
 }
 
-double median_ms(const std::function<void()>& launch) {
-  cudaEvent_t start, stop;
-  DSK_CUDA_CHECK(cudaEventCreate(&start));
-  DSK_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int w = 0; w < kWarmups; ++w) launch();
-  std::vector<double> ms;
-  for (int r = 0; r < kReps; ++r) {
-    DSK_CUDA_CHECK(cudaEventRecord(start, cuda::stream()));
-    launch();
-    DSK_CUDA_CHECK(cudaEventRecord(stop, cuda::stream()));
-    DSK_CUDA_CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    DSK_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+double median_ms(const std::function<void()>& launch) { return cuda_median_ms(kWarmups, kReps, launch); }
 
 // Device-to-device copy of 1 GiB: bytes read + written per second (the same measure as measure_gpu_peaks()).
 double copy_gbps() {

@@ -2,6 +2,7 @@
 // CUDA events on dsk's stream, inputs rotated over several buffer sets so that L2 does not serve them, and the
 // achieved GB/s or GFLOP/s reported with its fraction of the measured peak.
 #ifdef DSK_HAVE_CUDA
+#include "bench/cuda_timing.h"
 #include "bench/kernel_bench.h"
 
 #include "kernels/cuda/runtime.cuh"
@@ -96,38 +97,10 @@ DevPtr<uint16_t> device_bf16(size_t n) {
 
 // ---- timing -------------------------------------------------------------------------------------------------
 
-struct Events {
-  cudaEvent_t start = nullptr, stop = nullptr;
-  Events() {
-    DSK_CUDA_CHECK(cudaEventCreate(&start));
-    DSK_CUDA_CHECK(cudaEventCreate(&stop));
-  }
-  ~Events() {
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-  }
-};
 
 // Median milliseconds of one launch(set) call. Each repetition launches once per buffer set (sets rotate, so the
 // data of one call has left L2 before it is used again) between two events and divides by the set count.
-double median_ms(int sets, const std::function<void(int)>& launch) {
-  Events ev;
-  cudaStream_t s = cuda::stream();
-  for (int w = 0; w < kWarmups; ++w)
-    for (int k = 0; k < sets; ++k) launch(k);
-  std::vector<double> ms;
-  for (int r = 0; r < kReps; ++r) {
-    DSK_CUDA_CHECK(cudaEventRecord(ev.start, s));
-    for (int k = 0; k < sets; ++k) launch(k);
-    DSK_CUDA_CHECK(cudaEventRecord(ev.stop, s));
-    DSK_CUDA_CHECK(cudaEventSynchronize(ev.stop));
-    float t = 0;
-    DSK_CUDA_CHECK(cudaEventElapsedTime(&t, ev.start, ev.stop));
-    ms.push_back(static_cast<double>(t) / sets);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+double median_ms(int sets, const std::function<void(int)>& launch) { return cuda_median_ms(kWarmups, kReps, sets, launch); }
 
 int l2_bytes() {
   int dev = 0, l2 = 0;

@@ -3,6 +3,7 @@
 // the host reads which tokens go there, gathers them, runs cuBLAS linears), plus the grouped GEMMs' TFLOP/s against
 // dense cuBLAS GEMMs of the same shapes and FLOPs. Times are CUDA events on dsk's stream, median of kReps.
 #ifdef DSK_HAVE_CUDA
+#include "bench/cuda_timing.h"
 #include "bench/moe_bench.h"
 
 #include "kernels/cuda/runtime.cuh"
@@ -72,26 +73,7 @@ DevPtr<float> zeros(size_t n) {
 
 // ---- timing ---------------------------------------------------------------------------------------------------
 
-double median_ms(const std::function<void()>& f) {
-  cudaEvent_t start, stop;
-  DSK_CUDA_CHECK(cudaEventCreate(&start));
-  DSK_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < kWarmups; ++i) f();
-  std::vector<double> ms;
-  for (int i = 0; i < kReps; ++i) {
-    DSK_CUDA_CHECK(cudaEventRecord(start, cuda::stream()));
-    f();
-    DSK_CUDA_CHECK(cudaEventRecord(stop, cuda::stream()));
-    DSK_CUDA_CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    DSK_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+double median_ms(const std::function<void()>& f) { return cuda_median_ms(kWarmups, kReps, f); }
 
 // ---- one layer's data -----------------------------------------------------------------------------------------
 
