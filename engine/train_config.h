@@ -31,6 +31,7 @@ struct TrainConfig {
   float dropout = -1.0f;  // >= 0 overrides the model's drop_rate
   int log_every = 10;
   int64_t data_stride = 0;  // 0 = random windows; s > 0 = every window with stride s
+  bool tf32 = false;        // CUDA only: TF32 tensor cores for fp32 GEMMs (faster, ~1e-3 relative error)
 
   // The one table of keys (engine/keyed_config.h): adding a key means adding one line here.
   template <class C, class F>
@@ -57,6 +58,7 @@ struct TrainConfig {
     f("dropout", c.dropout);
     f("log_every", c.log_every);
     f("data_stride", c.data_stride);
+    f("tf32", c.tf32);
   }
 
   void validate() const;

@@ -119,6 +119,7 @@ TrainSummary run_training(const TrainRun& run) {
   DataLoader loader(train_shard, B, T, tc.seed, tc.data_stride);
 
   // ---- model, optimizer, state ------------------------------------------------------------------------
+  if (run.device == Backend::CUDA) cuda::set_tf32(tc.tf32);
   Model model(mc, run.device);
   TrainerState state;
   state.seed = tc.seed;

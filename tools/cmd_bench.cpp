@@ -8,6 +8,7 @@
 #include "bench/moe_bench.h"
 #include "engine/config.h"
 #include "engine/paths.h"
+#include "kernels/device.h"
 #include "tools/cli.h"
 #include "tools/run_setup.h"
 #include "tools/device_option.h"
@@ -54,8 +55,10 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
       .option("steps", "N", "timed steps", "5")
       .option("warmup", "N", "untimed steps first", "1")
       .repeated("set", "KEY=VALUE", "override a model config key")
+      .flag("tf32", "CUDA: TF32 tensor cores for the fp32 GEMMs")
       .option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;
+  cuda::set_tf32(a.has("tf32"));
   ModelConfig c = load_model_config(a.get("config"));
   cli::apply_overrides(a.all("set"), c, nullptr);
   c.validate();
@@ -68,6 +71,7 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
     throw cli::UsageError("bench train: --batch and --steps must be positive, --seq-len within the context length");
   nlohmann::json r = bench_train(c, cli::resolve_device(a.get("device")), o);
   r["config_name"] = a.get("config");
+  r["tf32"] = a.has("tf32");
   return emit(a, r);
 }
 
