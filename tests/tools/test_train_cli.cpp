@@ -85,6 +85,24 @@ TEST_CASE("dsk train/eval: a run, then eval of its best checkpoint over the whol
     CHECK(more.exit_code == 0);
     CHECK_THAT(more.output, Catch::Contains("resuming from") && Catch::Contains("done: 5 steps"));
   }
+  SECTION("a full disk while saving is a one-line error and the previous checkpoints stay intact") {
+    // RLIMIT_FSIZE stands in for a full disk: writes past 3 MB fail (SIGXFSZ ignored, so they return EFBIG).
+    const std::string best = f.d / "run/best/model.safetensors";
+    const auto size = fs::file_size(best);
+    const std::string cmd = fmt::format(
+        "sh -c \"trap '' XFSZ; ulimit -f 3000; exec {} train --resume {} --set max_steps=5 --device cpu "
+        "--sample-tokens 0\" > {} 2>&1", DSK_BINARY, f.d / "run", f.d / "full.log");
+    const int status = std::system(cmd.c_str());
+    std::ifstream log(f.d / "full.log");
+    std::string text((std::istreambuf_iterator<char>(log)), {});
+    INFO(text);
+    CHECK(WEXITSTATUS(status) == 1);
+    CHECK_THAT(text, Catch::Contains("cannot write") && Catch::Contains("disk full"));
+    CHECK(fs::file_size(best) == size);
+    CHECK_NOTHROW(load_model(f.d / "run", Backend::CPU));
+    for (const auto& e : fs::directory_iterator(f.d / "run"))  // no half-written folder left behind
+      CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
+  }
   SECTION("a truncated checkpoint is a one-line error and stays as it was") {
     const std::string file = f.d / "run/best/model.safetensors";
     fs::resize_file(file, fs::file_size(file) / 2);
