@@ -257,7 +257,9 @@ TEST_CASE("generate: greedy is deterministic, seeds reproduce, stop conditions h
   }
 
   // Sampling: the same seed gives the same tokens, a different seed different ones; rows differ from each other.
-  o.sampling = SamplingParams{1.0f, 0, 1.0f};
+  // Temperature 4: at 1 this random model is so peaked that two seeds (or two rows) draw the same 20 tokens for
+  // about one test seed in ten, which failed the inequality checks below spuriously.
+  o.sampling = SamplingParams{4.0f, 0, 1.0f};
   o.seed = 42;
   std::vector<Generated> a = generate(s, {prompt[0], prompt[0]}, o);
   std::vector<Generated> b = generate(s, {prompt[0], prompt[0]}, o);
