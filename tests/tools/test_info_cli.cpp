@@ -40,7 +40,7 @@ TEST_CASE("dsk: help, version, unknown command and unknown flag", "[info_cli]") 
   CHECK(run_dsk("info --config nowhere.json").exit_code == 1);
 }
 
-TEST_CASE("--device cuda without a usable GPU is a one-line error; auto falls back to the CPU", "[info_cli]") {
+TEST_CASE("dsk --device cuda without a usable GPU is a one-line error; auto falls back to the CPU", "[info_cli]") {
   if (dsk::cuda_unavailable_reason().empty()) return;  // a GPU is here: nothing to check
   auto cuda = run_dsk("bench train --device cuda --steps 1 --warmup 0 --set n_layers=1");
   CHECK(cuda.exit_code == 1);
