@@ -17,8 +17,10 @@ for z in "$obl"/*.so.xz; do
   [ -e "$z" ] || continue
   so=$restore/$(basename "${z%.xz}")
   if [ ! -s "$so" ] || [ "$z" -nt "$so" ]; then
+    # (xz as the fallback, for a python3 built without lzma)
     python3 -c 'import lzma, shutil, sys
-with lzma.open(sys.argv[1]) as src, open(sys.argv[2], "wb") as dst: shutil.copyfileobj(src, dst)' "$z" "$so.tmp"
+with lzma.open(sys.argv[1]) as src, open(sys.argv[2], "wb") as dst: shutil.copyfileobj(src, dst)' "$z" "$so.tmp" ||
+      xz -dc "$z" >"$so.tmp"
     mv "$so.tmp" "$so"
   fi
 done

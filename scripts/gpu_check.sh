@@ -101,6 +101,21 @@ fi
 export DSK_REQUIRE_GPU=1
 if ((built)); then
   stage cuda_tests 150 "$BUILD/dsk_tests" "[cuda]" -r junit -o "$OUT/cuda_tests.xml"
+  # The JUnit reporter writes its file only at the end: none means dsk_tests died (a crash, a hang). Then each
+  # [cuda] test runs alone, so the culprit has a name and the others still get a result: "rc<TAB>name" lines in
+  # $WORK/cuda_one_by_one.tsv, shown in the report. (Catch reads ',' in a test spec as "or": escaped.)
+  if [ ! -s "$OUT/cuda_tests.xml" ]; then
+    one_by_one() {
+      "$BUILD/dsk_tests" "[cuda]" --list-test-names-only | while IFS= read -r name; do
+        [ -n "$name" ] || continue
+        timeout --kill-after=5 60 "$BUILD/dsk_tests" "${name//,/\\,}" -w NoTests >"$1/one.log" 2>&1
+        rc=$?
+        printf '%s\t%s\n' "$rc" "$name" | tee -a "$1/cuda_one_by_one.tsv"
+        ((rc == 0)) || tail -n 30 "$1/one.log"
+      done
+    }
+    stage cuda_tests_one_by_one 150 bash -c "$(declare -f one_by_one); one_by_one $WORK"
+  fi
   # ---- whole-model training speed, dsk and PyTorch eager side by side (default config, batch 8) -------------
   # Kept in $WORK and embedded in report.json (OUT is limited to 8 files).
   stage bench_train 90 "$BUILD/dsk" bench train --config default --device cuda --steps 10 --warmup 2 \

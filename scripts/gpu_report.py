@@ -155,6 +155,16 @@ def moe_markdown(bench):
     return md
 
 
+def one_by_one(dirs):
+    """gpu_check's fallback after dsk_tests died: [{"name", "rc"}] from cuda_one_by_one.tsv, or None."""
+    for d in dirs:
+        path = os.path.join(d, "cuda_one_by_one.tsv")
+        if os.path.exists(path):
+            rows = [line.rstrip("\n").split("\t", 1) for line in open(path)]
+            return [{"rc": r[0], "name": r[1]} for r in rows if len(r) == 2]
+    return None
+
+
 def main():
     out, stages_path, total = sys.argv[1], sys.argv[2], float(sys.argv[3])
     extra_dirs = ([sys.argv[4]] if len(sys.argv) > 4 else []) + [out]
@@ -180,6 +190,7 @@ def main():
         "bench_moe": bench_moe,
         "train": load_json("bench_train.json", extra_dirs),
         "torch_train": load_json("bench_torch_train.json", extra_dirs),
+        "cuda_one_by_one": one_by_one(extra_dirs),
     }
     json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
 
@@ -202,6 +213,11 @@ def main():
             for c in t["cases"]:
                 if c["status"] == "failed":
                     md.append(f"\n**{c['name']}**\n\n```\n{c['message']}\n```")
+    if report["cuda_one_by_one"] is not None:
+        md.append("\n## cuda tests one by one (dsk_tests died in the run above: rc 124 = timeout, 128+n = signal n)")
+        md.append("\n| test | rc |\n|---|---|")
+        for r in report["cuda_one_by_one"]:
+            md.append(f"| {r['name']} | {'ok' if r['rc'] == '0' else r['rc']} |")
     md.append("\n## kernel benchmarks")
     if not bench or "kernels" not in bench:
         md.append("\nno benchmark results" + (f" ({bench['parse_error']})" if bench and "parse_error" in bench else ""))

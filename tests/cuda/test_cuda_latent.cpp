@@ -40,6 +40,7 @@ TEST_CASE("cuda latent_projection forward and backward vs CPU", "[cuda][latent]"
                                              g_lb.ptr, N, d, dc);
     require_close(g_c.download(), c, 1e-4, "c");
     require_close(g_raw.download(), raw, 1e-5, "c_raw");
+    require_close(g_mean.download(), mean, 1e-4, "mean");  // poisoned above: checks it is written, and right
     require_close(g_rstd.download(), rstd, 1e-4, "rstd");
     // Backward from the CPU's saved tensors, so only backward is under test.
     g_raw.upload(raw);
