@@ -91,8 +91,12 @@ void* scratch(size_t bytes) {
   std::lock_guard<std::mutex> lock(g_scratch_mutex);
   if (bytes > g_scratch_bytes) {
     runtime();
-    // cudaFree synchronizes the device, so no queued kernel still reads the old buffer.
-    if (g_scratch) DSK_CUDA_CHECK(cudaFree(g_scratch));
+    // No queued kernel may still read the old buffer: wait for dsk's stream explicitly rather than rely on
+    // cudaFree's implicit synchronization.
+    if (g_scratch) {
+      DSK_CUDA_CHECK(cudaStreamSynchronize(stream()));
+      DSK_CUDA_CHECK(cudaFree(g_scratch));
+    }
     g_scratch = nullptr;
     size_t want = bytes < (size_t(1) << 20) ? (size_t(1) << 20) : bytes + bytes / 4;  // grow with headroom
     DSK_CUDA_CHECK(cudaMalloc(&g_scratch, want));
