@@ -1,6 +1,5 @@
 // Mixture-of-experts ops: router, aux loss, permute, gather, expert FFN, combine.
 #include "autograd/ops.h"
-#include "kernels/device.h"
 #include "kernels/moe.h"
 #include "kernels/rng.h"
 
@@ -82,14 +81,7 @@ Permutation permute(Tape& t, Var* expert_idx, int num_experts) {
 Permutation permute_all(Tape& t, int tokens, int num_experts) {
   // expert_idx[n, j] = j: every token goes to every expert, in the same kernels as routed tokens.
   Var* idx = t.new_var({tokens, num_experts}, "shared.expert_idx", DType::I32, false);
-  std::vector<int32_t> host(static_cast<size_t>(tokens) * num_experts);
-  for (size_t i = 0; i < host.size(); ++i) host[i] = static_cast<int32_t>(i % num_experts);
-  if (!t.arena().is_counting()) {  // a planning run only measures
-    if (t.device() == Backend::CPU)
-      std::copy(host.begin(), host.end(), idx->value.i32());
-    else
-      cuda::copy_to_device(idx->value.data, host.data(), host.size() * sizeof(int32_t));
-  }
+  t.run([&]<Backend B>() { moe_all_experts_index<B>(idx->value.i32(), tokens, num_experts); });
   return permute(t, idx, num_experts);
 }
 

@@ -40,6 +40,11 @@ template <Backend B>
 void moe_permute(int32_t* sorted_slots, int32_t* slot_row, int32_t* offsets, const int32_t* expert_idx, int N,
                  int E, int k);
 
+// expert_idx (N, k): expert_idx[n*k + j] = j — every token to each of k experts (the shared experts), made on
+// the device so the shared path needs no host copy.
+template <Backend B>
+void moe_all_experts_index(int32_t* expert_idx, int N, int k);
+
 // xp (N*k, d): xp[r] = x[sorted_slots[r] / k]
 template <Backend B>
 void moe_gather(float* xp, const float* x, const int32_t* sorted_slots, int N, int k, int d);

@@ -9,6 +9,12 @@
 namespace dsk {
 
 template <>
+void moe_all_experts_index<Backend::CPU>(int32_t* expert_idx, int N, int k) {
+  DSK_CHECK(N > 0 && k > 0, "moe_all_experts_index: bad shape N={} k={}", N, k);
+  for (int64_t s = 0; s < static_cast<int64_t>(N) * k; ++s) expert_idx[s] = static_cast<int32_t>(s % k);
+}
+
+template <>
 void moe_permute<Backend::CPU>(int32_t* sorted_slots, int32_t* slot_row, int32_t* offsets,
                                const int32_t* expert_idx, int N, int E, int k) {
   DSK_CHECK(N > 0 && E > 0 && k > 0, "moe_permute: bad shape N={} E={} k={}", N, E, k);

@@ -24,6 +24,10 @@ __global__ void iota_kernel(int32_t* __restrict__ v, int n) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) v[i] = i;
 }
 
+__global__ void all_experts_kernel(int32_t* __restrict__ idx, int n, int k) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) idx[i] = i % k;
+}
+
 // slot_row is the inverse permutation of sorted_slots.
 __global__ void invert_kernel(int32_t* __restrict__ slot_row, const int32_t* __restrict__ sorted_slots, int S) {
   for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < S; r += gridDim.x * blockDim.x) slot_row[sorted_slots[r]] = r;
@@ -153,6 +157,14 @@ constexpr int kThreads = 256;
 }  // namespace
 
 // ---- launchers ------------------------------------------------------------------------------------------------
+
+template <>
+void moe_all_experts_index<Backend::CUDA>(int32_t* expert_idx, int N, int k) {
+  DSK_CHECK(N > 0 && k > 0 && static_cast<int64_t>(N) * k <= INT32_MAX, "moe_all_experts_index: bad shape N={} k={}",
+            N, k);
+  all_experts_kernel<<<cuda::grid_for(N * k, kThreads), kThreads, 0, cuda::stream()>>>(expert_idx, N * k, k);
+  DSK_CUDA_CHECK_LAUNCH();
+}
 
 template <>
 void moe_permute<Backend::CUDA>(int32_t* sorted_slots, int32_t* slot_row, int32_t* offsets,

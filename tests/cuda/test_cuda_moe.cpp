@@ -568,4 +568,14 @@ TEST_CASE("cuda whole MoE layer (routed + shared experts) forward and backward v
     REQUIRE(compared);
   }
 }
+TEST_CASE("cuda moe: the all-experts index equals the CPU's", "[cuda][moe]") {
+  if (!gpu_available()) return;
+  const int N = 1000, k = 3;
+  std::vector<int32_t> cpu(N * k);
+  moe_all_experts_index<Backend::CPU>(cpu.data(), N, k);
+  DeviceBuffer<int32_t> gpu(N * k);
+  dsk::cuda::memset_device(gpu.ptr, 0xFF, N * k * sizeof(int32_t));
+  moe_all_experts_index<Backend::CUDA>(gpu.ptr, N, k);
+  CHECK(gpu.download() == cpu);
+}
 #endif  // DSK_HAVE_CUDA

@@ -689,3 +689,10 @@ TEST_CASE("moe layer: permuted path equals a plain loop over experts, forward an
   CHECK(rel_err(weight_grad(got.dlogits), weight_grad(ref.dlogits)) < tol);
   CHECK(rel_err(weight_grad(got.dnoise_logits), weight_grad(ref.dnoise_logits)) < tol);
 }
+
+TEST_CASE("moe: the all-experts index sends every token to each expert in order", "[kernels][moe]") {
+  std::vector<int32_t> idx(5 * 3, -1);
+  dsk::moe_all_experts_index<dsk::Backend::CPU>(idx.data(), 5, 3);
+  for (int n = 0; n < 5; ++n)
+    for (int j = 0; j < 3; ++j) CHECK(idx[n * 3 + j] == j);
+}
