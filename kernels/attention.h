@@ -28,6 +28,21 @@ struct AttentionDropout {
   uint64_t seed = 0, site = 0;
 };
 
+// The time stride of the k/v buffers.
+inline int kv_capacity_of(const AttentionShape& s) { return s.kv_capacity == 0 ? s.kv_len : s.kv_capacity; }
+
+// The checks every backend makes before running: one place, the same messages.
+inline void check_attention_shape(const AttentionShape& s, const AttentionDropout& drop) {
+  DSK_CHECK(s.batch > 0 && s.q_len > 0 && s.kv_len > 0 && s.heads > 0 && s.qk_dim > 0 && s.v_dim > 0,
+            "attention: sizes must be positive (batch {}, q_len {}, kv_len {}, heads {}, qk_dim {}, v_dim {})",
+            s.batch, s.q_len, s.kv_len, s.heads, s.qk_dim, s.v_dim);
+  DSK_CHECK(s.kv_heads == 1 || s.kv_heads == s.heads, "attention: kv_heads must be 1 or heads ({}), got {}", s.heads,
+            s.kv_heads);
+  DSK_CHECK(s.q_len <= s.kv_len, "attention: q_len {} exceeds kv_len {}", s.q_len, s.kv_len);
+  DSK_CHECK(kv_capacity_of(s) >= s.kv_len, "attention: kv_capacity {} is below kv_len {}", s.kv_capacity, s.kv_len);
+  DSK_CHECK(drop.p >= 0.0f && drop.p < 1.0f, "attention: dropout probability must be in [0, 1), got {}", drop.p);
+}
+
 // q (B, Tq, H, dqk);  k (B, cap, Hk, dqk);  v (B, cap, Hk, dv)  [cap = kv_capacity]
 // out (B, Tq, H, dv);  lse (B, H, Tq) log-sum-exp of the scaled scores (saved for backward; may be nullptr)
 // kv_start (B) or nullptr: keys before kv_start[b] are masked out (left padding of a batch of prompts); a query row

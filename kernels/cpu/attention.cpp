@@ -43,19 +43,6 @@ struct BlasSingleThread {
   BlasSingleThread& operator=(const BlasSingleThread&) = delete;
 };
 
-int capacity_of(const AttentionShape& s) { return s.kv_capacity == 0 ? s.kv_len : s.kv_capacity; }
-
-void check_shape(const AttentionShape& s, const AttentionDropout& drop) {
-  DSK_CHECK(s.batch > 0 && s.q_len > 0 && s.kv_len > 0 && s.heads > 0 && s.qk_dim > 0 && s.v_dim > 0,
-            "attention: sizes must be positive (batch {}, q_len {}, kv_len {}, heads {}, qk_dim {}, v_dim {})",
-            s.batch, s.q_len, s.kv_len, s.heads, s.qk_dim, s.v_dim);
-  DSK_CHECK(s.kv_heads == 1 || s.kv_heads == s.heads, "attention: kv_heads must be 1 or heads ({}), got {}", s.heads,
-            s.kv_heads);
-  DSK_CHECK(s.q_len <= s.kv_len, "attention: q_len {} exceeds kv_len {}", s.q_len, s.kv_len);
-  DSK_CHECK(capacity_of(s) >= s.kv_len, "attention: kv_capacity {} is below kv_len {}", s.kv_capacity, s.kv_len);
-  DSK_CHECK(drop.p >= 0.0f && drop.p < 1.0f, "attention: dropout probability must be in [0, 1), got {}", drop.p);
-}
-
 // The dropout multipliers of probability elements [index, index + n): 0 (dropped) or 1/(1-p) (kept); all 1 when
 // dropout is off. A separate loop so the generator vectorizes (it is ~5x slower called element by element).
 void dropout_multipliers(float* m, int n, const AttentionDropout& drop, uint64_t index) {
@@ -74,8 +61,8 @@ void dropout_multipliers(float* m, int n, const AttentionDropout& drop, uint64_t
 template <>
 void attention_forward<Backend::CPU>(float* out, float* lse, const float* q, const float* k, const float* v,
                                      const int32_t* kv_start, const AttentionShape& s, const AttentionDropout& drop) {
-  check_shape(s, drop);
-  const int B = s.batch, Tq = s.q_len, Tk = s.kv_len, cap = capacity_of(s), H = s.heads, Hk = s.kv_heads;
+  check_attention_shape(s, drop);
+  const int B = s.batch, Tq = s.q_len, Tk = s.kv_len, cap = kv_capacity_of(s), H = s.heads, Hk = s.kv_heads;
   const int dqk = s.qk_dim, dv = s.v_dim;
   const int offset = Tk - Tq;  // query i sits at key position i + offset and sees keys [start, i + offset]
   if (kv_start) {
@@ -148,11 +135,11 @@ template <>
 void attention_backward<Backend::CPU>(float* dq, float* dk, float* dv, const float* dout, const float* q,
                                       const float* k, const float* v, const float* out, const float* lse,
                                       const AttentionShape& s, const AttentionDropout& drop) {
-  check_shape(s, drop);
+  check_attention_shape(s, drop);
   const int B = s.batch, T = s.q_len, H = s.heads, Hk = s.kv_heads, dqk = s.qk_dim, dvd = s.v_dim;
-  DSK_CHECK(s.kv_len == T && capacity_of(s) == T,
+  DSK_CHECK(s.kv_len == T && kv_capacity_of(s) == T,
             "attention_backward: training shapes only (q_len = kv_len = kv_capacity), got {} / {} / {}", T, s.kv_len,
-            capacity_of(s));
+            kv_capacity_of(s));
   DSK_CHECK(lse != nullptr, "attention_backward: needs the log-sum-exp saved by the forward");
   const int ldq = H * dqk, ldk = Hk * dqk, ldv = Hk * dvd, ldo = H * dvd;
   const int heads_per_kv = H / Hk;  // H when all heads share one K/V, else 1

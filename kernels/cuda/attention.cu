@@ -605,18 +605,11 @@ __global__ void __launch_bounds__(256) attention_dkv_kernel(float* __restrict__ 
 
 // ---- host side ---------------------------------------------------------------------------------------------
 
-int capacity_of(const AttentionShape& s) { return s.kv_capacity == 0 ? s.kv_len : s.kv_capacity; }
+int capacity_of(const AttentionShape& s) { return kv_capacity_of(s); }
 int width_blocks(int dim) { return (dim + 63) / 64; }
 
 void check_shape(const AttentionShape& s, const AttentionDropout& drop) {
-  DSK_CHECK(s.batch > 0 && s.q_len > 0 && s.kv_len > 0 && s.heads > 0 && s.qk_dim > 0 && s.v_dim > 0,
-            "attention: sizes must be positive (batch {}, q_len {}, kv_len {}, heads {}, qk_dim {}, v_dim {})",
-            s.batch, s.q_len, s.kv_len, s.heads, s.qk_dim, s.v_dim);
-  DSK_CHECK(s.kv_heads == 1 || s.kv_heads == s.heads, "attention: kv_heads must be 1 or heads ({}), got {}", s.heads,
-            s.kv_heads);
-  DSK_CHECK(s.q_len <= s.kv_len, "attention: q_len {} exceeds kv_len {}", s.q_len, s.kv_len);
-  DSK_CHECK(capacity_of(s) >= s.kv_len, "attention: kv_capacity {} is below kv_len {}", s.kv_capacity, s.kv_len);
-  DSK_CHECK(drop.p >= 0.0f && drop.p < 1.0f, "attention: dropout probability must be in [0, 1), got {}", drop.p);
+  check_attention_shape(s, drop);
   DSK_CHECK(s.qk_dim <= 64 * kMaxNm && s.v_dim <= 64 * kMaxNm,
             "attention (CUDA): qk_dim {} and v_dim {} must be at most {}", s.qk_dim, s.v_dim, 64 * kMaxNm);
   DSK_CHECK(static_cast<int64_t>(s.batch) * s.kv_heads <= 65535, "attention (CUDA): batch * kv_heads {} exceeds "
