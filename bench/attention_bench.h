@@ -1,9 +1,19 @@
 #pragma once
 // Attention kernel micro-benchmarks: forward and backward on the small and default model shapes, for the
 // explicit (Hk = H, per-head K/V of head_dim) and the absorbed (Hk = 1, one shared latent of d_c) forms.
+#include "kernels/attention.h"
+
 #include <nlohmann/json.hpp>
 
+#include <string>
+
 namespace dsk {
+
+// One training-shape record shared by both backends: the shape, forward/backward ms and the achieved rate of the
+// useful causal FLOPs (visible score entries only, 2 per multiply-add; forward: scores (dqk) + weighted sum (dv);
+// backward: scores again, dout·vᵀ, dv, dq, dk). `unit` is "gflops" (CPU) or "tflops" (GPU): the rate's key suffix.
+nlohmann::json attention_bench_record(const std::string& model, bool absorbed, const AttentionShape& s, float dropout,
+                                      double forward_ms, double backward_ms, const std::string& unit);
 
 // Times the CPU kernels (wall clock, median of several runs) and returns one JSON record per case with
 // milliseconds and GFLOP/s (useful causal flops only).

@@ -75,27 +75,7 @@ nlohmann::json bench_one(const BenchCase& c, bool absorbed, float dropout_p) {
                                      out.data(), lse.data(), s, drop);
   });
 
-  // Useful flops: only the visible (causal) score entries, 2 per multiply-add.
-  // Forward: scores (dqk) + weighted sum (dv). Backward: scores again (dqk), dout v^T (dv), dv, dq, dk.
-  const double visible = static_cast<double>(s.batch) * s.heads * s.q_len * (s.q_len + 1) / 2.0;
-  const double fwd_flops = 2.0 * visible * (s.qk_dim + s.v_dim);
-  const double bwd_flops = 2.0 * visible * (3.0 * s.qk_dim + 2.0 * s.v_dim);
-  return {
-      {"model", c.model},
-      {"form", absorbed ? "absorbed" : "explicit"},
-      {"batch", s.batch},
-      {"seq", s.q_len},
-      {"heads", s.heads},
-      {"kv_heads", s.kv_heads},
-      {"qk_dim", s.qk_dim},
-      {"v_dim", s.v_dim},
-      {"dropout", dropout_p},
-      {"forward_ms", fwd_ms},
-      {"backward_ms", bwd_ms},
-      {"forward_gflops", fwd_flops / (fwd_ms * 1e6)},
-      {"backward_gflops", bwd_flops / (bwd_ms * 1e6)},
-      {"tokens_per_s_fwd_bwd", s.batch * s.q_len / ((fwd_ms + bwd_ms) * 1e-3)},
-  };
+  return attention_bench_record(c.model, absorbed, s, dropout_p, fwd_ms, bwd_ms, "gflops");
 }
 
 }  // namespace

@@ -90,24 +90,7 @@ nlohmann::json bench_training(const ModelShape& m, bool absorbed, float p) {
                                       lse.get(), s, drop);
   };
   const double fwd_ms = median_ms(fwd), bwd_ms = median_ms(bwd);
-  // Useful causal flops (visible score entries only), as the CPU benchmark and bench_torch_attention.py count.
-  const double visible = double(s.batch) * s.heads * s.q_len * (s.q_len + 1) / 2.0;
-  const double fwd_flops = 2.0 * visible * (s.qk_dim + s.v_dim);
-  const double bwd_flops = 2.0 * visible * (3.0 * s.qk_dim + 2.0 * s.v_dim);
-  return {{"model", m.model},
-          {"form", absorbed ? "absorbed" : "explicit"},
-          {"batch", s.batch},
-          {"seq", s.q_len},
-          {"heads", s.heads},
-          {"kv_heads", s.kv_heads},
-          {"qk_dim", s.qk_dim},
-          {"v_dim", s.v_dim},
-          {"dropout", p},
-          {"forward_ms", fwd_ms},
-          {"backward_ms", bwd_ms},
-          {"forward_tflops", fwd_flops / (fwd_ms * 1e9)},
-          {"backward_tflops", bwd_flops / (bwd_ms * 1e9)},
-          {"tokens_per_s_fwd_bwd", s.batch * s.q_len / ((fwd_ms + bwd_ms) * 1e-3)}};
+  return attention_bench_record(m.model, absorbed, s, p, fwd_ms, bwd_ms, "tflops");
 }
 
 // One decode step (q_len 1) for `batch` sequences against a cache of kv_len tokens. The compulsory traffic is the

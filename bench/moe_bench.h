@@ -16,6 +16,9 @@ struct MoeBenchShape {
 
 // The `small` (d 256, F 1024, E 4, k 2) and `default` (d 512, F 2048, E 8, k 2) layers, 1024 tokens, 1 shared
 // expert each (what the parameter counts of configs/small.json and default.json imply).
+// The shape's fields as JSON (name, N, d, F, E, k, shared), the start of every result record.
+nlohmann::json moe_shape_json(const MoeBenchShape& s);
+
 std::vector<MoeBenchShape> moe_bench_shapes();
 
 // Times one MoE layer forward + backward on the CPU for each shape, both ways, after `warmup` untimed runs;

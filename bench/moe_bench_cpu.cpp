@@ -249,6 +249,10 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 }  // namespace
 
+nlohmann::json moe_shape_json(const MoeBenchShape& s) {
+  return {{"shape", s.name}, {"N", s.N}, {"d", s.d}, {"F", s.F}, {"E", s.E}, {"k", s.k}, {"shared", s.S}};
+}
+
 std::vector<MoeBenchShape> moe_bench_shapes() {
   return {{"small", 1024, 256, 1024, 4, 2, 1}, {"default", 1024, 512, 2048, 8, 2, 1}};
 }
@@ -262,19 +266,14 @@ nlohmann::json bench_moe_cpu(const std::vector<MoeBenchShape>& shapes, int warmu
     double permuted_ms = median_ms([&] { permuted_layer(permuted); }, warmup, iters);
     double masked_ms = median_ms([&] { masked_layer(masked); }, warmup, iters);
     // Parameter gradients accumulated over the runs; the outputs and input gradients are comparable directly.
-    results.push_back({{"shape", s.name},
-                       {"N", s.N},
-                       {"d", s.d},
-                       {"F", s.F},
-                       {"E", s.E},
-                       {"k", s.k},
-                       {"shared", s.S},
-                       {"permuted_ms", permuted_ms},
-                       {"masked_loop_ms", masked_ms},
-                       {"masked_over_permuted", masked_ms / permuted_ms},
-                       {"max_rel_diff_y", max_rel_diff(permuted.y, masked.y)},
-                       {"max_rel_diff_dx", max_rel_diff(permuted.dx, masked.dx)},
-                       {"max_rel_diff_dlogits", max_rel_diff(permuted.dlogits, masked.dlogits)}});
+    nlohmann::json r = moe_shape_json(s);
+    r["permuted_ms"] = permuted_ms;
+    r["masked_loop_ms"] = masked_ms;
+    r["masked_over_permuted"] = masked_ms / permuted_ms;
+    r["max_rel_diff_y"] = max_rel_diff(permuted.y, masked.y);
+    r["max_rel_diff_dx"] = max_rel_diff(permuted.dx, masked.dx);
+    r["max_rel_diff_dlogits"] = max_rel_diff(permuted.dlogits, masked.dlogits);
+    results.push_back(r);
   }
   return {{"bench", "moe"},
           {"backend", "cpu"},

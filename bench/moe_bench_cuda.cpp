@@ -352,16 +352,10 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
     Layer grouped(s), looped(s);
     double grouped_ms = median_ms([&] { grouped_layer(grouped); });
     double loop_ms = median_ms([&] { loop_layer(looped); });
-    nlohmann::json r = {{"shape", s.name},
-                        {"N", s.N},
-                        {"d", s.d},
-                        {"F", s.F},
-                        {"E", s.E},
-                        {"k", s.k},
-                        {"shared", s.S},
-                        {"grouped_ms", grouped_ms},
-                        {"expert_loop_ms", loop_ms},
-                        {"loop_over_grouped", loop_ms / grouped_ms}};
+    nlohmann::json r = moe_shape_json(s);
+    r["grouped_ms"] = grouped_ms;
+    r["expert_loop_ms"] = loop_ms;
+    r["loop_over_grouped"] = loop_ms / grouped_ms;
     // Both paths compute the same function on the same inputs (their parameter gradients accumulate over
     // different run counts, so only outputs and input gradients are compared).
     const size_t Nd = size_t(s.N) * s.d, NE = size_t(s.N) * s.E;
