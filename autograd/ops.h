@@ -20,6 +20,8 @@ Var* linear(Tape& t, Var* x, const Param& w, const Param* b);
 Var* add(Tape& t, Var* a, Var* b);
 
 // ---- attention ---------------------------------------------------------------------------------------------
+// The MLA latent: x (..., d) -> c (..., dc) = LayerNorm(x · w_dkvᵀ; ln_w, ln_b), one fused op (kernels/latent.h).
+Var* latent_projection(Tape& t, Var* x, const Param& w_dkv, const Param& ln_w, const Param& ln_b);
 // Causal attention (kernels/attention.h) over q (B,T,H,dqk), k (B,T,Hk,dqk), v (B,T,Hk,dv) -> (B,T,H*dv).
 // k and v may be the same Var (the shared latent); its gradient is then the sum of both.
 Var* attention(Tape& t, Var* q, Var* k, Var* v, const AttentionShape& shape, float dropout_p, uint32_t layer);

@@ -1,10 +1,41 @@
-// Attention ops: causal attention and the per-head latent projections of absorbed MLA.
+// Attention ops: the latent-KV projection, causal attention and the per-head latent projections of absorbed MLA.
 #include "autograd/ops.h"
 #include "kernels/attention.h"
+#include "kernels/latent.h"
 #include "kernels/matmul.h"
 #include "kernels/rng.h"
 
 namespace dsk::ops {
+
+Var* latent_projection(Tape& t, Var* x, const Param& w_dkv, const Param& ln_w, const Param& ln_b) {
+  const int d = static_cast<int>(w_dkv.value.dim(1)), dc = static_cast<int>(w_dkv.value.dim(0));
+  DSK_CHECK(x->value.dim(-1) == d, "latent_projection: input {} does not match weight {}", x->value.shape_str(),
+            w_dkv.value.shape_str());
+  const int N = static_cast<int>(x->value.numel() / d);
+  std::vector<int64_t> dims = x->value.dims();
+  dims.back() = dc;
+  Var* c = t.new_var(dims, "latent");
+  // Saved for backward: the pre-norm latent and the row statistics.
+  Var* c_raw = t.new_var(dims, "latent.raw", DType::F32, false);
+  Var* mean = t.new_var({N}, "latent.mean", DType::F32, false);
+  Var* rstd = t.new_var({N}, "latent.rstd", DType::F32, false);
+  t.run([&]<Backend B>() {
+    latent_projection_forward<B>(c->value.f32(), c_raw->value.f32(), mean->value.f32(), rstd->value.f32(),
+                                 x->value.f32(), w_dkv.value.f32(), ln_w.value.f32(), ln_b.value.f32(), N, d, dc);
+  });
+  t.push("latent_projection", {x}, {c}, [=, &t] {
+    const bool want_dx = x->requires_grad;
+    Tensor dx = want_dx ? t.grad_target(x) : Tensor{};
+    Tensor d_raw = t.arena().alloc(dims);  // dLoss/dc_raw: the weight gradient's input
+    t.run([&]<Backend B>() {
+      latent_projection_backward<B>(want_dx ? dx.f32() : nullptr, d_raw.f32(), w_dkv.grad.f32(), ln_w.grad.f32(), ln_b.grad.f32(),
+                                    t.grad_of(c).f32(), x->value.f32(), w_dkv.value.f32(), c_raw->value.f32(),
+                                    ln_w.value.f32(), mean->value.f32(), rstd->value.f32(), N, d, dc);
+    });
+    if (want_dx) t.grad_commit(x, dx);
+  });
+  return c;
+}
 
 Var* attention(Tape& t, Var* q, Var* k, Var* v, const AttentionShape& shape, float dropout_p, uint32_t layer) {
   AttentionShape s = shape;

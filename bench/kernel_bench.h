@@ -12,6 +12,7 @@ struct KernelBenchShapes {
   int batch = 8, seq = 128;  // N = batch * seq tokens
   int d = 256;               // model width
   int d_ff = 1024;           // expert hidden width
+  int latent = 64;           // kv_latent_dim: the fused latent-KV projection d -> latent
   int vocab = 50257;         // GPT-2 BPE: the LM head and cross-entropy width
   long long n_params = 24144128;  // the small model's parameter count (sum_squares, AdamW)
   int runs = 5;              // timed runs per kernel after one warm-up; the median is reported

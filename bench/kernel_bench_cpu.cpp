@@ -3,6 +3,7 @@
 
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
+#include "kernels/latent.h"
 #include "kernels/layernorm.h"
 #include "kernels/loss.h"
 #include "kernels/matmul.h"
@@ -109,7 +110,8 @@ void bench_linear(Recorder& rec, const std::string& what, int N, int in, int out
 }  // namespace
 
 nlohmann::json bench_kernels_cpu(const KernelBenchShapes& s) {
-  DSK_CHECK(s.batch > 0 && s.seq > 0 && s.d > 0 && s.d_ff > 0 && s.vocab > 0 && s.n_params > 0 && s.runs > 0,
+  DSK_CHECK(s.batch > 0 && s.seq > 0 && s.d > 0 && s.d_ff > 0 && s.latent > 0 && s.vocab > 0 && s.n_params > 0 &&
+                s.runs > 0,
             "bench_kernels_cpu: every shape and the run count must be positive");
   Recorder rec{s.runs};
   const int N = s.batch * s.seq, d = s.d, F = s.d_ff, V = s.vocab;
@@ -153,6 +155,26 @@ nlohmann::json bench_kernels_cpu(const KernelBenchShapes& s) {
     rec.bytes("layernorm_backward", shape, 3.0 * Nd * f4, [&] {
       layernorm_backward<Backend::CPU>(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), mean.data(),
                                        rstd.data(), N, d);
+    });
+  }
+
+  // ---- the latent-KV projection (GEMM + LayerNorm) ----------------------------------------------------------
+  {
+    const int dc = s.latent;
+    const size_t Nc = static_cast<size_t>(N) * dc;
+    auto x = random_floats(Nd, 1.0f, 15), w = random_floats(static_cast<size_t>(dc) * d, 0.05f, 16);
+    auto lw = random_floats(dc, 1.0f, 17), lb = random_floats(dc, 1.0f, 18), dy = random_floats(Nc, 1.0f, 19);
+    std::vector<float> c(Nc), raw(Nc), mean(N), rstd(N), dx(Nd), d_raw(Nc), dw(w.size()), dlw(dc), dlb(dc);
+    const std::string shape = fmt::format("N={} d={} dc={}", N, d, dc);
+    const double flop = 2.0 * N * d * dc;
+    rec.flops("latent_projection_forward", shape, flop, [&] {
+      latent_projection_forward<Backend::CPU>(c.data(), raw.data(), mean.data(), rstd.data(), x.data(), w.data(),
+                                              lw.data(), lb.data(), N, d, dc);
+    });
+    rec.flops("latent_projection_backward", shape + " (dx, dw)", 2 * flop, [&] {
+      latent_projection_backward<Backend::CPU>(dx.data(), d_raw.data(), dw.data(), dlw.data(), dlb.data(), dy.data(),
+                                               x.data(), w.data(), raw.data(), lw.data(), mean.data(), rstd.data(), N,
+                                               d, dc);
     });
   }
 

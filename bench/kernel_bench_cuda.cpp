@@ -9,6 +9,7 @@
 #include "kernels/device.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
+#include "kernels/latent.h"
 #include "kernels/layernorm.h"
 #include "kernels/loss.h"
 #include "kernels/matmul.h"
@@ -283,6 +284,34 @@ void bench_at(Recorder& rec, const KernelBenchShapes& sh, int batch) {
     });
   }
 
+  // ---- the latent-KV projection: fused (GEMM + LayerNorm epilogue) vs the two kernels it replaces ------------
+  {
+    const int dc = sh.latent;
+    const size_t Nc = size_t(N) * dc, W = size_t(dc) * d;
+    // x w lw lb c raw mean rstd | dx d_raw dw dlw dlb dy
+    std::vector<size_t> sizes{Nd, W, size_t(dc), size_t(dc), Nc, Nc, size_t(N), size_t(N),
+                              Nd, Nc, W, size_t(dc), size_t(dc), Nc};
+    int sets = sets_for(total_bytes(sizes));
+    Sets s = make_sets(sets, sizes);
+    for (int k = 0; k < sets; ++k)  // valid statistics for backward
+      latent_projection_forward<Backend::CUDA>(s(k, 4), s(k, 5), s(k, 6), s(k, 7), s(k, 0), s(k, 1), s(k, 2),
+                                               s(k, 3), N, d, dc);
+    const std::string shape = fmt::format("N={} d={} dc={}", N, d, dc);
+    const double flop = 2.0 * N * d * dc;
+    rec.flops("latent_projection_forward (fused)", shape, flop, sets, [&](int k) {
+      latent_projection_forward<Backend::CUDA>(s(k, 4), s(k, 5), s(k, 6), s(k, 7), s(k, 0), s(k, 1), s(k, 2),
+                                               s(k, 3), N, d, dc);
+    });
+    rec.flops("latent_projection_forward (cuBLAS + LayerNorm, unfused)", shape, flop, sets, [&](int k) {
+      linear_forward<Backend::CUDA>(s(k, 5), s(k, 0), s(k, 1), nullptr, N, d, dc);
+      layernorm_forward<Backend::CUDA>(s(k, 4), s(k, 6), s(k, 7), s(k, 5), s(k, 2), s(k, 3), N, dc);
+    });
+    rec.flops("latent_projection_backward", shape + " (dx, dw)", 2 * flop, sets, [&](int k) {
+      latent_projection_backward<Backend::CUDA>(s(k, 8), s(k, 9), s(k, 10), s(k, 11), s(k, 12), s(k, 13), s(k, 0),
+                                                s(k, 1), s(k, 5), s(k, 2), s(k, 6), s(k, 7), N, d, dc);
+    });
+  }
+
   // ---- embedding --------------------------------------------------------------------------------------------
   {
     std::vector<size_t> sizes{size_t(V) * d, size_t(T) * d, Nd};  // wte wpe out (dwte dwpe dout reuse them)
@@ -325,7 +354,7 @@ void bench_at(Recorder& rec, const KernelBenchShapes& sh, int batch) {
 }  // namespace
 
 nlohmann::json bench_kernels_cuda(const KernelBenchShapes& sh) {
-  DSK_CHECK(sh.batch > 0 && sh.seq > 0 && sh.d > 0 && sh.d_ff > 0 && sh.vocab > 0 && sh.n_params > 0,
+  DSK_CHECK(sh.batch > 0 && sh.seq > 0 && sh.d > 0 && sh.d_ff > 0 && sh.latent > 0 && sh.vocab > 0 && sh.n_params > 0,
             "bench_kernels_cuda: every shape must be positive");
   DSK_CHECK(cuda_unavailable_reason().empty(), "no GPU: {}", cuda_unavailable_reason());
   const bool tf32_before = cuda::tf32_enabled();

@@ -119,8 +119,8 @@ Var* Model::attention_block(Tape& t, Var* x, const Layer& L, int layer, int B, i
   const int H = c.n_heads, hd = c.head_dim(), dc = c.kv_latent_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));  // always the head width, never the latent's
   Var* q = ops::linear(t, x, L.w_q, nullptr);                      // (B, T, H*hd)
-  Var* c_raw = ops::linear(t, x, L.w_dkv, nullptr);                // (B, T, dc)
-  Var* latent = ops::layernorm(t, c_raw, L.latent_w, L.latent_b);  // (B, T, dc): the only thing a KV cache keeps
+  // (B, T, dc) = LN(x · W_dkvᵀ): the only thing a KV cache keeps; one fused op (kernels/latent.h)
+  Var* latent = ops::latent_projection(t, x, L.w_dkv, L.latent_w, L.latent_b);
   AttentionShape s;
   s.batch = B;
   s.q_len = s.kv_len = T;

@@ -1,6 +1,7 @@
 #pragma once
 // The fused latent-KV projection of MLA: the shared latent every head attends to (and the only thing the KV cache
-// keeps) is   c = LN_c(x · W_dkvᵀ).   One op for the GEMM and the latent LayerNorm, so a backend can fuse them.
+// keeps) is   c = LN_c(x · W_dkvᵀ).   One op for the GEMM and the latent LayerNorm, so a backend can fuse them
+// (kernels/cuda/latent.cu does: one pass over x's tile with the LayerNorm as the GEMM's epilogue).
 #include "kernels/backend.h"
 
 namespace dsk {
@@ -11,11 +12,12 @@ template <Backend B>
 void latent_projection_forward(float* c, float* c_raw, float* mean, float* rstd, const float* x, const float* w_dkv,
                                const float* ln_w, const float* ln_b, int N, int d, int dc);
 
-// dc_out (N, dc) = dLoss/dc.  dx (N, d) is set (skipped when nullptr); dw_dkv (dc, d), dln_w, dln_b (dc) accumulate.
-// Needs the forward's c_raw, mean, rstd.
+// dc_out (N, dc) = dLoss/dc.  d_raw (N, dc) = dLoss/dc_raw is set (the caller's buffer: the weight gradient is
+// computed from it, and a kernel keeps no hidden allocation). dx (N, d) is set (skipped when nullptr); dw_dkv
+// (dc, d), dln_w, dln_b (dc) accumulate. Needs the forward's c_raw, mean, rstd.
 template <Backend B>
-void latent_projection_backward(float* dx, float* dw_dkv, float* dln_w, float* dln_b, const float* dc_out,
-                                const float* x, const float* w_dkv, const float* c_raw, const float* ln_w,
-                                const float* mean, const float* rstd, int N, int d, int dc);
+void latent_projection_backward(float* dx, float* d_raw, float* dw_dkv, float* dln_w, float* dln_b,
+                                const float* dc_out, const float* x, const float* w_dkv, const float* c_raw,
+                                const float* ln_w, const float* mean, const float* rstd, int N, int d, int dc);
 
 }  // namespace dsk

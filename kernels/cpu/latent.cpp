@@ -5,8 +5,6 @@
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
 
-#include <vector>
-
 namespace dsk {
 
 template <>
@@ -20,14 +18,14 @@ void latent_projection_forward<Backend::CPU>(float* c, float* c_raw, float* mean
 }
 
 template <>
-void latent_projection_backward<Backend::CPU>(float* dx, float* dw_dkv, float* dln_w, float* dln_b,
+void latent_projection_backward<Backend::CPU>(float* dx, float* d_raw, float* dw_dkv, float* dln_w, float* dln_b,
                                               const float* dc_out, const float* x, const float* w_dkv,
                                               const float* c_raw, const float* ln_w, const float* mean,
                                               const float* rstd, int N, int d, int dc) {
   DSK_CHECK(N > 0 && d > 0 && dc > 0, "latent_projection_backward: bad shape N={} d={} dc={}", N, d, dc);
-  std::vector<float> dc_raw(static_cast<size_t>(N) * dc);  // dLoss / dc_raw
-  layernorm_backward<Backend::CPU>(dc_raw.data(), dln_w, dln_b, dc_out, c_raw, ln_w, mean, rstd, N, dc);
-  linear_backward<Backend::CPU>(dx, dw_dkv, nullptr, dc_raw.data(), x, w_dkv, N, d, dc);
+  DSK_CHECK(d_raw != nullptr, "latent_projection_backward: d_raw (N, dc) is needed");
+  layernorm_backward<Backend::CPU>(d_raw, dln_w, dln_b, dc_out, c_raw, ln_w, mean, rstd, N, dc);
+  linear_backward<Backend::CPU>(dx, dw_dkv, nullptr, d_raw, x, w_dkv, N, d, dc);
 }
 
 }  // namespace dsk

@@ -9,6 +9,7 @@ TEST_CASE("bench_kernels_cpu: every kernel reports a positive time and rate", "[
   s.seq = 8;
   s.d = 16;
   s.d_ff = 32;
+  s.latent = 8;
   s.vocab = 100;
   s.n_params = 1000;
   s.runs = 1;

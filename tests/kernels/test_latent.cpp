@@ -1,6 +1,7 @@
 // CPU latent-KV projection c = LN(x · W_dkvᵀ): forward vs its definition (linear then LayerNorm), backward vs
 // finite differences for dx, dW_dkv, dln_w, dln_b; parameter gradients accumulate.
 #include "kernels/latent.h"
+#include "kernels/layernorm.h"
 
 #include "tests/testing.h"
 
@@ -46,9 +47,10 @@ TEST_CASE("latent projection: backward vs finite differences, parameters accumul
   loss();
   // Start the parameter gradients at non-zero values: backward must add to them.
   auto dw0 = randn(dc * d, rng), dlw0 = randn(dc, rng), dlb0 = randn(dc, rng);
-  std::vector<float> dx(N * d), dw = dw0, dlw = dlw0, dlb = dlb0;
-  latent_projection_backward<Backend::CPU>(dx.data(), dw.data(), dlw.data(), dlb.data(), dy.data(), x.data(),
-                                           w.data(), raw.data(), lw.data(), mean.data(), rstd.data(), N, d, dc);
+  std::vector<float> dx(N * d), d_raw(N * dc), dw = dw0, dlw = dlw0, dlb = dlb0;
+  latent_projection_backward<Backend::CPU>(dx.data(), d_raw.data(), dw.data(), dlw.data(), dlb.data(), dy.data(),
+                                           x.data(), w.data(), raw.data(), lw.data(), mean.data(), rstd.data(), N, d,
+                                           dc);
   for (size_t i = 0; i < dw.size(); ++i) dw[i] -= dw0[i];
   for (int j = 0; j < dc; ++j) {
     dlw[j] -= dlw0[j];
@@ -58,4 +60,11 @@ TEST_CASE("latent projection: backward vs finite differences, parameters accumul
   check_gradient(loss, w, dw);
   check_gradient(loss, lw, dlw);
   check_gradient(loss, lb, dlb);
+  // d_raw is dLoss/dc_raw: the same loss as a function of c_raw alone.
+  std::vector<float> raw_in = raw;
+  auto loss_of_raw = [&] {
+    layernorm_forward<Backend::CPU>(c.data(), mean.data(), rstd.data(), raw_in.data(), lw.data(), lb.data(), N, dc);
+    return dot(dy, c);
+  };
+  check_gradient(loss_of_raw, raw_in, d_raw);
 }
