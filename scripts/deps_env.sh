@@ -25,8 +25,13 @@ with lzma.open(sys.argv[1]) as src, open(sys.argv[2], "wb") as dst: shutil.copyf
   fi
 done
 libs=$obl
-# (ldconfig's output is captured first: `ldconfig -p | grep -q` under pipefail fails by SIGPIPE.)
+# The system's libgfortran counts only if a file the loader cache names for it really exists (the cache can be
+# stale). (ldconfig's output is captured first: `ldconfig -p | grep -q` under pipefail fails by SIGPIPE.)
 known=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)
-if ! grep -q 'libgfortran\.so\.5 ' <<<"$known"; then libs=$libs:$root/usr/lib/x86_64-linux-gnu; fi
+have_gfortran=0
+while read -r path; do
+  [ -n "$path" ] && [ -e "$path" ] && have_gfortran=1
+done < <(awk '/libgfortran\.so\.5 /{print $NF}' <<<"$known")
+((have_gfortran)) || libs=$libs:$root/usr/lib/x86_64-linux-gnu
 echo "export DSK_DEPS_PREFIX=$root/usr"
 echo "export LD_LIBRARY_PATH=$libs\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
