@@ -105,11 +105,13 @@ nlohmann::json bench_train(const ModelConfig& c, Backend device, const TrainBenc
           {"parameter_arena_mib", plan.parameter_bytes / 1048576.0}};
 #ifdef DSK_HAVE_CUDA
   if (device == Backend::CUDA) {
-    // MFU: model FLOPs per second over the GPU's measured fp32 GEMM rate (dsk trains in fp32, TF32 off).
+    // MFU: model FLOPs per second over the GPU's measured GEMM rate at the precision trained in (fp32; with
+    // --tf32 also against the TF32 rate).
     nlohmann::json peaks = measure_gpu_peaks();
     out["gpu_peaks"] = peaks;
-    const double fp32 = peaks.value("sgemm_fp32_tflops", 0.0);
+    const double fp32 = peaks.value("sgemm_fp32_tflops", 0.0), tf32 = peaks.value("sgemm_tf32_tflops", 0.0);
     if (fp32 > 0) out["mfu_vs_fp32_gemm"] = gflops / 1e3 / fp32;
+    if (cuda::tf32_enabled() && tf32 > 0) out["mfu_vs_tf32_gemm"] = gflops / 1e3 / tf32;
   }
 #endif
   return out;

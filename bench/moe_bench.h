@@ -37,7 +37,8 @@ std::vector<MoeBenchShape> moe_bench_shapes_cuda();
 // ms: the grouped path (permute, gather, grouped expert FFN, combine; no host sync) against a loop over experts as
 // the original project ran it (a host sync per expert to learn its tokens, cuBLAS linears per expert), with the
 // largest difference between the two paths' outputs and input gradients; and the grouped expert GEMMs' TFLOP/s
-// (forward and backward) against dense cuBLAS SGEMMs of the same shapes. Throws dsk::Error without a usable GPU.
+// (forward and backward) against dense cuBLAS SGEMMs of the same shapes, in fp32 and again with TF32 on both sides
+// ("grouped_gemm_tf32"). Throws dsk::Error without a usable GPU.
 nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes = moe_bench_shapes_cuda());
 #endif
 

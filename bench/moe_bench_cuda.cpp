@@ -288,7 +288,8 @@ double max_rel_diff(const float* a_dev, const float* b_dev, size_t n) {
 
 // The routed experts' FFN alone on the router's real segments, forward (2 GEMMs, 4·M·d·F FLOPs) and backward
 // (4 GEMMs, 8·M·d·F), against cuBLAS SGEMMs of the same M x F x d and M x d x F shapes on one weight (dense: what
-// the GEMMs would cost if the M rows went to a single expert). TF32 stays off: both sides plain fp32.
+// the GEMMs would cost if the M rows went to a single expert). Both sides at the current precision: plain fp32, or
+// with TF32 on the grouped tensor-core tile against cuBLAS's TF32 GEMMs.
 nlohmann::json grouped_vs_dense(Layer& L) {
   const auto& s = L.s;
   const int M = s.N * s.k;
@@ -363,6 +364,9 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
     r["max_rel_diff_dx"] = max_rel_diff(grouped.dx.get(), looped.dx.get(), Nd);
     r["max_rel_diff_dlogits"] = max_rel_diff(grouped.dlogits.get(), looped.dlogits.get(), NE);
     r["grouped_gemm"] = grouped_vs_dense(grouped);
+    cuda::set_tf32(true);
+    r["grouped_gemm_tf32"] = grouped_vs_dense(grouped);
+    cuda::set_tf32(false);
     results.push_back(r);
   }
   cuda::set_tf32(tf32_before);
@@ -373,7 +377,8 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
           {"gpu", gpus.empty() ? "" : gpus[0].name},
           {"what", "one MoE layer forward+backward (router, routed + shared experts, combine, aux loss), fp32: median "
                    "ms of the grouped path (no host sync) vs a loop over experts with a host sync per expert and "
-                   "cuBLAS linears; grouped expert GEMMs vs dense cuBLAS SGEMMs of the same shapes"},
+                   "cuBLAS linears; grouped expert GEMMs vs dense cuBLAS SGEMMs of the same shapes, fp32 "
+                   "(grouped_gemm) and TF32 (grouped_gemm_tf32: the tensor-core tile vs cuBLAS TF32)"},
           {"warmup", kWarmups},
           {"reps", kReps},
           {"results", results}};

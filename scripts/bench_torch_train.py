@@ -44,8 +44,11 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 tensor cores in fp32 matmuls")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
+    # PyTorch's default is TF32 off for matmuls (as dsk's); --tf32 turns it on, as `dsk bench train --tf32` does.
+    torch.backends.cuda.matmul.allow_tf32 = a.tf32
 
     path = a.config if a.config.endswith(".json") else os.path.join(ROOT, "configs", a.config + ".json")
     with open(path) as f:
@@ -100,7 +103,7 @@ def main():
                     "cpu_cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                     "device": str(dev)},
         "result": {"benchmark": "train", "implementation": "pytorch-eager", "config_name": a.config, "config": cfg,
-                   "batch": a.batch, "seq_len": T, "steps_timed": a.steps, "ms_per_step": ms,
+                   "batch": a.batch, "seq_len": T, "steps_timed": a.steps, "tf32": a.tf32, "ms_per_step": ms,
                    "ms_forward": statistics.median(fwd), "ms_backward": statistics.median(bwd),
                    "ms_optimizer": statistics.median(optim), "tokens_per_s": a.batch * T / (ms / 1e3),
                    "notes": "no attention-probability dropout, no router noise; experts as a loop with masks"},

@@ -136,6 +136,13 @@ stage bench_torch_attention 90 python3 scripts/bench_torch_attention.py --device
 if ((built)); then
   # ---- MoE layer: grouped path vs a loop over experts, grouped GEMMs vs dense cuBLAS ------------------------
   stage bench_moe 120 "$BUILD/dsk" bench moe --device cuda --json "$OUT/bench_moe.json"
+  # ---- the training step again with TF32 tensor cores on both sides (dsk: cuBLAS TF32 + the grouped TF32 tile) --
+  stage bench_train_tf32 60 "$BUILD/dsk" bench train --config default --device cuda --steps 10 --warmup 2 --tf32 \
+    --json "$WORK/bench_train_tf32.json"
+fi
+stage bench_torch_train_tf32 90 python3 scripts/bench_torch_train.py --config default --device cuda --steps 10 \
+  --warmup 2 --tf32 --json "$WORK/bench_torch_train_tf32.json"
+if ((built)); then
   # The CPU suite last: CI runs it too; here it only shows the GPU build's CPU side is sound.
   stage cpu_tests 120 "$BUILD/dsk_tests" "~[cuda]" -r junit -o "$OUT/cpu_tests.xml"
 fi

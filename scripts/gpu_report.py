@@ -66,11 +66,14 @@ def load_json(name, dirs):
     return None
 
 
-def train_markdown(dsk, torch):
-    """Whole-model training step, dsk vs PyTorch eager on the same GPU, config and batch."""
+def train_markdown(dsk, torch, dsk_tf32=None, torch_tf32=None):
+    """Whole-model training step, dsk vs PyTorch eager on the same GPU, config and batch; fp32, then TF32 on both."""
     md = ["\n## training step: dsk vs PyTorch eager"]
     rows = []
-    for name, r in (("dsk", dsk), ("PyTorch eager", torch)):
+    runs = [("dsk", dsk), ("PyTorch eager", torch)]
+    if dsk_tf32 is not None or torch_tf32 is not None:
+        runs += [("dsk, TF32", dsk_tf32), ("PyTorch eager, TF32", torch_tf32)]
+    for name, r in runs:
         if not r or "tokens_per_s" not in r:
             rows.append(f"| {name} | no result{' (' + r['parse_error'] + ')' if r and 'parse_error' in r else ''} | | | | |")
             continue
@@ -78,9 +81,10 @@ def train_markdown(dsk, torch):
                     f"{r['ms_backward']:.1f} | {r['ms_optimizer']:.1f} |")
     md.append("\n| implementation | tokens/s | ms/step | forward | backward | optimizer |\n|---|---|---|---|---|---|")
     md += rows
-    if dsk and torch and "tokens_per_s" in dsk and "tokens_per_s" in torch:
-        md.append(f"\ndsk / PyTorch: {dsk['tokens_per_s'] / torch['tokens_per_s']:.2f}×"
-                  + (f"; dsk MFU-style {dsk.get('achieved_gflop_s', 0) / 1e3:.1f} TFLOP/s (model FLOPs)" if dsk else ""))
+    for label, a, b in (("fp32", dsk, torch), ("TF32", dsk_tf32, torch_tf32)):
+        if a and b and "tokens_per_s" in a and "tokens_per_s" in b:
+            md.append(f"\n{label}: dsk / PyTorch {a['tokens_per_s'] / b['tokens_per_s']:.2f}×; dsk "
+                      f"{a.get('achieved_gflop_s', 0) / 1e3:.1f} TFLOP/s (model FLOPs)")
     return md
 
 
@@ -144,13 +148,17 @@ def moe_markdown(bench):
         md.append("\nno results" + (f" ({bench['parse_error']})" if bench and "parse_error" in bench else ""))
         return md
     md.append("\n| shape | N d F E k S | grouped ms | expert loop ms | loop / grouped | grouped GEMM fwd TFLOP/s "
-              "(of dense) | bwd TFLOP/s (of dense) | max rel diff y, dx |\n|---|---|---|---|---|---|---|---|")
+              "(of dense) | bwd TFLOP/s (of dense) | TF32 fwd (of dense TF32) | TF32 bwd (of dense TF32) | "
+              "max rel diff y, dx |\n|---|---|---|---|---|---|---|---|---|---|")
+
+    def rate(g, part):
+        return f"{g.get(part + '_tflops', 0):.1f} ({100 * g.get(part + '_fraction_of_dense', 0):.0f}%)"
+
     for r in bench["results"]:
-        g = r.get("grouped_gemm", {})
+        g, t = r.get("grouped_gemm", {}), r.get("grouped_gemm_tf32", {})
         md.append(f"| {r['shape']} | {r['N']} {r['d']} {r['F']} {r['E']} {r['k']} {r['shared']} | "
                   f"{r['grouped_ms']:.3f} | {r['expert_loop_ms']:.3f} | {r['loop_over_grouped']:.2f}x | "
-                  f"{g.get('forward_tflops', 0):.1f} ({100 * g.get('forward_fraction_of_dense', 0):.0f}%) | "
-                  f"{g.get('backward_tflops', 0):.1f} ({100 * g.get('backward_fraction_of_dense', 0):.0f}%) | "
+                  f"{rate(g, 'forward')} | {rate(g, 'backward')} | {rate(t, 'forward')} | {rate(t, 'backward')} | "
                   f"{r.get('max_rel_diff_y', 0):.1e}, {r.get('max_rel_diff_dx', 0):.1e} |")
     return md
 
@@ -190,6 +198,8 @@ def main():
         "bench_moe": bench_moe,
         "train": load_json("bench_train.json", extra_dirs),
         "torch_train": load_json("bench_torch_train.json", extra_dirs),
+        "train_tf32": load_json("bench_train_tf32.json", extra_dirs),
+        "torch_train_tf32": load_json("bench_torch_train_tf32.json", extra_dirs),
         "cuda_one_by_one": one_by_one(extra_dirs),
     }
     json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
@@ -235,7 +245,7 @@ def main():
             frac = k.get("fraction_of_peak")
             md.append(f"| {k['name']} | {k.get('shape', '')} | {k['ms']:.4f} | {rate} | "
                       + (f"{100 * frac:.0f}%" if frac is not None else "") + " |")
-    md += train_markdown(report["train"], report["torch_train"])
+    md += train_markdown(report["train"], report["torch_train"], report["train_tf32"], report["torch_train_tf32"])
     md += attention_markdown(report["attention"], report["torch_attention"])
     md += moe_markdown(bench_moe)
     open(os.path.join(out, "report.md"), "w").write("\n".join(md) + "\n")

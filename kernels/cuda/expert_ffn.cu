@@ -22,10 +22,19 @@
 // current step's FMAs. Two configurations: 128 x 128 x 8 (8 x 8 per thread) when the launch has enough tiles to
 // fill the GPU twice, else 64 x 64 x 16 (4 x 4 per thread).
 // Expected efficiency (not yet measured): such kernels reach roughly half to two thirds of cuBLAS's fp32 SGEMM on
-// large tiles; scalar global loads and one shared buffer cost more on small K. Follow-ups: float4/cp.async (TMA)
-// loads with a multi-stage pipeline, and TF32/bf16 tensor-core (wgmma) versions, which is where the H200's speed is.
+// large tiles; scalar global loads and one shared buffer cost more on small K.
+//
+// With TF32 on (cuda::set_tf32, the `tf32` training key) the same kernels take a tensor-core tile instead
+// (tile_gemm_tf32): the 64 x 64 x 16 tile's shared-memory operands go through wmma m16n16k8 TF32 (inputs rounded
+// to TF32, fp32 accumulation), and the finished tile is handed back in the SIMT register layout, so the loads, the
+// tile scheduling, the epilogues and the determinism are the ones above. Follow-ups: cp.async/TMA multi-stage
+// loads and bigger tensor-core tiles (wgmma), which is where the H200's speed is.
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/moe.h"
+
+#include <mma.h>
+
+#include <type_traits>
 
 namespace dsk {
 
@@ -141,6 +150,124 @@ __device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const 
 __device__ __forceinline__ int tile_row(int x) { return (x / 4) * 64 + (threadIdx.x / 16) * 4 + x % 4; }
 __device__ __forceinline__ int tile_col(int y) { return (y / 4) * 64 + (threadIdx.x % 16) * 4 + y % 4; }
 
+// ---- the same tile on the tensor cores (TF32), for SmallTile only ----------------------------------------------
+// Loads exactly as tile_gemm (same registers -> k-major shared tiles, same rowsum), then warp w of 8 owns the
+// 16 x 32 output block at rows 16 (w / 2), columns 32 (w % 2): two m16n16k8 accumulators. In the k-major tiles
+// A(i, kk) = As[kk][i] is a column-major 16 x 8 operand and B(kk, j) = Bs[kk][j] a row-major 8 x 16 one, both with
+// leading dimension 68 (a multiple of 4 floats, and every fragment pointer 32-byte aligned: 8 rows of 68 floats
+// are 2176 bytes = 68 x 32). The result goes through shared memory into the SIMT register layout.
+template <bool A_KC, bool B_KC>
+__device__ __forceinline__ void tile_gemm_tf32(float (&acc)[SmallTile::TM][SmallTile::TN],
+                                               const float* __restrict__ A, int lda, int m_valid,
+                                               const float* __restrict__ B, int ldb, int n_valid, int K, float* As,
+                                               float* Bs, bool with_rowsum, float& rowsum) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  namespace wmma = nvcuda::wmma;
+  using Cfg = SmallTile;
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;
+  constexpr int SA = BM + kPad, SB = BN + kPad, SC = BN + kPad;
+  static_assert(SA % 4 == 0 && SB % 4 == 0 && (8 * SA * 4) % 32 == 0, "wmma operand alignment");
+  __shared__ __align__(32) float Cs[BM * SC];
+  const int tid = threadIdx.x, warp = tid / 32;
+  const int wr = warp / 2, wc = warp % 2;  // output block: rows 16 wr, columns 32 wc
+
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> fc[2];
+  wmma::fill_fragment(fc[0], 0.0f);
+  wmma::fill_fragment(fc[1], 0.0f);
+
+  float ra[Cfg::LA], rb[Cfg::LB];
+  auto load = [&](int k0) {
+#pragma unroll
+    for (int l = 0; l < Cfg::LA; ++l) {
+      const int idx = tid + l * kThreads;
+      const int i = A_KC ? idx / BK : idx % BM;
+      const int kk = A_KC ? idx % BK : idx / BM;
+      const int k = k0 + kk;
+      ra[l] = (i < m_valid && k < K)
+                  ? (A_KC ? A[static_cast<int64_t>(i) * lda + k] : A[static_cast<int64_t>(k) * lda + i])
+                  : 0.0f;
+    }
+#pragma unroll
+    for (int l = 0; l < Cfg::LB; ++l) {
+      const int idx = tid + l * kThreads;
+      const int j = B_KC ? idx / BK : idx % BN;
+      const int kk = B_KC ? idx % BK : idx / BN;
+      const int k = k0 + kk;
+      rb[l] = (j < n_valid && k < K)
+                  ? (B_KC ? B[static_cast<int64_t>(j) * ldb + k] : B[static_cast<int64_t>(k) * ldb + j])
+                  : 0.0f;
+    }
+  };
+  auto store = [&]() {
+#pragma unroll
+    for (int l = 0; l < Cfg::LA; ++l) {
+      const int idx = tid + l * kThreads;
+      const int i = A_KC ? idx / BK : idx % BM;
+      const int kk = A_KC ? idx % BK : idx / BM;
+      As[kk * SA + i] = ra[l];
+    }
+#pragma unroll
+    for (int l = 0; l < Cfg::LB; ++l) {
+      const int idx = tid + l * kThreads;
+      const int j = B_KC ? idx / BK : idx % BN;
+      const int kk = B_KC ? idx % BK : idx / BN;
+      Bs[kk * SB + j] = rb[l];
+    }
+  };
+
+  float rs = 0.0f;
+  load(0);
+  for (int k0 = 0; k0 < K; k0 += BK) {
+    __syncthreads();
+    store();
+    __syncthreads();
+    if (k0 + BK < K) load(k0 + BK);
+    if (with_rowsum && tid < BM)
+#pragma unroll
+      for (int kk = 0; kk < BK; ++kk) rs += As[kk * SA + tid];
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa;
+      wmma::load_matrix_sync(fa, As + kk * SA + 16 * wr, SA);
+#pragma unroll
+      for (int t = 0; t < fa.num_elements; ++t) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
+        wmma::load_matrix_sync(fb, Bs + kk * SB + 32 * wc + 16 * n, SB);
+#pragma unroll
+        for (int t = 0; t < fb.num_elements; ++t) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
+        wmma::mma_sync(fc[n], fa, fb, fc[n]);
+      }
+    }
+  }
+  rowsum = rs;
+#pragma unroll
+  for (int n = 0; n < 2; ++n)
+    wmma::store_matrix_sync(Cs + (16 * wr) * SC + 32 * wc + 16 * n, fc[n], SC, wmma::mem_row_major);
+  __syncthreads();
+#pragma unroll
+  for (int x = 0; x < Cfg::TM; ++x)
+#pragma unroll
+    for (int y = 0; y < Cfg::TN; ++y) acc[x][y] = Cs[tile_row(x) * SC + tile_col(y)];
+#else
+  __trap();  // built only for sm_80 and newer (the launchers never pick it on older GPUs)
+#endif
+}
+
+// One tile on the FFMA path (any Cfg) or, with TC, on the tensor cores (SmallTile).
+template <class Cfg, bool TC, bool A_KC, bool B_KC>
+__device__ __forceinline__ void any_tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
+                                              int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
+                                              float* As, float* Bs, bool with_rowsum, float& rowsum) {
+  if constexpr (TC) {
+    static_assert(std::is_same_v<Cfg, SmallTile>, "the tensor-core tile is 64 x 64 x 16");
+    tile_gemm_tf32<A_KC, B_KC>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, rowsum);
+  } else {
+    tile_gemm<Cfg, A_KC, B_KC>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, rowsum);
+  }
+}
+
 // ---- row-grouped GEMM: C (M, Nout) = epilogue(A (M, K) · op(W[e])), expert e by row segment ------------------------
 
 enum Epilogue { kBiasRelu, kBias, kReluMask, kStore };
@@ -180,13 +307,13 @@ __device__ void find_tile(int t, const int32_t* __restrict__ offsets, int E, int
 
 // Grid (ceil(M/BM) + E, ceil(Nout/BN)). A (M, K) row-major; W (E, ...) with w_stride = Nout*K per expert:
 // B_KC: W[e] is (Nout, K) used as W[e]ᵀ; else W[e] is (K, Nout). bias (E, Nout); mask (M, Nout) for kReluMask.
-template <class Cfg, bool B_KC, int EPI>
+template <class Cfg, bool TC, bool B_KC, int EPI>
 __global__ void __launch_bounds__(kThreads, 2)
     grouped_gemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __restrict__ W,
                         const float* __restrict__ bias, const float* __restrict__ mask,
                         const int32_t* __restrict__ offsets, int E, int K, int Nout) {
-  __shared__ __align__(16) float As[Cfg::BK * (Cfg::BM + kPad)];
-  __shared__ __align__(16) float Bs[Cfg::BK * (Cfg::BN + kPad)];
+  __shared__ __align__(32) float As[Cfg::BK * (Cfg::BM + kPad)];  // 32: wmma fragment pointers
+  __shared__ __align__(32) float Bs[Cfg::BK * (Cfg::BN + kPad)];
   __shared__ int info[3];
   if (threadIdx.x < 32) find_tile<Cfg::BM>(blockIdx.x, offsets, E, info);
   __syncthreads();
@@ -201,7 +328,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int ldb = B_KC ? K : Nout;
   float acc[Cfg::TM][Cfg::TN];
   float unused_rowsum;
-  tile_gemm<Cfg, true, B_KC>(acc, Ab, K, row_end - row0, Bb, ldb, Nout - col0, K, As, Bs, false, unused_rowsum);
+  any_tile_gemm<Cfg, TC, true, B_KC>(acc, Ab, K, row_end - row0, Bb, ldb, Nout - col0, K, As, Bs, false,
+                                     unused_rowsum);
 
   const float* be = bias ? bias + static_cast<int64_t>(e) * Nout : nullptr;
 #pragma unroll
@@ -229,12 +357,12 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // ---- per-expert weight gradient: dW[e] (Mw, Nw) += X_eᵀ · Y_e, db[e] (Mw) += Σ_r X_e[r] -----------------------
 // X (M, Mw), Y (M, Nw) row-major; rows of expert e are [offsets[e], offsets[e+1]). Grid (ceil(Mw/BM), ceil(Nw/BN), E).
-template <class Cfg>
+template <class Cfg, bool TC>
 __global__ void __launch_bounds__(kThreads, 2)
     weight_grad_kernel(float* __restrict__ dW, float* __restrict__ db, const float* __restrict__ X,
                        const float* __restrict__ Y, const int32_t* __restrict__ offsets, int Mw, int Nw) {
-  __shared__ __align__(16) float As[Cfg::BK * (Cfg::BM + kPad)];
-  __shared__ __align__(16) float Bs[Cfg::BK * (Cfg::BN + kPad)];
+  __shared__ __align__(32) float As[Cfg::BK * (Cfg::BM + kPad)];
+  __shared__ __align__(32) float Bs[Cfg::BK * (Cfg::BN + kPad)];
   const int e = blockIdx.z;
   const int r0 = offsets[e], m = offsets[e + 1] - r0;
   if (m <= 0) return;  // no rows: no gradient (the whole block)
@@ -243,9 +371,9 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   float acc[Cfg::TM][Cfg::TN];
   float rs = 0.0f;
-  tile_gemm<Cfg, false, false>(acc, X + static_cast<int64_t>(r0) * Mw + i0, Mw, Mw - i0,
-                               Y + static_cast<int64_t>(r0) * Nw + j0, Nw, Nw - j0, m, As, Bs,
-                               bias_tile, rs);
+  any_tile_gemm<Cfg, TC, false, false>(acc, X + static_cast<int64_t>(r0) * Mw + i0, Mw, Mw - i0,
+                                       Y + static_cast<int64_t>(r0) * Nw + j0, Nw, Nw - j0, m, As, Bs, bias_tile,
+                                       rs);
 
   float* dWe = dW + static_cast<int64_t>(e) * Mw * Nw;
 #pragma unroll
@@ -267,7 +395,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 // The big tile when it still gives two blocks per multiprocessor; small layers take the small tile.
 bool big_tiles(int64_t big_blocks) { return big_blocks >= 2LL * cuda::sm_count(); }
 
-template <class Cfg, bool B_KC, int EPI>
+template <class Cfg, bool TC, bool B_KC, int EPI>
 void launch_grouped_cfg(float* C, const float* A, const float* W, const float* bias, const float* mask,
                         const int32_t* offsets, int E, int M, int K, int Nout) {
   const int64_t row_tiles = cuda::ceil_div(M, Cfg::BM) + E;  // ≥ Σ_e ceil(m_e / BM)
@@ -275,7 +403,8 @@ void launch_grouped_cfg(float* C, const float* A, const float* W, const float* b
   DSK_CHECK(row_tiles <= INT32_MAX && col_tiles <= 65535, "expert_ffn: M={} Nout={} is too large for one launch", M,
             Nout);
   dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(col_tiles));
-  grouped_gemm_kernel<Cfg, B_KC, EPI><<<grid, kThreads, 0, cuda::stream()>>>(C, A, W, bias, mask, offsets, E, K, Nout);
+  grouped_gemm_kernel<Cfg, TC, B_KC, EPI>
+      <<<grid, kThreads, 0, cuda::stream()>>>(C, A, W, bias, mask, offsets, E, K, Nout);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -283,29 +412,33 @@ template <bool B_KC, int EPI>
 void launch_grouped(float* C, const float* A, const float* W, const float* bias, const float* mask,
                     const int32_t* offsets, int E, int M, int K, int Nout) {
   const int64_t big = (cuda::ceil_div(M, BigTile::BM) + E) * cuda::ceil_div(Nout, BigTile::BN);
-  if (big_tiles(big))
-    launch_grouped_cfg<BigTile, B_KC, EPI>(C, A, W, bias, mask, offsets, E, M, K, Nout);
+  if (cuda::tf32_enabled())
+    launch_grouped_cfg<SmallTile, true, B_KC, EPI>(C, A, W, bias, mask, offsets, E, M, K, Nout);
+  else if (big_tiles(big))
+    launch_grouped_cfg<BigTile, false, B_KC, EPI>(C, A, W, bias, mask, offsets, E, M, K, Nout);
   else
-    launch_grouped_cfg<SmallTile, B_KC, EPI>(C, A, W, bias, mask, offsets, E, M, K, Nout);
+    launch_grouped_cfg<SmallTile, false, B_KC, EPI>(C, A, W, bias, mask, offsets, E, M, K, Nout);
 }
 
-template <class Cfg>
+template <class Cfg, bool TC>
 void launch_weight_grad_cfg(float* dW, float* db, const float* X, const float* Y, const int32_t* offsets, int E, int Mw,
                             int Nw) {
   dim3 grid(static_cast<unsigned>(cuda::ceil_div(Mw, Cfg::BM)), static_cast<unsigned>(cuda::ceil_div(Nw, Cfg::BN)),
             static_cast<unsigned>(E));
   DSK_CHECK(grid.y <= 65535 && grid.z <= 65535, "expert_ffn_backward: {} x {} x {} experts is too large", Mw, Nw, E);
-  weight_grad_kernel<Cfg><<<grid, kThreads, 0, cuda::stream()>>>(dW, db, X, Y, offsets, Mw, Nw);
+  weight_grad_kernel<Cfg, TC><<<grid, kThreads, 0, cuda::stream()>>>(dW, db, X, Y, offsets, Mw, Nw);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
 void launch_weight_grad(float* dW, float* db, const float* X, const float* Y, const int32_t* offsets, int E, int Mw,
                         int Nw) {
   const int64_t big = cuda::ceil_div(Mw, BigTile::BM) * cuda::ceil_div(Nw, BigTile::BN) * E;
-  if (big_tiles(big))
-    launch_weight_grad_cfg<BigTile>(dW, db, X, Y, offsets, E, Mw, Nw);
+  if (cuda::tf32_enabled())
+    launch_weight_grad_cfg<SmallTile, true>(dW, db, X, Y, offsets, E, Mw, Nw);
+  else if (big_tiles(big))
+    launch_weight_grad_cfg<BigTile, false>(dW, db, X, Y, offsets, E, Mw, Nw);
   else
-    launch_weight_grad_cfg<SmallTile>(dW, db, X, Y, offsets, E, Mw, Nw);
+    launch_weight_grad_cfg<SmallTile, false>(dW, db, X, Y, offsets, E, Mw, Nw);
 }
 
 }  // namespace

@@ -67,6 +67,15 @@ inline bool bits_equal(const std::vector<float>& a, const std::vector<float>& b)
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
+// Restores TF32 off (the default) even when a REQUIRE throws.
+struct Tf32Guard {
+  explicit Tf32Guard(bool on) { dsk::cuda::set_tf32(on); }
+  ~Tf32Guard() { dsk::cuda::set_tf32(false); }
+};
+
+// TF32 keeps 10 mantissa bits: GEMM results against the fp32 CPU spec (simulated worst case ~8e-4 relative).
+constexpr double kTf32Tol = 3e-3;
+
 // A generator for one test: fresh every run (test_seed), distinct per test through `salt`.
 inline std::mt19937_64 test_rng(uint64_t salt) { return std::mt19937_64(test_seed() ^ (salt * 0x9E3779B97F4A7C15ull)); }
 

@@ -10,16 +10,6 @@
 using namespace dsk;
 using namespace dsk::testing;
 
-namespace {
-
-// Restores TF32 off (the default) even when a REQUIRE throws.
-struct Tf32Guard {
-  explicit Tf32Guard(bool on) { cuda::set_tf32(on); }
-  ~Tf32Guard() { cuda::set_tf32(false); }
-};
-
-}  // namespace
-
 TEST_CASE("cuda gemm: transposes, batches, padded strides, beta 0 / 1 / 0.5 vs CPU", "[cuda][matmul]") {
   if (!dsk::testing::gpu_available()) return;
   auto rng = test_rng(1);
@@ -70,7 +60,6 @@ TEST_CASE("cuda gemm: K = 0 scales C by beta", "[cuda][matmul]") {
 // for this shape (K = 256, N(0,1) data) truncation gives a max relative error of 7-8e-4 and round-to-nearest
 // 3e-4: a 1e-3 threshold would fail now and then for no fault. A wrong GEMM is off by O(1), so 3e-3 still
 // catches every real error.
-constexpr double kTf32Tol = 3e-3;
 
 TEST_CASE("cuda gemm: TF32 on stays within 3e-3 of the CPU", "[cuda][matmul]") {
   if (!dsk::testing::gpu_available()) return;

@@ -323,6 +323,58 @@ TEST_CASE("cuda expert_ffn_forward vs CPU", "[cuda][moe]") {
   }
 }
 
+TEST_CASE("cuda expert_ffn with TF32 (tensor-core tiles) vs CPU, forward and backward, deterministic",
+          "[cuda][moe]") {
+  if (!gpu_available()) return;
+  auto rng = test_rng(89);
+  for (const auto& c : ffn_cases()) {
+    INFO("case " << c.name);
+    auto off = offsets_of(c.rows);
+    const int M = off.back(), E = c.E, d = c.d, F = c.F;
+    auto xp = randn(size_t(M) * d, rng), w1 = uniform(size_t(E) * F * d, rng, 0.08f), b1 = randn(size_t(E) * F, rng),
+         w2 = uniform(size_t(E) * d * F, rng, 0.08f), b2 = randn(size_t(E) * d, rng), dy = randn(size_t(M) * d, rng);
+    auto dw1_0 = uniform(w1.size(), rng, 1.0f), db1_0 = randn(b1.size(), rng), dw2_0 = uniform(w2.size(), rng, 1.0f),
+         db2_0 = randn(b2.size(), rng);
+    std::vector<float> h(size_t(M) * F), y(size_t(M) * d), dxp(size_t(M) * d), dh(size_t(M) * F);
+    expert_ffn_forward<CPU>(h.data(), y.data(), xp.data(), w1.data(), b1.data(), w2.data(), b2.data(), off.data(), E,
+                            M, d, F);
+    std::vector<float> dw1 = dw1_0, db1 = db1_0, dw2 = dw2_0, db2 = db2_0;
+    expert_ffn_backward<CPU>(dxp.data(), dw1.data(), db1.data(), dw2.data(), db2.data(), dh.data(), dy.data(),
+                             xp.data(), h.data(), w1.data(), w2.data(), off.data(), E, M, d, F);
+
+    DeviceBuffer<float> d_xp(xp), d_w1(w1), d_b1(b1), d_w2(w2), d_b2(b2), d_h(h.size()), d_y(y.size()), d_dy(dy),
+        d_dxp(dxp.size()), d_dh(dh.size()), d_dw1(dw1_0), d_db1(db1_0), d_dw2(dw2_0), d_db2(db2_0);
+    DeviceBuffer<int32_t> d_off(off);
+    Tf32Guard tf32(true);
+    std::vector<std::vector<float>> first;
+    for (int run = 0; run < 2; ++run) {
+      INFO("run " << run);
+      d_h.poison(), d_y.poison(), d_dxp.poison(), d_dh.poison();
+      d_dw1.upload(dw1_0), d_db1.upload(db1_0), d_dw2.upload(dw2_0), d_db2.upload(db2_0);
+      expert_ffn_forward<GPU>(d_h.ptr, d_y.ptr, d_xp.ptr, d_w1.ptr, d_b1.ptr, d_w2.ptr, d_b2.ptr, d_off.ptr, E, M, d,
+                              F);
+      std::vector<std::vector<float>> got = {d_h.download(), d_y.download()};
+      require_close(got[0], h, kTf32Tol, "h (TF32)");
+      require_close(got[1], y, kTf32Tol, "y (TF32)");
+      // Backward from the CPU's h, so the ReLU mask is the CPU's (TF32 rounding may flip values near 0).
+      d_h.upload(h);
+      expert_ffn_backward<GPU>(d_dxp.ptr, d_dw1.ptr, d_db1.ptr, d_dw2.ptr, d_db2.ptr, d_dh.ptr, d_dy.ptr, d_xp.ptr,
+                               d_h.ptr, d_w1.ptr, d_w2.ptr, d_off.ptr, E, M, d, F);
+      for (auto* b : {&d_dxp, &d_dh, &d_dw1, &d_db1, &d_dw2, &d_db2}) got.push_back(b->download());
+      require_close(got[2], dxp, kTf32Tol, "dxp (TF32)");
+      require_close(got[3], dh, kTf32Tol, "dh (TF32)");
+      require_close(got[4], dw1, kTf32Tol, "dw1 (TF32)");
+      require_close(got[5], db1, kTf32Tol, "db1 (TF32: sums of the TF32 dh)");
+      require_close(got[6], dw2, kTf32Tol, "dw2 (TF32)");
+      require_close(got[7], db2, kGemmTol, "db2 (sums of the exact dy: fp32)");
+      if (run == 0)
+        first = got;
+      else
+        for (size_t i = 0; i < got.size(); ++i) REQUIRE(bits_equal(got[i], first[i]));
+    }
+  }
+}
+
 TEST_CASE("cuda expert_ffn_backward vs CPU, accumulating and deterministic", "[cuda][moe]") {
   if (!gpu_available()) return;
   auto rng = test_rng(88);
