@@ -4,7 +4,8 @@
 # On a bare GPU machine (nvcc 13, cmake, ninja, python3; no network, no Debian dev packages) with .deps/ carried
 # along (scripts/fetch_gpu_deps.sh made it on a development machine): configures and builds dsk for sm_90
 # (Release, ninja, -j16), records the GPU and driver, runs every [cuda] test and then the CPU suite, runs the
-# kernel micro-benchmarks (which measure the GPU's copy bandwidth and GEMM peaks first), and writes
+# kernel micro-benchmarks (which measure the GPU's copy bandwidth and GEMM peaks first), the training step with
+# TF32 on both sides, and, in the time left, the kernel tests under compute-sanitizer memcheck; it writes
 #   OUTDIR/report.md, OUTDIR/report.json   the summary: GPU, driver, each test's result, each benchmark
 #   OUTDIR/cuda_tests.xml, cpu_tests.xml   JUnit results      OUTDIR/bench_kernels.json   raw benchmark JSON
 #   OUTDIR/bench_moe.json                  MoE layer benchmark (grouped vs expert loop, grouped vs dense GEMM)
@@ -145,6 +146,14 @@ stage bench_torch_train_tf32 90 python3 scripts/bench_torch_train.py --config de
 if ((built)); then
   # The CPU suite last: CI runs it too; here it only shows the GPU build's CPU side is sound.
   stage cpu_tests 120 "$BUILD/dsk_tests" "~[cuda]" -r junit -o "$OUT/cpu_tests.xml"
+  # ---- with whatever time is left: the kernel tests under compute-sanitizer memcheck (out-of-bounds and
+  # misaligned accesses that a right answer can hide). Its "ERROR SUMMARY" and first reports land in log.txt.
+  # (It worked on this project's Firecracker GPU machines, not on gVisor ones: a failure here may be the tool's.)
+  sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  if [ -x "$sanitizer" ]; then
+    stage memcheck 150 "$sanitizer" --tool memcheck --error-exitcode 1 --print-limit 20 \
+      "$BUILD/dsk_tests" "[cuda]~[model]"
+  fi
 fi
 
 # ---- report (always) ----------------------------------------------------------------------------------------
