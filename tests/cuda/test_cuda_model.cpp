@@ -57,10 +57,12 @@ std::vector<double> losses_of(const std::string& run) {
   return out;
 }
 
-void train_on(Backend device, const std::string& data, const std::string& out, const std::string& attention) {
+void train_on(Backend device, const std::string& data, const std::string& out, const std::string& attention,
+              bool tf32 = false) {
   TrainRun r;
   r.model = tiny_model();
   r.model.attention = attention;
+  r.train.tf32 = tf32;
   r.train.batch_size = 4;
   r.train.max_steps = 20;
   r.train.lr = 1e-3f;
@@ -95,6 +97,27 @@ TEST_CASE("cuda model: 20 fixed-seed training steps match the CPU within 1e-3 an
     }
     CHECK(losses_of(d / ("gpu2_" + attention)) == gpu);  // deterministic on the GPU
   }
+}
+
+TEST_CASE("cuda model: training with TF32 tensor cores tracks the CPU and repeats bit for bit", "[cuda][model]") {
+  if (!dsk::testing::gpu_available()) return;
+  TempDir d("cuda_model_tf32");
+  const std::string data = tiny_data(d);
+  train_on(Backend::CPU, data, d / "cpu", "explicit");
+  train_on(Backend::CUDA, data, d / "gpu", "explicit", /*tf32=*/true);
+  train_on(Backend::CUDA, data, d / "gpu2", "explicit", /*tf32=*/true);
+  cuda::set_tf32(false);  // the trainer left it on
+  const auto cpu = losses_of(d / "cpu"), gpu = losses_of(d / "gpu");
+  REQUIRE(cpu.size() == 20);
+  REQUIRE(gpu.size() == 20);
+  // TF32 rounds GEMM inputs to 10 mantissa bits (~5e-4 relative); over 20 steps of training the losses drift
+  // apart slowly, so the bound is loose, but a wrong tensor-core tile (a transposed operand, a missed tile) moves
+  // the loss by far more.
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    INFO("step " << i + 1 << ": cpu " << cpu[i] << " gpu (TF32) " << gpu[i]);
+    CHECK(std::abs(cpu[i] - gpu[i]) <= 2e-2 * std::abs(cpu[i]));
+  }
+  CHECK(losses_of(d / "gpu2") == gpu);
 }
 
 TEST_CASE("cuda model: a checkpoint trained on the CPU loads on the GPU and gives the same evaluation", "[cuda][model]") {
