@@ -8,7 +8,7 @@
 #include "engine/trainer.h"
 #include "kernels/device.h"
 #include "tests/cuda/cuda_testing.h"
-#include "tests/test_env.h"
+#include "tests/train_testing.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -22,40 +22,22 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Wider than the trainer tests' model, so the kernels see more than one tile here and there.
 ModelConfig tiny_model() {
-  ModelConfig c;
+  ModelConfig c = dsk::testing::tiny_model_config();
   c.context_length = 32;
   c.emb_dim = 64;
-  c.n_heads = 4;
-  c.n_layers = 2;
   c.kv_latent_dim = 24;
-  c.num_experts = 4;
-  c.num_shared_experts = 1;
-  c.top_k = 2;
   c.expert_hidden_dim = 96;
-  c.drop_rate = 0.1f;
   return c;
 }
 
 std::string tiny_data(const TempDir& d) {
-  std::string text;
-  for (int i = 0; i < 80; ++i) text += "Friends, Romans, countrymen, lend me your ears; I come to bury Caesar.\n";
-  PrepareOptions o;
-  o.input = d.file("corpus.txt", text);
-  o.out_dir = d / "data";
-  prepare_dataset(o);
-  return o.out_dir;
+  return dsk::testing::prepare_repeated_line(
+      d, "Friends, Romans, countrymen, lend me your ears; I come to bury Caesar.", 80);
 }
 
-std::vector<double> losses_of(const std::string& run) {
-  std::vector<double> out;
-  std::ifstream in(fs::path(run) / "metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    auto j = nlohmann::json::parse(line);
-    if (j["type"] == "train") out.push_back(j["loss"].get<double>());
-  }
-  return out;
-}
+std::vector<double> losses_of(const std::string& run) { return dsk::testing::train_losses(run); }
 
 void train_on(Backend device, const std::string& data, const std::string& out, const std::string& attention,
               bool tf32 = false) {

@@ -2,7 +2,7 @@
 #include "engine/checkpoint.h"
 #include "engine/data.h"
 #include "engine/trainer.h"
-#include "tests/test_env.h"
+#include "tests/train_testing.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -11,26 +11,13 @@
 #include <fstream>
 
 using namespace dsk;
+using dsk::testing::prepare_repeated_line;
 using dsk::testing::TempDir;
+using dsk::testing::tiny_model_config;
+using dsk::testing::train_losses;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A tiny model over the real GPT-2 vocabulary (the shards are GPT-2 tokens).
-ModelConfig tiny_model() {
-  ModelConfig c;
-  c.context_length = 16;
-  c.emb_dim = 32;
-  c.n_heads = 4;
-  c.n_layers = 2;
-  c.kv_latent_dim = 12;
-  c.num_experts = 4;
-  c.num_shared_experts = 1;
-  c.top_k = 2;
-  c.expert_hidden_dim = 32;
-  c.drop_rate = 0.1f;  // dropout and router noise on: determinism must hold with them
-  return c;
-}
 
 TrainConfig tiny_train(int steps) {
   TrainConfig t;
@@ -47,31 +34,14 @@ TrainConfig tiny_train(int steps) {
 
 // A prepared corpus made once per test binary run.
 std::string tiny_data(const TempDir& d) {
-  std::string text;
-  for (int i = 0; i < 60; ++i)
-    text += "To be, or not to be, that is the question. Whether 'tis nobler in the mind to suffer.\n";
-  PrepareOptions o;
-  o.input = d.file("corpus.txt", text);
-  o.out_dir = d / "data";
-  prepare_dataset(o);
-  return o.out_dir;
-}
-
-std::vector<double> train_losses(const std::string& run_dir) {
-  std::vector<double> out;
-  std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j["type"] == "train") out.push_back(j["loss"].get<double>());
-  }
-  return out;
+  return prepare_repeated_line(d, "To be, or not to be, that is the question. Whether 'tis nobler in the mind to suffer.",
+                               60);
 }
 
 TrainSummary train(const std::string& data, const std::string& out, TrainConfig tc, const std::string& resume = "",
                    std::function<bool()> stop = {}) {
   TrainRun r;
-  r.model = tiny_model();
+  r.model = tiny_model_config();
   r.train = tc;
   r.data_dir = data;
   r.out_dir = out;
@@ -144,7 +114,7 @@ TEST_CASE("trainer: bad input is refused with a clear message", "[trainer]") {
   TempDir d("trainer_bad");
   const std::string data = tiny_data(d);
   TrainRun r;
-  r.model = tiny_model();
+  r.model = tiny_model_config();
   r.train = tiny_train(2);
   r.data_dir = data;
   r.out_dir = d / "run";

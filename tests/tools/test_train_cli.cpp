@@ -2,7 +2,7 @@
 #include "engine/checkpoint.h"
 #include "engine/data.h"
 #include "engine/trainer.h"
-#include "tests/test_env.h"
+#include "tests/train_testing.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -29,13 +29,8 @@ struct Fixture {
   std::string config, data;
   Fixture() {
     config = d.file("tiny.json", kTinyConfig);
-    std::string text;
-    for (int i = 0; i < 50; ++i) text += "Now is the winter of our discontent made glorious summer by this sun of York.\n";
-    PrepareOptions o;
-    o.input = d.file("corpus.txt", text);
-    o.out_dir = d / "data";
-    prepare_dataset(o);
-    data = o.out_dir;
+    data = dsk::testing::prepare_repeated_line(
+        d, "Now is the winter of our discontent made glorious summer by this sun of York.", 50);
   }
   std::string train_args(const std::string& out, int steps) const {
     return fmt::format("train --config {} --data {} --out {} --device cpu --sample-tokens 0 --set max_steps={} "
