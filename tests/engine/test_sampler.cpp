@@ -3,6 +3,7 @@
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "tests/testing.h"
+#include "tests/train_testing.h"
 
 #include <catch2/catch.hpp>
 
@@ -16,18 +17,13 @@ using dsk::testing::rel_err;
 
 namespace {
 
+// The shared tiny model (its drop_rate 0.1 must be ignored at inference; its kv_latent_dim 12 differs from
+// head_dim 8, so a wrong scale or width shows), on a small vocabulary, with two shared experts.
 ModelConfig tiny_config() {
-  ModelConfig c;
+  ModelConfig c = dsk::testing::tiny_model_config();
   c.vocab_size = 61;
   c.context_length = 12;
-  c.emb_dim = 32;
-  c.n_heads = 4;
-  c.n_layers = 2;
-  c.drop_rate = 0.1f;  // must be ignored at inference
-  c.kv_latent_dim = 12;  // differs from head_dim (8): a wrong scale or width shows
-  c.num_experts = 4;
   c.num_shared_experts = 2;
-  c.top_k = 2;
   c.expert_hidden_dim = 24;
   return c;
 }
