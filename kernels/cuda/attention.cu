@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(TY* kTx) attention_forward_kernel(float* __res
                                                                    const float* __restrict__ v,
                                                                    const int32_t* __restrict__ kv_start, Geometry g) {
   constexpr int BR = TY * RA;
-  extern __shared__ float4 smem4[];
+  DSK_DYNAMIC_SHARED(float4, smem4);
   float* smem = reinterpret_cast<float*>(smem4);
   const int ldq = g.wq + 4, ldv = g.wv + 4;
   float* Qs = smem;                                  // [BR][ldq]
@@ -384,7 +384,7 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
                                                           const float* __restrict__ v, const float* __restrict__ lse,
                                                           const float* __restrict__ D, Geometry g) {
   constexpr int TY = 8, RA = 8, BR = TY * RA;
-  extern __shared__ float4 smem4[];
+  DSK_DYNAMIC_SHARED(float4, smem4);
   float* smem = reinterpret_cast<float*>(smem4);
   const int ldq = g.wq + 4, ldv = g.wv + 4;
   float* Qs = smem;                                    // [64][ldq]
@@ -484,7 +484,7 @@ __global__ void __launch_bounds__(256) attention_dkv_kernel(float* __restrict__ 
                                                            const float* __restrict__ v, const float* __restrict__ lse,
                                                            const float* __restrict__ D, Geometry g) {
   constexpr int TY = 16, RA = 4, BQ = 64;  // BQ: query rows per inner tile
-  extern __shared__ float4 smem4[];
+  DSK_DYNAMIC_SHARED(float4, smem4);
   float* smem = reinterpret_cast<float*>(smem4);
   const int ldq = g.wq + 4, ldv = g.wv + 4;
   float* Ks = smem;                                    // [64][ldq]  this block's keys
@@ -702,14 +702,14 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
     auto kernel = attention_forward_kernel<TY, RA, NMV>;
     allow_shared(kernel, bytes, "attention_forward");
     dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(g.B * g.Hk), static_cast<unsigned>(splits));
-    kernel<<<grid, TY * kTx, bytes, cuda::stream()>>>(out, lse, part_o, part_lse, q, k, v, kv_start, g);
+    DSK_LAUNCH(grid, TY * kTx, bytes, kernel)(out, lse, part_o, part_lse, q, k, v, kv_start, g);
     DSK_CUDA_CHECK_LAUNCH();
   });
   if (splits > 1) {
     const int64_t rows_total = static_cast<int64_t>(g.B) * g.Hk * g.rows;
     constexpr int kWarps = 4;
-    attention_combine_kernel<<<static_cast<unsigned>(cuda::ceil_div(rows_total, kWarps)), kWarps * 32, 0,
-                               cuda::stream()>>>(out, lse, part_o, part_lse, splits, g);
+    DSK_LAUNCH(static_cast<unsigned>(cuda::ceil_div(rows_total, kWarps)), kWarps * 32, 0, attention_combine_kernel)(
+        out, lse, part_o, part_lse, splits, g);
     DSK_CUDA_CHECK_LAUNCH();
   }
 }
@@ -748,8 +748,8 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   float* D = static_cast<float*>(cuda::scratch(static_cast<size_t>(nrows) * sizeof(float)));
   {
     constexpr int kWarps = 8;
-    attention_row_dot_kernel<<<static_cast<unsigned>(cuda::ceil_div(nrows, kWarps)), kWarps * 32, 0,
-                               cuda::stream()>>>(D, dout, out, g);
+    DSK_LAUNCH(static_cast<unsigned>(cuda::ceil_div(nrows, kWarps)), kWarps * 32, 0, attention_row_dot_kernel)(
+        D, dout, out, g);
     DSK_CUDA_CHECK_LAUNCH();
   }
 
@@ -763,7 +763,7 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
       auto kernel = attention_dq_kernel<NMQ>;
       allow_shared(kernel, bytes, "attention_backward (dq)");
       dim3 grid(static_cast<unsigned>(cuda::ceil_div(g.rows, 64)), static_cast<unsigned>(g.B * g.Hk));
-      kernel<<<grid, 128, bytes, cuda::stream()>>>(dq, dout, q, k, v, lse, D, g);
+      DSK_LAUNCH(grid, 128, bytes, kernel)(dq, dout, q, k, v, lse, D, g);
       DSK_CUDA_CHECK_LAUNCH();
     });
   }
@@ -780,7 +780,7 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
         auto kernel = attention_dkv_kernel<NMQ, NMV>;
         allow_shared(kernel, bytes, "attention_backward (dk, dv)");
         dim3 grid(static_cast<unsigned>(cuda::ceil_div(T, kKeyTile)), static_cast<unsigned>(g.B * g.Hk));
-        kernel<<<grid, 256, bytes, cuda::stream()>>>(dk, dv, dout, q, k, v, lse, D, g);
+        DSK_LAUNCH(grid, 256, bytes, kernel)(dk, dv, dout, q, k, v, lse, D, g);
         DSK_CUDA_CHECK_LAUNCH();
       });
     });

@@ -50,7 +50,7 @@ template <>
 void relu_forward<Backend::CUDA>(float* y, const float* x, int64_t n) {
   check_n(n, "relu_forward");
   if (n == 0) return;
-  relu_forward_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(y, x, n);
+  DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, relu_forward_kernel)(y, x, n);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -58,7 +58,7 @@ template <>
 void relu_backward<Backend::CUDA>(float* dx, const float* dy, const float* y, int64_t n) {
   check_n(n, "relu_backward");
   if (n == 0) return;
-  relu_backward_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(dx, dy, y, n);
+  DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, relu_backward_kernel)(dx, dy, y, n);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -73,7 +73,7 @@ void dropout_launch(float* y, const float* x, int64_t n, float p, uint64_t seed,
   }
   // p = 1 keeps nothing (uniform < 1), so the infinite scale is never selected.
   const float scale = 1.0f / (1.0f - p);
-  dropout_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(y, x, n, p, scale, seed, site);
+  DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, dropout_kernel)(y, x, n, p, scale, seed, site);
   DSK_CUDA_CHECK_LAUNCH();
 }
 }  // namespace
@@ -92,7 +92,7 @@ template <>
 void add<Backend::CUDA>(float* out, const float* a, const float* b, int64_t n) {
   check_n(n, "add");
   if (n == 0) return;
-  add_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(out, a, b, n);
+  DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, add_kernel)(out, a, b, n);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -100,7 +100,7 @@ template <>
 void accumulate<Backend::CUDA>(float* y, const float* x, int64_t n, float alpha) {
   check_n(n, "accumulate");
   if (n == 0) return;
-  accumulate_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(y, x, n, alpha);
+  DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, accumulate_kernel)(y, x, n, alpha);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -108,7 +108,7 @@ template <>
 void fill<Backend::CUDA>(float* y, float value, int64_t n) {
   check_n(n, "fill");
   if (n == 0) return;
-  fill_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(y, value, n);
+  DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, fill_kernel)(y, value, n);
   DSK_CUDA_CHECK_LAUNCH();
 }
 

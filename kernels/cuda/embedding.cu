@@ -91,7 +91,7 @@ void sorted_accumulate(float* table, const float* dout, const int32_t* keys, int
   int32_t* rows_sorted = reinterpret_cast<int32_t*>(base + 2 * ints);
   void* temp = base + 3 * ints;
 
-  iota_kernel<<<cuda::grid_for(n, kThreads), kThreads, 0, cuda::stream()>>>(rows_in, n);
+  DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, iota_kernel)(rows_in, n);
   DSK_CUDA_CHECK_LAUNCH();
   DSK_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys, keys_sorted, rows_in, rows_sorted, num, 0,
                                                  end_bit, cuda::stream()));
@@ -100,8 +100,8 @@ void sorted_accumulate(float* table, const float* dout, const int32_t* keys, int
   unsigned gx = static_cast<unsigned>(cuda::ceil_div(d, threads));
   unsigned gy = static_cast<unsigned>(n < 65535 ? n : 65535);
   unsigned gz = static_cast<unsigned>(cuda::ceil_div(n, gy));
-  segment_accumulate_kernel<<<dim3(gx, gy, gz), threads, 0, cuda::stream()>>>(table, dout, keys_sorted, rows_sorted,
-                                                                             n, d, nkeys);
+  DSK_LAUNCH(dim3(gx, gy, gz), threads, 0, segment_accumulate_kernel)(
+      table, dout, keys_sorted, rows_sorted, n, d, nkeys);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -113,7 +113,7 @@ void embedding_forward<Backend::CUDA>(float* out, const int32_t* tokens, const i
   DSK_CHECK(Bsz > 0 && T > 0 && d > 0, "embedding_forward: bad shape Bsz={} T={} d={}", Bsz, T, d);
   int64_t rows = static_cast<int64_t>(Bsz) * T;
   // The contract passes no vocabulary size here, so only negative tokens are caught (V = INT32_MAX).
-  embedding_forward_kernel<<<cuda::grid_for(rows * d, kThreads), kThreads, 0, cuda::stream()>>>(
+  DSK_LAUNCH(cuda::grid_for(rows * d, kThreads), kThreads, 0, embedding_forward_kernel)(
       out, tokens, positions, wte, wpe, rows, T, d, 0x7fffffff);
   DSK_CUDA_CHECK_LAUNCH();
 }
@@ -131,7 +131,7 @@ void embedding_backward<Backend::CUDA>(float* dwte, float* dwpe, const float* do
       // non-negative position is taken as valid.
       sorted_accumulate(dwpe, dout, positions, rows, d, 0x7fffffff);
     } else {
-      position_accumulate_kernel<<<cuda::grid_for(int64_t(T) * d, kThreads), kThreads, 0, cuda::stream()>>>(
+      DSK_LAUNCH(cuda::grid_for(int64_t(T) * d, kThreads), kThreads, 0, position_accumulate_kernel)(
           dwpe, dout, Bsz, T, d);
       DSK_CUDA_CHECK_LAUNCH();
     }

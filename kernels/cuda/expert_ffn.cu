@@ -403,8 +403,7 @@ void launch_grouped_cfg(float* C, const float* A, const float* W, const float* b
   DSK_CHECK(row_tiles <= INT32_MAX && col_tiles <= 65535, "expert_ffn: M={} Nout={} is too large for one launch", M,
             Nout);
   dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(col_tiles));
-  grouped_gemm_kernel<Cfg, TC, B_KC, EPI>
-      <<<grid, kThreads, 0, cuda::stream()>>>(C, A, W, bias, mask, offsets, E, K, Nout);
+  DSK_LAUNCH(grid, kThreads, 0, grouped_gemm_kernel<Cfg, TC, B_KC, EPI>)(C, A, W, bias, mask, offsets, E, K, Nout);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -426,7 +425,7 @@ void launch_weight_grad_cfg(float* dW, float* db, const float* X, const float* Y
   dim3 grid(static_cast<unsigned>(cuda::ceil_div(Mw, Cfg::BM)), static_cast<unsigned>(cuda::ceil_div(Nw, Cfg::BN)),
             static_cast<unsigned>(E));
   DSK_CHECK(grid.y <= 65535 && grid.z <= 65535, "expert_ffn_backward: {} x {} x {} experts is too large", Mw, Nw, E);
-  weight_grad_kernel<Cfg, TC><<<grid, kThreads, 0, cuda::stream()>>>(dW, db, X, Y, offsets, Mw, Nw);
+  DSK_LAUNCH(grid, kThreads, 0, weight_grad_kernel<Cfg, TC>)(dW, db, X, Y, offsets, Mw, Nw);
   DSK_CUDA_CHECK_LAUNCH();
 }
 

@@ -193,8 +193,8 @@ void latent_projection_forward<Backend::CUDA>(float* c, float* c_raw, float* mea
   DSK_CHECK(c_raw && mean && rstd, "latent_projection_forward: c_raw, mean and rstd are needed for backward");
   const unsigned blocks = static_cast<unsigned>(cuda::ceil_div(N, kRows));
   with_lanes(dc, [&](auto lanes) {
-    latent_forward_kernel<decltype(lanes)::value>
-        <<<blocks, kThreads, 0, cuda::stream()>>>(c, c_raw, mean, rstd, x, w_dkv, ln_w, ln_b, N, d, dc);
+    DSK_LAUNCH(blocks, kThreads, 0, latent_forward_kernel<decltype(lanes)::value>)(
+        c, c_raw, mean, rstd, x, w_dkv, ln_w, ln_b, N, d, dc);
   });
   DSK_CUDA_CHECK_LAUNCH();
 }
@@ -208,8 +208,8 @@ void latent_projection_backward<Backend::CUDA>(float* dx, float* d_raw, float* d
   DSK_CHECK(d_raw != nullptr, "latent_projection_backward: d_raw (N, dc) is needed");
   const unsigned blocks = static_cast<unsigned>(cuda::ceil_div(N, kRows));
   with_lanes(dc, [&](auto lanes) {
-    latent_backward_kernel<decltype(lanes)::value>
-        <<<blocks, kThreads, 0, cuda::stream()>>>(dx, d_raw, dc_out, c_raw, ln_w, mean, rstd, w_dkv, N, d, dc);
+    DSK_LAUNCH(blocks, kThreads, 0, latent_backward_kernel<decltype(lanes)::value>)(
+        dx, d_raw, dc_out, c_raw, ln_w, mean, rstd, w_dkv, N, d, dc);
   });
   DSK_CUDA_CHECK_LAUNCH();
   // dx = nullptr: only the parameter gradients' column sums.

@@ -83,7 +83,7 @@ void layernorm_forward<Backend::CUDA>(float* y, float* mean, float* rstd, const 
                                       const float* b, int N, int C) {
   DSK_CHECK(N > 0 && C > 0, "layernorm_forward: bad shape N={} C={}", N, C);
   unsigned blocks = static_cast<unsigned>(cuda::ceil_div(N, kWarpsPerBlock));
-  layernorm_forward_kernel<<<blocks, kThreads, 0, cuda::stream()>>>(y, mean, rstd, x, w, b, N, C);
+  DSK_LAUNCH(blocks, kThreads, 0, layernorm_forward_kernel)(y, mean, rstd, x, w, b, N, C);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -93,7 +93,7 @@ void layernorm_backward<Backend::CUDA>(float* dx, float* dw, float* db, const fl
   DSK_CHECK(N > 0 && C > 0, "layernorm_backward: bad shape N={} C={}", N, C);
   if (dx) {
     unsigned blocks = static_cast<unsigned>(cuda::ceil_div(N, kWarpsPerBlock));
-    layernorm_backward_dx_kernel<<<blocks, kThreads, 0, cuda::stream()>>>(dx, dy, x, w, mean, rstd, N, C);
+    DSK_LAUNCH(blocks, kThreads, 0, layernorm_backward_dx_kernel)(dx, dy, x, w, mean, rstd, N, C);
     DSK_CUDA_CHECK_LAUNCH();
   }
   if (dw || db)

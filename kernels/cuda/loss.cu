@@ -95,8 +95,8 @@ void cross_entropy_forward_backward<Backend::CUDA>(float* losses, float* dlogits
   DSK_CHECK(N > 0 && V > 0, "cross_entropy: bad shape N={} V={}", N, V);
   // Enough threads to stream a long row (GPT-2's V = 50257) with many loads in flight; fewer for short rows.
   int threads = V >= 16384 ? 1024 : (V >= 2048 ? 512 : 128);
-  cross_entropy_kernel<<<static_cast<unsigned>(N), threads, 0, cuda::stream()>>>(losses, dlogits, logits, targets, V,
-                                                                                 dloss_scale);
+  DSK_LAUNCH(static_cast<unsigned>(N), threads, 0, cross_entropy_kernel)(
+      losses, dlogits, logits, targets, V, dloss_scale);
   DSK_CUDA_CHECK_LAUNCH();
 }
 

@@ -131,8 +131,8 @@ void gemm<Backend::CUDA>(bool trans_a, bool trans_b, int M, int N, int K, float 
   DSK_CHECK(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N) && ldc >= N,
             "gemm: leading dimension too small (lda={} ldb={} ldc={} for M={} N={} K={})", lda, ldb, ldc, M, N, K);
   if (K == 0) {  // an empty sum: C = beta C, as the CPU specification does (cuBLAS's k = 0 corner is not relied on)
-    scale_c_kernel<<<cuda::grid_for(int64_t(batch) * M * N, 256), 256, 0, cuda::stream()>>>(C, M, N, ldc, stride_c,
-                                                                                             batch, beta);
+    DSK_LAUNCH(cuda::grid_for(int64_t(batch) * M * N, 256), 256, 0, scale_c_kernel)(
+        C, M, N, ldc, stride_c, batch, beta);
     DSK_CUDA_CHECK_LAUNCH();
     return;
   }
@@ -168,7 +168,7 @@ void linear_forward<Backend::CUDA>(float* y, const float* x, const float* w, con
   // y = x · wᵀ (+ b by a separate pass when cuBLASLt could not fuse it).
   gemm<Backend::CUDA>(false, true, N, out, in, 1.0f, x, in, 0, w, in, 0, 0.0f, y, out, 0, 1);
   if (b) {
-    add_bias_kernel<<<cuda::grid_for(int64_t(N) * out, 256), 256, 0, cuda::stream()>>>(y, b, N, out);
+    DSK_LAUNCH(cuda::grid_for(int64_t(N) * out, 256), 256, 0, add_bias_kernel)(y, b, N, out);
     DSK_CUDA_CHECK_LAUNCH();
   }
 }

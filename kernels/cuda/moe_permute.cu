@@ -162,7 +162,7 @@ template <>
 void moe_all_experts_index<Backend::CUDA>(int32_t* expert_idx, int N, int k) {
   DSK_CHECK(N > 0 && k > 0 && static_cast<int64_t>(N) * k <= INT32_MAX, "moe_all_experts_index: bad shape N={} k={}",
             N, k);
-  all_experts_kernel<<<cuda::grid_for(N * k, kThreads), kThreads, 0, cuda::stream()>>>(expert_idx, N * k, k);
+  DSK_LAUNCH(cuda::grid_for(N * k, kThreads), kThreads, 0, all_experts_kernel)(expert_idx, N * k, k);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -190,13 +190,13 @@ void moe_permute<Backend::CUDA>(int32_t* sorted_slots, int32_t* slot_row, int32_
   int32_t* slot_ids = reinterpret_cast<int32_t*>(base + ids_bytes);
   void* cub_temp = base + 2 * ids_bytes;
 
-  iota_kernel<<<cuda::grid_for(S, kThreads), kThreads, 0, cuda::stream()>>>(slot_ids, S);
+  DSK_LAUNCH(cuda::grid_for(S, kThreads), kThreads, 0, iota_kernel)(slot_ids, S);
   DSK_CUDA_CHECK_LAUNCH();
-  DSK_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(cub_temp, cub_bytes, expert_idx, sorted_ids, slot_ids, sorted_slots,
-                                                 S, 0, bits, cuda::stream()));
-  invert_kernel<<<cuda::grid_for(S, kThreads), kThreads, 0, cuda::stream()>>>(slot_row, sorted_slots, S);
+  DSK_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(cub_temp, cub_bytes, expert_idx, sorted_ids, slot_ids, sorted_slots, S,
+                                                 0, bits, cuda::stream()));
+  DSK_LAUNCH(cuda::grid_for(S, kThreads), kThreads, 0, invert_kernel)(slot_row, sorted_slots, S);
   DSK_CUDA_CHECK_LAUNCH();
-  offsets_kernel<<<cuda::grid_for(E + 1, kThreads), kThreads, 0, cuda::stream()>>>(offsets, sorted_ids, S, E);
+  DSK_LAUNCH(cuda::grid_for(E + 1, kThreads), kThreads, 0, offsets_kernel)(offsets, sorted_ids, S, E);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -205,10 +205,9 @@ void moe_gather<Backend::CUDA>(float* xp, const float* x, const int32_t* sorted_
   DSK_CHECK(N > 0 && k > 0 && d > 0, "moe_gather: bad shape N={} k={} d={}", N, k, d);
   const int64_t S = static_cast<int64_t>(N) * k;
   if (use_vec4(d, {xp, x})) {
-    gather_kernel<4><<<cuda::grid_for(S * (d / 4), kThreads), kThreads, 0, cuda::stream()>>>(xp, x, sorted_slots, S,
-                                                                                              k, d / 4);
+    DSK_LAUNCH(cuda::grid_for(S * (d / 4), kThreads), kThreads, 0, gather_kernel<4>)(xp, x, sorted_slots, S, k, d / 4);
   } else {
-    gather_kernel<1><<<cuda::grid_for(S * d, kThreads), kThreads, 0, cuda::stream()>>>(xp, x, sorted_slots, S, k, d);
+    DSK_LAUNCH(cuda::grid_for(S * d, kThreads), kThreads, 0, gather_kernel<1>)(xp, x, sorted_slots, S, k, d);
   }
   DSK_CUDA_CHECK_LAUNCH();
 }
@@ -218,11 +217,10 @@ void moe_gather_backward<Backend::CUDA>(float* dx, const float* dxp, const int32
   DSK_CHECK(N > 0 && k > 0 && d > 0, "moe_gather_backward: bad shape N={} k={} d={}", N, k, d);
   const int64_t Nn = N;
   if (use_vec4(d, {dx, dxp})) {
-    gather_backward_kernel<4><<<cuda::grid_for(Nn * (d / 4), kThreads), kThreads, 0, cuda::stream()>>>(
+    DSK_LAUNCH(cuda::grid_for(Nn * (d / 4), kThreads), kThreads, 0, gather_backward_kernel<4>)(
         dx, dxp, slot_row, Nn, k, d / 4);
   } else {
-    gather_backward_kernel<1><<<cuda::grid_for(Nn * d, kThreads), kThreads, 0, cuda::stream()>>>(dx, dxp, slot_row,
-                                                                                                   Nn, k, d);
+    DSK_LAUNCH(cuda::grid_for(Nn * d, kThreads), kThreads, 0, gather_backward_kernel<1>)(dx, dxp, slot_row, Nn, k, d);
   }
   DSK_CUDA_CHECK_LAUNCH();
 }
@@ -233,11 +231,10 @@ void moe_combine<Backend::CUDA>(float* y, const float* yp, const float* gate, co
   DSK_CHECK(N > 0 && k > 0 && d > 0, "moe_combine: bad shape N={} k={} d={}", N, k, d);
   const int64_t Nn = N;
   if (use_vec4(d, {y, yp})) {
-    combine_kernel<4><<<cuda::grid_for(Nn * (d / 4), kThreads), kThreads, 0, cuda::stream()>>>(y, yp, gate, slot_row,
-                                                                                                 Nn, k, d / 4);
+    DSK_LAUNCH(cuda::grid_for(Nn * (d / 4), kThreads), kThreads, 0, combine_kernel<4>)(
+        y, yp, gate, slot_row, Nn, k, d / 4);
   } else {
-    combine_kernel<1><<<cuda::grid_for(Nn * d, kThreads), kThreads, 0, cuda::stream()>>>(y, yp, gate, slot_row, Nn, k,
-                                                                                          d);
+    DSK_LAUNCH(cuda::grid_for(Nn * d, kThreads), kThreads, 0, combine_kernel<1>)(y, yp, gate, slot_row, Nn, k, d);
   }
   DSK_CUDA_CHECK_LAUNCH();
 }
@@ -250,10 +247,9 @@ void moe_combine_backward<Backend::CUDA>(float* dyp, float* dgate, const float* 
   constexpr int kWarps = kThreads / 32;
   const unsigned blocks = cuda::grid_for(S * 32, kThreads);  // one warp per slot, grid-stride beyond the cap
   if (use_vec4(d, {dyp, dy, yp})) {
-    combine_backward_kernel<4><<<blocks, kThreads, 0, cuda::stream()>>>(dyp, dgate, dy, yp, gate, slot_row, S, k,
-                                                                        d / 4);
+    DSK_LAUNCH(blocks, kThreads, 0, combine_backward_kernel<4>)(dyp, dgate, dy, yp, gate, slot_row, S, k, d / 4);
   } else {
-    combine_backward_kernel<1><<<blocks, kThreads, 0, cuda::stream()>>>(dyp, dgate, dy, yp, gate, slot_row, S, k, d);
+    DSK_LAUNCH(blocks, kThreads, 0, combine_backward_kernel<1>)(dyp, dgate, dy, yp, gate, slot_row, S, k, d);
   }
   static_assert(kWarps * 32 == kThreads, "whole warps per block");
   DSK_CUDA_CHECK_LAUNCH();

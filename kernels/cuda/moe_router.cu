@@ -34,7 +34,7 @@ __global__ void router_forward_kernel(int32_t* __restrict__ expert_idx, float* _
                                       float* __restrict__ noisy, float* __restrict__ probs,
                                       const float* __restrict__ logits, const float* __restrict__ noise_logits, int N,
                                       int E, int k, uint64_t seed, uint64_t site) {
-  extern __shared__ float router_smem[];
+  DSK_DYNAMIC_SHARED(float, router_smem);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int n = blockIdx.x * kRouterWarps + warp;
   float* z = router_smem + static_cast<size_t>(warp) * (2 * E + k);  // (E)
@@ -191,8 +191,8 @@ void moe_router_forward<Backend::CUDA>(int32_t* expert_idx, float* gate, float* 
             kMaxRouterExperts);
   const size_t smem = sizeof(float) * kRouterWarps * (2 * static_cast<size_t>(E) + k);
   const unsigned blocks = static_cast<unsigned>(cuda::ceil_div(N, kRouterWarps));
-  router_forward_kernel<<<blocks, 32 * kRouterWarps, smem, cuda::stream()>>>(expert_idx, gate, noisy, probs, logits,
-                                                                            noise_logits, N, E, k, seed, site);
+  DSK_LAUNCH(blocks, 32 * kRouterWarps, smem, router_forward_kernel)(
+      expert_idx, gate, noisy, probs, logits, noise_logits, N, E, k, seed, site);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -203,7 +203,7 @@ void moe_router_backward<Backend::CUDA>(float* dlogits, float* dnoise_logits, co
   DSK_CHECK(N > 0 && E > 0 && k > 0 && k <= E, "moe_router_backward: bad shape N={} E={} k={}", N, E, k);
   DSK_CHECK(!dnoise_logits || noise_logits, "moe_router_backward: dnoise_logits needs noise_logits");
   const int64_t total = static_cast<int64_t>(N) * E;
-  router_backward_kernel<<<cuda::grid_for(total, 256), 256, 0, cuda::stream()>>>(
+  DSK_LAUNCH(cuda::grid_for(total, 256), 256, 0, router_backward_kernel)(
       dlogits, dnoise_logits, dgate, gate, expert_idx, noise_logits, N, E, k, seed, site);
   DSK_CUDA_CHECK_LAUNCH();
 }
@@ -215,9 +215,9 @@ void moe_aux_loss_forward<Backend::CUDA>(float* aux, float* load, float* importa
   // Expert ids are not range-checked on the device (that would need a host sync); an id outside [0, E) is simply
   // not counted, so the loads then sum to less than 1. The CPU specification throws instead.
   double* fp = static_cast<double*>(cuda::scratch(sizeof(double) * static_cast<size_t>(E)));
-  aux_stats_kernel<<<E, kAuxThreads, 0, cuda::stream()>>>(load, importance, fp, probs, expert_idx, N, E, k);
+  DSK_LAUNCH(E, kAuxThreads, 0, aux_stats_kernel)(load, importance, fp, probs, expert_idx, N, E, k);
   DSK_CUDA_CHECK_LAUNCH();
-  aux_finalize_kernel<<<1, 32, 0, cuda::stream()>>>(aux, fp, E, coef);
+  DSK_LAUNCH(1, 32, 0, aux_finalize_kernel)(aux, fp, E, coef);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -226,7 +226,7 @@ void moe_aux_loss_backward<Backend::CUDA>(float* dlogits, float daux, const floa
                                           int E, float coef) {
   DSK_CHECK(N > 0 && E > 0, "moe_aux_loss_backward: bad shape N={} E={}", N, E);
   constexpr int kWarps = 8;
-  aux_backward_kernel<<<static_cast<unsigned>(cuda::ceil_div(N, kWarps)), 32 * kWarps, 0, cuda::stream()>>>(
+  DSK_LAUNCH(static_cast<unsigned>(cuda::ceil_div(N, kWarps)), 32 * kWarps, 0, aux_backward_kernel)(
       dlogits, daux, probs, load, N, E, coef);
   DSK_CUDA_CHECK_LAUNCH();
 }

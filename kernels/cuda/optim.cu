@@ -59,10 +59,10 @@ void sum_squares<Backend::CUDA>(float* out, const float* g, int64_t n) {
   DSK_CHECK(n >= 0, "sum_squares: negative size {}", n);
   double* partials = static_cast<double*>(cuda::scratch(sizeof(double) * kSumBlocks));
   // Always the full fixed grid (blocks past the end contribute 0): the order must not depend on n's size class.
-  sum_squares_partial_kernel<<<kSumBlocks, kSumThreads, 0, cuda::stream()>>>(partials, g, n);
+  DSK_LAUNCH(kSumBlocks, kSumThreads, 0, sum_squares_partial_kernel)(partials, g, n);
   DSK_CUDA_CHECK_LAUNCH();
   static_assert(kSumBlocks <= 1024 && kSumBlocks % 32 == 0, "stage 2 runs one thread per partial");
-  sum_squares_final_kernel<<<1, kSumBlocks, 0, cuda::stream()>>>(out, partials);
+  DSK_LAUNCH(1, kSumBlocks, 0, sum_squares_final_kernel)(out, partials);
   DSK_CUDA_CHECK_LAUNCH();
 }
 
@@ -77,9 +77,8 @@ void adamw_update<Backend::CUDA>(float* p, const float* g, float* m, float* v, i
   const float decay = static_cast<float>(1.0 - static_cast<double>(h.lr) * h.weight_decay);
   const float neg_step_size = static_cast<float>(-(static_cast<double>(h.lr) / bias1));
   const float bias2_sqrt = static_cast<float>(std::sqrt(bias2));
-  adamw_kernel<<<cuda::grid_for(n, 256), 256, 0, cuda::stream()>>>(p, g, m, v, n, decay, neg_step_size, bias2_sqrt,
-                                                                     1.0f - h.beta1, h.beta2, 1.0f - h.beta2, h.eps,
-                                                                     h.grad_scale);
+  DSK_LAUNCH(cuda::grid_for(n, 256), 256, 0, adamw_kernel)(
+      p, g, m, v, n, decay, neg_step_size, bias2_sqrt, 1.0f - h.beta1, h.beta2, 1.0f - h.beta2, h.eps, h.grad_scale);
   DSK_CUDA_CHECK_LAUNCH();
 }
 

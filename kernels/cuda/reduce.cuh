@@ -98,9 +98,9 @@ void column_sums_accumulate(ColumnOutputs<NOUT> outs, int64_t R, int C, F f) {
   float* partials = static_cast<float*>(scratch(sizeof(float) * static_cast<size_t>(chunks) * NOUT * C));
   dim3 block(kColTile, kColRowsPerBlock);
   dim3 grid(static_cast<unsigned>(ceil_div(C, kColTile)), static_cast<unsigned>(chunks));
-  column_partials_kernel<NOUT, F><<<grid, block, 0, stream()>>>(partials, R, C, f);
+  DSK_LAUNCH(grid, block, 0, column_partials_kernel<NOUT, F>)(partials, R, C, f);
   DSK_CUDA_CHECK_LAUNCH();
-  column_finalize_kernel<NOUT><<<grid_for(int64_t(NOUT) * C, 256), 256, 0, stream()>>>(
+  DSK_LAUNCH(grid_for(int64_t(NOUT) * C, 256), 256, 0, column_finalize_kernel<NOUT>)(
       outs, partials, static_cast<int>(chunks), C);
   DSK_CUDA_CHECK_LAUNCH();
 }

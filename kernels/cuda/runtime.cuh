@@ -20,6 +20,19 @@
 
 #define DSK_CUBLASLT_CHECK(call) DSK_CUBLAS_CHECK(call)  // cuBLASLt reports cublasStatus_t as well
 
+// Kernel launches and dynamic shared memory are written through these two macros, so that the same source also
+// builds for the CPU emulator (kernels/cuda_emu/, DSK_CUDA_EMULATOR), which runs every CUDA thread as a fiber:
+//   DSK_LAUNCH(grid, block, shared_bytes, kernel)(args...)   ==  kernel<<<grid, block, shared_bytes, stream()>>>(args...)
+//   DSK_DYNAMIC_SHARED(T, name);                             ==  extern __shared__ T name[];
+#ifdef DSK_CUDA_EMULATOR
+#include "kernels/cuda_emu/emulator.h"
+#define DSK_LAUNCH(grid, block, smem, ...) ::dsk_emu::Launch(grid, block, smem, __VA_ARGS__)
+#define DSK_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::dsk_emu::dynamic_shared())
+#else
+#define DSK_LAUNCH(grid, block, smem, ...) __VA_ARGS__<<<grid, block, smem, ::dsk::cuda::stream()>>>
+#define DSK_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 namespace dsk::cuda {
 
 cudaStream_t stream();
