@@ -87,7 +87,8 @@ cp "$WORK/gpu_info.log" "$OUT/nvidia_smi.txt"
 
 # ---- configure and build ------------------------------------------------------------------------------------
 configure() {
-  local args=(-S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSK_CUDA_ARCH=90
+  # (no CPU emulator build here: the real GPU runs the [cuda] tests)
+  local args=(-S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSK_CUDA_ARCH=90 -DDSK_CUDA_EMULATOR=OFF
               -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DCMAKE_POLICY_VERSION_MINIMUM=3.5)
   [ -n "${DSK_DEPS_PREFIX:-}" ] && args+=(-DCMAKE_PREFIX_PATH="$DSK_DEPS_PREFIX")
   cmake "${args[@]}"

@@ -161,7 +161,7 @@ __device__ __forceinline__ void tile_gemm_tf32(float (&acc)[SmallTile::TM][Small
                                                const float* __restrict__ A, int lda, int m_valid,
                                                const float* __restrict__ B, int ldb, int n_valid, int K, float* As,
                                                float* Bs, bool with_rowsum, float& rowsum) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(DSK_CUDA_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
   namespace wmma = nvcuda::wmma;
   using Cfg = SmallTile;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;

@@ -26,7 +26,7 @@
 //   DSK_DYNAMIC_SHARED(T, name);                             ==  extern __shared__ T name[];
 #ifdef DSK_CUDA_EMULATOR
 #include "kernels/cuda_emu/emulator.h"
-#define DSK_LAUNCH(grid, block, smem, ...) ::dsk_emu::Launch(grid, block, smem, __VA_ARGS__)
+#define DSK_LAUNCH(grid, block, smem, ...) ::dsk_emu::launcher(grid, block, smem, __VA_ARGS__)
 #define DSK_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::dsk_emu::dynamic_shared())
 #else
 #define DSK_LAUNCH(grid, block, smem, ...) __VA_ARGS__<<<grid, block, smem, ::dsk::cuda::stream()>>>

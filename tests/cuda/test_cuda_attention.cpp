@@ -244,8 +244,17 @@ TEST_CASE("cuda attention_backward vs CPU, deterministic", "[cuda][attention]") 
       attention_backward<Backend::CUDA>(g_dq.ptr, g_dk.ptr, g_dv.ptr, g_dout.ptr, g_q.ptr, g_k.ptr,
                                         c.shared ? g_k.ptr : g_v.ptr, g_out.ptr, g_lse.ptr, s, drop);
       auto gdq = g_dq.download(), gdk = g_dk.download(), gdv = g_dv.download();
-      require_close(gdq, dq, kBackwardTol, "dq");
-      require_close(gdk, dk, kBackwardTol, "dk");
+      if (c.Tk == 1) {
+        // One key: p = 1, so dS = dP - D = 0 and dq, dk are exactly zero; both sides hold rounding noise (~1e-8)
+        // that a relative comparison would blow up (the CPU emulator run found this).
+        for (const auto* g : {&gdq, &gdk}) {
+          REQUIRE(count_unwritten(*g) == 0);
+          for (float x : *g) REQUIRE(std::abs(x) < 1e-5f);
+        }
+      } else {
+        require_close(gdq, dq, kBackwardTol, "dq");
+        require_close(gdk, dk, kBackwardTol, "dk");
+      }
       require_close(gdv, dv, kBackwardTol, "dv");
       if (run == 0) {
         first_dq = gdq;

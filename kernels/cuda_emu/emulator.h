@@ -1,0 +1,191 @@
+#pragma once
+// A CPU emulator for dsk's CUDA kernels: the kernel files of kernels/cuda/ compile unchanged with g++ against
+// this header (and the stand-in CUDA headers in kernels/cuda_emu/include/), and the [cuda] tests run them on a
+// machine without a GPU. It checks the kernels' logic (indexing, tiling, barriers, warp shuffles, reductions),
+// not their speed or their behaviour under the real scheduler.
+//
+// How it runs a launch: blocks one after another (in blockIdx order); inside a block, every CUDA thread is a
+// fiber (ucontext) and the fibers take turns, each running until it reaches a barrier (__syncthreads, a warp
+// shuffle or vote, __syncwarp) or ends. A barrier opens when every live thread of its block (or warp) has
+// arrived. So:
+//   - __shared__ is `static`: one copy, shared by the block's fibers (blocks never overlap);
+//   - a thread reading shared memory another thread has not yet written without a barrier in between sees the
+//     old contents, which makes a missing __syncthreads show as a wrong result;
+//   - a warp shuffle or vote with lanes that have exited, or threads of one block waiting at different kinds of
+//     barrier, is reported as an error (a hang or undefined behaviour on a GPU);
+//   - device memory from cudaMalloc and dynamic shared memory start filled with 0xFF bytes (NaN as floats), so
+//     reading what nobody wrote shows up.
+// Not emulated: concurrency between blocks, atomics (dsk's kernels use none), memory-model subtleties, timing.
+// wmma (tensor cores): every lane holds the whole fragment; one lane computes each mma_sync for the warp
+// (warp_once); TF32 rounding is applied by __float_to_tf32 as on the GPU (to nearest, ties away).
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+
+// ---- CUDA C++ keywords as plain C++ ---------------------------------------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+// ---- vector types ---------------------------------------------------------------------------------------------
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+using uint3 = dim3;
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(8) float2 {
+  float x, y;
+};
+struct alignas(16) int4 {
+  int x, y, z, w;
+};
+struct alignas(8) int2 {
+  int x, y;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
+
+namespace dsk_emu {
+
+// The running thread's coordinates (valid inside a kernel only).
+const dim3& thread_idx();
+const dim3& block_idx();
+const dim3& block_dim();
+const dim3& grid_dim();
+
+void syncthreads();
+void syncwarp();
+// All lanes of the warp exchange a 64-bit value: returns lane src's value (src outside 0..31: own value).
+uint64_t warp_exchange(uint64_t value, int src_lane);
+unsigned warp_ballot(bool predicate);
+int lane_id();
+// For warp-collective stand-ins (wmma::mma_sync): the n-th call by each lane of a warp returns the same buffer of
+// `floats` floats; the first lane to make that call fills it with compute(buffer). Lanes run one after another
+// between barriers, so one lane's computation serves the warp without a barrier.
+const float* warp_once(size_t floats, const std::function<void(float*)>& compute);
+void* dynamic_shared();
+[[noreturn]] void trap(const char* why);
+
+// Runs body() as every thread of every block of the grid. Throws dsk_emu::Error on a kernel fault.
+void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body);
+
+template <class T>
+uint64_t to_bits(T v) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "warp exchange of a value wider than 64 bits");
+  uint64_t b = 0;
+  std::memcpy(&b, &v, sizeof(T));
+  return b;
+}
+template <class T>
+T from_bits(uint64_t b) {
+  T v;
+  std::memcpy(&v, &b, sizeof(T));
+  return v;
+}
+
+// DSK_LAUNCH(grid, block, smem, kernel)(args...) in emulator builds (kernels/cuda/runtime.cuh).
+template <class K>
+struct Launch {
+  dim3 grid, block;
+  size_t smem;
+  K* kernel;
+  Launch(dim3 g, dim3 b, size_t s, K* k) : grid(g), block(b), smem(s), kernel(k) {}
+  template <class... A>
+  void operator()(A&&... args) const {
+    K* k = kernel;
+    // Every thread gets its own copies of the arguments, as kernel parameters are on a GPU.
+    launch(grid, block, smem, [k, args...] { k(args...); });
+  }
+};
+// A function, not the class: `Launch(...)(...)` could parse as a declaration.
+template <class K>
+Launch<K> launcher(dim3 grid, dim3 block, size_t smem, K* kernel) {
+  return Launch<K>(grid, block, smem, kernel);
+}
+
+}  // namespace dsk_emu
+
+#define threadIdx (::dsk_emu::thread_idx())
+#define blockIdx (::dsk_emu::block_idx())
+#define blockDim (::dsk_emu::block_dim())
+#define gridDim (::dsk_emu::grid_dim())
+#define warpSize 32
+
+// ---- synchronization and warp intrinsics ----------------------------------------------------------------------
+inline void __syncthreads() { dsk_emu::syncthreads(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { dsk_emu::syncwarp(); }
+inline void __threadfence() {}
+
+template <class T>
+T __shfl_sync(unsigned, T v, int src, int width = 32) {
+  const int lane = dsk_emu::lane_id();
+  const int base = lane - lane % width;
+  return dsk_emu::from_bits<T>(dsk_emu::warp_exchange(dsk_emu::to_bits(v), base + (src % width)));
+}
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
+  const int lane = dsk_emu::lane_id();
+  const int src = lane ^ mask;
+  // Outside the lane's width segment: the lane keeps its own value (as on the GPU).
+  const bool same_segment = (src / width) == (lane / width);
+  return dsk_emu::from_bits<T>(dsk_emu::warp_exchange(dsk_emu::to_bits(v), same_segment ? src : -1));
+}
+template <class T>
+T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 32) {
+  const int lane = dsk_emu::lane_id();
+  const int src = lane - static_cast<int>(delta);
+  const bool ok = src >= lane - lane % width;
+  return dsk_emu::from_bits<T>(dsk_emu::warp_exchange(dsk_emu::to_bits(v), ok ? src : -1));
+}
+template <class T>
+T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
+  const int lane = dsk_emu::lane_id();
+  const int src = lane + static_cast<int>(delta);
+  const bool ok = src < lane - lane % width + width;
+  return dsk_emu::from_bits<T>(dsk_emu::warp_exchange(dsk_emu::to_bits(v), ok ? src : -1));
+}
+inline unsigned __ballot_sync(unsigned, int predicate) { return dsk_emu::warp_ballot(predicate != 0); }
+inline int __any_sync(unsigned, int predicate) { return dsk_emu::warp_ballot(predicate != 0) != 0; }
+inline int __all_sync(unsigned, int predicate) { return dsk_emu::warp_ballot(predicate != 0) == 0xffffffffu; }
+[[noreturn]] inline void __trap() { dsk_emu::trap("__trap() in a kernel"); }
+
+// ---- math and bit intrinsics ----------------------------------------------------------------------------------
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
+inline float __int_as_float(int x) { return dsk_emu::from_bits<float>(static_cast<uint32_t>(x)); }
+inline int __float_as_int(float x) { return static_cast<int>(static_cast<uint32_t>(dsk_emu::to_bits(x))); }
+inline float __uint_as_float(unsigned x) { return dsk_emu::from_bits<float>(x); }
+inline unsigned __float_as_uint(float x) { return static_cast<uint32_t>(dsk_emu::to_bits(x)); }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
+
+// CUDA's global min/max for mixed integer and floating types.
+template <class A, class B>
+inline std::common_type_t<A, B> min(A a, B b) {
+  using C = std::common_type_t<A, B>;
+  return static_cast<C>(b) < static_cast<C>(a) ? static_cast<C>(b) : static_cast<C>(a);
+}
+template <class A, class B>
+inline std::common_type_t<A, B> max(A a, B b) {
+  using C = std::common_type_t<A, B>;
+  return static_cast<C>(a) < static_cast<C>(b) ? static_cast<C>(b) : static_cast<C>(a);
+}
