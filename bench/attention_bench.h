@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <vector>
 
 namespace dsk {
 
@@ -20,12 +21,30 @@ nlohmann::json attention_bench_record(const std::string& model, bool absorbed, c
 nlohmann::json bench_attention_kernels_cpu();
 
 #ifdef DSK_HAVE_CUDA
-// The CUDA kernels (bench/attention_bench_cuda.cpp): forward/backward TFLOP/s on the small/default/large training
-// shapes (explicit and absorbed), and decode GB/s of KV-cache read against the measured copy bandwidth.
+// One model's attention shapes: training at (batch, seq), decode against a cache of decode_kv tokens.
+struct AttentionModelShape {
+  std::string model;
+  int batch, seq, heads, head_dim, latent_dim;
+};
+// What the CUDA attention benchmark runs; the defaults are the configs' shapes (tests shrink them).
+struct AttentionBenchSizes {
+  // The training shapes of configs/small.json, default.json, large.json at batch 8; the second one's also with
+  // dropout 0.1.
+  std::vector<AttentionModelShape> models = {{"small", 8, 128, 4, 64, 64},
+                                             {"default", 8, 256, 8, 64, 128},
+                                             {"large", 8, 512, 16, 64, 128}};
+  int decode_kv = 4096;                // cache length of the decode points
+  int decode_batch_absorbed = 64;      // big enough that the latent cache (>= 128 MB) is far beyond L2
+  int decode_batch_explicit = 16;
+  long long copy_bytes = 1LL << 30;    // the copy bandwidth measurement
+};
+
+// The CUDA kernels (bench/attention_bench_cuda.cpp): forward/backward TFLOP/s on the training shapes (explicit
+// and absorbed), and decode GB/s of KV-cache read against the measured copy bandwidth.
 // {"benchmark", "backend": "cuda", "gpu", "copy_gbps", "training": [{model, form, ..., forward_ms, backward_ms,
 //  forward_tflops, backward_tflops}], "decode": [{model, form, batch, kv_len, ..., ms, gbps, fraction_of_copy}]}
 // Throws dsk::Error when no GPU is usable.
-nlohmann::json bench_attention_kernels_cuda();
+nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes = {});
 #endif
 
 }  // namespace dsk

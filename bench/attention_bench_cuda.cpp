@@ -44,9 +44,8 @@ DevFloats device_randn(size_t n, uint64_t seed) {
 
 double median_ms(const std::function<void()>& launch) { return cuda_median_ms(kWarmups, kReps, launch); }
 
-// Device-to-device copy of 1 GiB: bytes read + written per second (the same measure as measure_gpu_peaks()).
-double copy_gbps() {
-  const size_t bytes = size_t(1) << 30;
+// Device-to-device copy of `bytes` (1 GiB by default): bytes read + written per second (as measure_gpu_peaks()).
+double copy_gbps(size_t bytes) {
   void* src = cuda::malloc_device(bytes);
   void* dst = cuda::malloc_device(bytes);
   cuda::memset_device(src, 1, bytes);
@@ -56,18 +55,7 @@ double copy_gbps() {
   return 2.0 * bytes / (ms * 1e6);
 }
 
-struct ModelShape {
-  const char* model;
-  int batch, seq, heads, head_dim, latent_dim;
-};
-// The training shapes of configs/small.json, default.json, large.json at batch 8.
-const ModelShape kModels[] = {
-    {"small", 8, 128, 4, 64, 64},
-    {"default", 8, 256, 8, 64, 128},
-    {"large", 8, 512, 16, 64, 128},
-};
-
-nlohmann::json bench_training(const ModelShape& m, bool absorbed, float p) {
+nlohmann::json bench_training(const AttentionModelShape& m, bool absorbed, float p) {
   AttentionShape s;
   s.batch = m.batch;
   s.q_len = s.kv_len = m.seq;
@@ -124,20 +112,27 @@ nlohmann::json bench_decode(const char* model, bool absorbed, int batch, int kv_
 
 }  // namespace
 
-nlohmann::json bench_attention_kernels_cuda() {
+nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
   DSK_CHECK(cuda_unavailable_reason().empty(), "no GPU: {}", cuda_unavailable_reason());
-  const double copy = copy_gbps();
+  DSK_CHECK(!sizes.models.empty() && sizes.decode_kv > 0 && sizes.copy_bytes > 0,
+            "bench_attention_kernels_cuda: empty or non-positive sizes");
+  const double copy = copy_gbps(static_cast<size_t>(sizes.copy_bytes));
+  const auto& models = sizes.models;
   nlohmann::json training = nlohmann::json::array(), decode = nlohmann::json::array();
-  for (const ModelShape& m : kModels)
+  for (const AttentionModelShape& m : models)
     for (bool absorbed : {false, true}) training.push_back(bench_training(m, absorbed, 0.0f));
-  training.push_back(bench_training(kModels[1], true, 0.1f));  // the cost of in-kernel dropout
-  training.push_back(bench_training(kModels[1], false, 0.1f));
-  // Decode: a batch large enough that the cache (>= 128 MB) is far beyond L2, and one sequence (latency, split-K).
-  for (const ModelShape& m : kModels) {
-    decode.push_back(bench_decode(m.model, true, 64, 4096, m.heads, m.latent_dim, copy));
-    decode.push_back(bench_decode(m.model, false, 16, 4096, m.heads, m.head_dim, copy));
+  const AttentionModelShape& dropout_model = models[std::min<size_t>(1, models.size() - 1)];
+  training.push_back(bench_training(dropout_model, true, 0.1f));  // the cost of in-kernel dropout
+  training.push_back(bench_training(dropout_model, false, 0.1f));
+  // Decode: a batch large enough that the cache is far beyond L2, and one sequence (latency, split-K).
+  for (const AttentionModelShape& m : models) {
+    decode.push_back(bench_decode(m.model.c_str(), true, sizes.decode_batch_absorbed, sizes.decode_kv, m.heads,
+                                  m.latent_dim, copy));
+    decode.push_back(bench_decode(m.model.c_str(), false, sizes.decode_batch_explicit, sizes.decode_kv, m.heads,
+                                  m.head_dim, copy));
   }
-  decode.push_back(bench_decode("large", true, 1, 4096, 16, 128, copy));
+  const AttentionModelShape& last = models.back();
+  decode.push_back(bench_decode(last.model.c_str(), true, 1, sizes.decode_kv, last.heads, last.latent_dim, copy));
   auto gpus = cuda_devices();
   return {{"benchmark", "attention_kernels"},
           {"backend", "cuda"},

@@ -107,7 +107,7 @@ nlohmann::json bench_train(const ModelConfig& c, Backend device, const TrainBenc
   if (device == Backend::CUDA) {
     // MFU: model FLOPs per second over the GPU's measured GEMM rate at the precision trained in (fp32; with
     // --tf32 also against the TF32 rate).
-    nlohmann::json peaks = measure_gpu_peaks();
+    nlohmann::json peaks = measure_gpu_peaks(o.peaks);
     out["gpu_peaks"] = peaks;
     const double fp32 = peaks.value("sgemm_fp32_tflops", 0.0), tf32 = peaks.value("sgemm_tf32_tflops", 0.0);
     if (fp32 > 0) out["mfu_vs_fp32_gemm"] = gflops / 1e3 / fp32;

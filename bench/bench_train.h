@@ -1,6 +1,7 @@
 #pragma once
 // Training-step benchmark: tokens/s and ms/step split into forward, backward and optimizer, with the achieved
 // GFLOP/s (model FLOPs: 6 per active matmul parameter per token plus causal attention).
+#include "bench/kernel_bench.h"
 #include "engine/config.h"
 #include "kernels/backend.h"
 
@@ -13,6 +14,7 @@ struct TrainBenchOptions {
   int seq_len = 0;  // 0 = context_length
   int steps = 5;    // timed steps
   int warmup = 1;   // untimed steps first
+  PeakSizes peaks;  // CUDA: the sizes the GPU's GEMM peak (for MFU) is measured at; tests shrink them
 };
 
 // Model FLOPs of one training step per token (forward + backward).

@@ -15,7 +15,14 @@ struct KernelBenchShapes {
   int latent = 64;           // kv_latent_dim: the fused latent-KV projection d -> latent
   int vocab = 50257;         // GPT-2 BPE: the LM head and cross-entropy width
   long long n_params = 24144128;  // the small model's parameter count (sum_squares, AdamW)
-  int runs = 5;              // timed runs per kernel after one warm-up; the median is reported
+  int runs = 5;              // CPU: timed runs per kernel after one warm-up; the median is reported
+  int gpu_reps = 20, gpu_warmups = 2;  // CUDA: timed repetitions (median reported) after the warm-ups
+};
+
+// The sizes the GPU's ceilings are measured at (measure_gpu_peaks); tests shrink them.
+struct PeakSizes {
+  int gemm = 8192;                          // n of the n x n x n GEMMs
+  long long copy_bytes = 1LL << 30;         // device-to-device copy
 };
 
 // {"backend": "cpu", "cpu": model, "date": UTC, "threads": T, "omp_wait_policy", "blas", "runs": R,
@@ -25,18 +32,18 @@ nlohmann::json bench_kernels_cpu(const KernelBenchShapes& shapes = {});
 
 #ifdef DSK_HAVE_CUDA
 // The same kernels on the GPU (bench/kernel_bench_cuda.cpp), timed with CUDA events on dsk's stream: warm-up,
-// median of 20 repetitions, inputs rotated over enough buffer sets to exceed 3x the L2. Run at the given shapes
-// (mostly launch-bound on a big GPU) and at 16x the batch; GEMMs with TF32 off and on. `shapes.runs` is not used.
+// median of gpu_reps repetitions, inputs rotated over enough buffer sets to exceed 3x the L2. Run at the given
+// shapes (mostly launch-bound on a big GPU) and at 16x the batch; GEMMs with TF32 off and on.
 // {"backend": "cuda", "gpu", "runs", "warmups", "l2_bytes", "peaks": measure_gpu_peaks(),
 //  "kernels": [{"name", "shape", "ms", "bytes" | "flops", "gbps" | "gflops", "buffer_sets", "peak",
 //               "fraction_of_peak"}, ...]}
 // "peak" names the entry of "peaks" the kernel is compared with (copy bandwidth, or SGEMM at its precision).
 // Throws dsk::Error when no GPU is usable.
-nlohmann::json bench_kernels_cuda(const KernelBenchShapes& shapes = {});
+nlohmann::json bench_kernels_cuda(const KernelBenchShapes& shapes = {}, const PeakSizes& peaks = {});
 
 // The GPU's measured ceilings: {"copy_gbps" (1 GiB device-to-device copy, bytes read + written),
 // "gemm_size": 8192, "sgemm_fp32_tflops", "sgemm_tf32_tflops", "gemm_bf16_tflops" (cuBLAS, random data)}.
-nlohmann::json measure_gpu_peaks();
+nlohmann::json measure_gpu_peaks(const PeakSizes& sizes = {});
 #endif
 
 }  // namespace dsk

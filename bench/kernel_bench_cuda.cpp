@@ -144,18 +144,19 @@ double gemm_peak_tflops(cudaDataType_t type, cublasComputeType_t compute, int n)
 
 }  // namespace
 
-nlohmann::json measure_gpu_peaks() {
+nlohmann::json measure_gpu_peaks(const PeakSizes& sizes) {
   DSK_CHECK(cuda_unavailable_reason().empty(), "no GPU: {}", cuda_unavailable_reason());
+  DSK_CHECK(sizes.gemm > 0 && sizes.copy_bytes > 0, "measure_gpu_peaks: sizes must be positive");
   nlohmann::json peaks;
   {
-    // Device-to-device copy of 1 GiB: bytes read + written per second.
-    const size_t bytes = size_t(1) << 30;
+    // Device-to-device copy (1 GiB by default): bytes read + written per second.
+    const size_t bytes = static_cast<size_t>(sizes.copy_bytes);
     DevPtr<char> src(static_cast<char*>(cuda::malloc_device(bytes))), dst(static_cast<char*>(cuda::malloc_device(bytes)));
     cuda::memset_device(src.get(), 1, bytes);
     double ms = median_ms(1, [&](int) { cuda::copy_device(dst.get(), src.get(), bytes); });
     peaks["copy_gbps"] = 2.0 * bytes / (ms * 1e6);
   }
-  const int n = 8192;
+  const int n = sizes.gemm;
   peaks["gemm_size"] = n;
   peaks["sgemm_fp32_tflops"] = gemm_peak_tflops(CUDA_R_32F, CUBLAS_COMPUTE_32F, n);
   peaks["sgemm_tf32_tflops"] = gemm_peak_tflops(CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, n);
@@ -166,13 +167,14 @@ nlohmann::json measure_gpu_peaks() {
 namespace {
 
 struct Recorder {
+  int warmups = kWarmups, reps = kReps;
   nlohmann::json peaks;
   nlohmann::json kernels = nlohmann::json::array();
 
   // A memory-bound kernel: `bytes` are the bytes it must read and write once.
   void bytes(const std::string& name, const std::string& shape, double byte, int sets,
              const std::function<void(int)>& launch) {
-    double ms = median_ms(sets, launch);
+    double ms = cuda_median_ms(warmups, reps, sets, launch);
     double gbps = byte / (ms * 1e6);
     kernels.push_back({{"name", name}, {"shape", shape}, {"ms", ms}, {"bytes", byte}, {"gbps", gbps},
                        {"buffer_sets", sets}, {"peak", "copy_gbps"},
@@ -181,7 +183,7 @@ struct Recorder {
   // A GEMM-bound kernel; the peak is the measured cuBLAS SGEMM rate at the precision in use.
   void flops(const std::string& name, const std::string& shape, double flop, int sets,
              const std::function<void(int)>& launch) {
-    double ms = median_ms(sets, launch);
+    double ms = cuda_median_ms(warmups, reps, sets, launch);
     double gflops = flop / (ms * 1e6);
     const char* peak = cuda::tf32_enabled() ? "sgemm_tf32_tflops" : "sgemm_fp32_tflops";
     kernels.push_back({{"name", name}, {"shape", shape}, {"ms", ms}, {"flops", flop}, {"gflops", gflops},
@@ -353,13 +355,16 @@ void bench_at(Recorder& rec, const KernelBenchShapes& sh, int batch) {
 
 }  // namespace
 
-nlohmann::json bench_kernels_cuda(const KernelBenchShapes& sh) {
+nlohmann::json bench_kernels_cuda(const KernelBenchShapes& sh, const PeakSizes& peak_sizes) {
   DSK_CHECK(sh.batch > 0 && sh.seq > 0 && sh.d > 0 && sh.d_ff > 0 && sh.latent > 0 && sh.vocab > 0 && sh.n_params > 0,
             "bench_kernels_cuda: every shape must be positive");
   DSK_CHECK(cuda_unavailable_reason().empty(), "no GPU: {}", cuda_unavailable_reason());
   const bool tf32_before = cuda::tf32_enabled();
+  DSK_CHECK(sh.gpu_reps > 0 && sh.gpu_warmups >= 0, "bench_kernels_cuda: gpu_reps must be positive");
   Recorder rec;
-  rec.peaks = measure_gpu_peaks();
+  rec.warmups = sh.gpu_warmups;
+  rec.reps = sh.gpu_reps;
+  rec.peaks = measure_gpu_peaks(peak_sizes);
 
   // The model's own step (small shapes: mostly launch-bound on a large GPU), then 16x the tokens, where the
   // kernels' throughput, not launch latency, shows.
@@ -388,8 +393,8 @@ nlohmann::json bench_kernels_cuda(const KernelBenchShapes& sh) {
   nlohmann::json out;
   out["backend"] = "cuda";
   out["gpu"] = gpus.empty() ? "" : gpus[0].name;
-  out["runs"] = kReps;
-  out["warmups"] = kWarmups;
+  out["runs"] = rec.reps;
+  out["warmups"] = rec.warmups;
   out["l2_bytes"] = l2_bytes();
   out["peaks"] = rec.peaks;
   out["kernels"] = rec.kernels;

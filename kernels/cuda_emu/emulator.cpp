@@ -471,6 +471,45 @@ void emu_sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* 
               ldb, beta, C, ldc);
 }
 
+namespace {
+// bf16 GEMMs (only the peak measurement uses them): widened to fp32, computed, rounded back to nearest even.
+float bf16_to_float(uint16_t h) {
+  const uint32_t b = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+uint16_t float_to_bf16(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b += 0x7fffu + ((b >> 16) & 1u);
+  return static_cast<uint16_t>(b >> 16);
+}
+std::vector<float> widen(const void* p, size_t count) {
+  std::vector<float> out(count);
+  for (size_t i = 0; i < count; ++i) out[i] = bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+  return out;
+}
+cublasStatus_t bf16_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void* alpha,
+                         const void* A, int lda, long long stride_a, const void* B, int ldb, long long stride_b,
+                         const void* beta, void* C, int ldc, long long stride_c, int batch) {
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const size_t na = static_cast<size_t>(lda) * (ta == CUBLAS_OP_T ? m : k);
+  const size_t nb = static_cast<size_t>(ldb) * (tb == CUBLAS_OP_T ? k : n);
+  const size_t nc = static_cast<size_t>(ldc) * n;
+  for (int i = 0; i < batch; ++i) {
+    auto a = widen(static_cast<const uint16_t*>(A) + i * stride_a, na);
+    auto b = widen(static_cast<const uint16_t*>(B) + i * stride_b, nb);
+    uint16_t* c16 = static_cast<uint16_t*>(C) + i * stride_c;
+    auto c = widen(c16, nc);
+    emu_sgemm(ta == CUBLAS_OP_T, tb == CUBLAS_OP_T, m, n, k, al, a.data(), lda, b.data(), ldb, be, c.data(), ldc,
+              false);
+    for (size_t j = 0; j < nc; ++j) c16[j] = float_to_bf16(c[j]);
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+}  // namespace
+
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void* alpha, const void* A, cudaDataType_t at, int lda, const void* B,
                             cudaDataType_t bt, int ldb, const void* beta, void* C, cudaDataType_t ct, int ldc,
@@ -485,6 +524,8 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, 
                                           long long stride_b, const void* beta, void* C, cudaDataType_t ct, int ldc,
                                           long long stride_c, int batch, cublasComputeType_t compute,
                                           cublasGemmAlgo_t) {
+  if (at == CUDA_R_16BF && bt == CUDA_R_16BF && ct == CUDA_R_16BF)
+    return bf16_gemm(ta, tb, m, n, k, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, batch);
   if (at != CUDA_R_32F || bt != CUDA_R_32F || ct != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) ||
       ldc < std::max(1, m))

@@ -1,0 +1,122 @@
+// [cuda] smoke tests of the GPU benchmark code (bench/*_cuda.cpp) at tiny sizes: every benchmark gpu_check.sh runs
+// completes and reports finite, positive times and rates in the fields scripts/gpu_report.py reads. (The real
+// sizes run only on the GPU machine; a crash there would lose that part of the report.)
+#ifdef DSK_HAVE_CUDA
+#include "bench/attention_bench.h"
+#include "bench/bench_train.h"
+#include "bench/kernel_bench.h"
+#include "bench/moe_bench.h"
+#include "kernels/device.h"
+
+#include "tests/cuda/cuda_testing.h"
+
+#include <cmath>
+#include <string>
+
+using namespace dsk;
+
+namespace {
+
+const PeakSizes kTinyPeaks{64, 1 << 20};
+
+// A positive, finite number at key.
+void require_positive(const nlohmann::json& j, const std::string& key) {
+  INFO(key << " in " << j.dump().substr(0, 400));
+  REQUIRE(j.contains(key));
+  const double v = j.at(key).get<double>();
+  REQUIRE(std::isfinite(v));
+  REQUIRE(v > 0.0);
+}
+
+}  // namespace
+
+TEST_CASE("cuda bench: GPU peaks and every kernel benchmark at tiny sizes", "[cuda][bench]") {
+  if (!dsk::testing::gpu_available()) return;
+  KernelBenchShapes s;
+  s.batch = 2;
+  s.seq = 8;
+  s.d = 16;
+  s.d_ff = 32;
+  s.latent = 8;
+  s.vocab = 100;
+  s.n_params = 1000;
+  s.gpu_reps = 1;  // (the CPU emulator runs these too: every repetition costs seconds there)
+  s.gpu_warmups = 0;
+  const auto j = bench_kernels_cuda(s, kTinyPeaks);
+  for (const char* peak : {"copy_gbps", "sgemm_fp32_tflops", "sgemm_tf32_tflops", "gemm_bf16_tflops"})
+    require_positive(j.at("peaks"), peak);
+  REQUIRE(j.at("kernels").size() >= 20);
+  for (const auto& k : j.at("kernels")) {
+    require_positive(k, "ms");
+    require_positive(k, k.contains("gbps") ? "gbps" : "gflops");
+    require_positive(k, "fraction_of_peak");
+  }
+  REQUIRE(!cuda::tf32_enabled());  // restored
+}
+
+TEST_CASE("cuda bench: attention kernels (training and decode records) at tiny sizes", "[cuda][bench]") {
+  if (!dsk::testing::gpu_available()) return;
+  AttentionBenchSizes sizes;
+  sizes.models = {{"tiny", 2, 40, 2, 16, 24}, {"tiny2", 1, 70, 4, 16, 32}};
+  sizes.decode_kv = 80;
+  sizes.decode_batch_absorbed = 3;
+  sizes.decode_batch_explicit = 2;
+  sizes.copy_bytes = 1 << 20;
+  const auto j = bench_attention_kernels_cuda(sizes);
+  require_positive(j, "copy_gbps");
+  REQUIRE(j.at("training").size() == 2 * sizes.models.size() + 2);
+  for (const auto& r : j.at("training")) {
+    for (const char* key : {"forward_ms", "backward_ms", "forward_tflops", "backward_tflops"}) require_positive(r, key);
+  }
+  REQUIRE(j.at("decode").size() == 2 * sizes.models.size() + 1);
+  for (const auto& r : j.at("decode")) {
+    for (const char* key : {"ms", "gbps", "fraction_of_copy", "cache_bytes"}) require_positive(r, key);
+  }
+}
+
+TEST_CASE("cuda bench: MoE layer (grouped vs loop, grouped GEMM vs dense, fp32 and TF32) at a tiny shape",
+          "[cuda][bench]") {
+  if (!dsk::testing::gpu_available()) return;
+  const auto j = bench_moe_cuda({{"tiny", 64, 32, 48, 4, 2, 1}});
+  REQUIRE(j.at("results").size() == 1);
+  const auto& r = j.at("results")[0];
+  for (const char* key : {"grouped_ms", "expert_loop_ms", "loop_over_grouped"}) require_positive(r, key);
+  // Both paths compute the same layer.
+  CHECK(r.at("max_rel_diff_y").get<double>() < 1e-4);
+  CHECK(r.at("max_rel_diff_dx").get<double>() < 1e-4);
+  for (const char* g : {"grouped_gemm", "grouped_gemm_tf32"})
+    for (const char* key : {"forward_tflops", "backward_tflops", "dense_forward_tflops", "forward_fraction_of_dense"})
+      require_positive(r.at(g), key);
+  REQUIRE(!cuda::tf32_enabled());
+}
+
+TEST_CASE("cuda bench: a training step of a tiny model, with the MFU fields", "[cuda][bench]") {
+  if (!dsk::testing::gpu_available()) return;
+  ModelConfig c;
+  c.vocab_size = 300;
+  c.context_length = 16;
+  c.emb_dim = 32;
+  c.n_heads = 4;
+  c.n_layers = 1;
+  c.kv_latent_dim = 12;
+  c.num_experts = 4;
+  c.num_shared_experts = 1;
+  c.top_k = 2;
+  c.expert_hidden_dim = 32;
+  TrainBenchOptions o;
+  o.batch = 2;
+  o.steps = 2;
+  o.warmup = 1;
+  o.peaks = kTinyPeaks;
+  for (bool tf32 : {false, true}) {
+    INFO("tf32 " << tf32);
+    cuda::set_tf32(tf32);
+    const auto j = bench_train(c, Backend::CUDA, o);
+    cuda::set_tf32(false);
+    for (const char* key : {"tokens_per_s", "ms_per_step", "ms_forward", "ms_backward", "ms_optimizer",
+                            "achieved_gflop_s", "mfu_vs_fp32_gemm"})
+      require_positive(j, key);
+    CHECK(j.contains("mfu_vs_tf32_gemm") == tf32);
+  }
+}
+#endif  // DSK_HAVE_CUDA
