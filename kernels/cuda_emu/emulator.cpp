@@ -12,6 +12,7 @@
 #include <array>
 #include <chrono>
 #include <deque>
+#include <numeric>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -92,6 +93,7 @@ struct Block {
   std::vector<Barrier> warp_barriers;
   std::vector<std::array<uint64_t, 32>> warp_slots;
   std::vector<WarpOnce> warp_once;
+  std::vector<int> order;  // the scheduling order of a round
   bool progress = false;
   std::exception_ptr fault;
   std::vector<unsigned char> dynamic_shared;
@@ -99,6 +101,14 @@ struct Block {
 
 Block g_block;
 bool g_in_kernel = false;
+uint64_t g_random = 0x9E3779B97F4A7C15ull;  // xorshift64 state for the scheduling order
+
+uint64_t next_random() {
+  g_random ^= g_random << 13;
+  g_random ^= g_random >> 7;
+  g_random ^= g_random << 17;
+  return g_random;
+}
 std::vector<char*> g_stacks;
 
 Fiber& me() { return g_block.fibers[static_cast<size_t>(g_block.current)]; }
@@ -188,10 +198,18 @@ void run_block(dim3 bidx) {
     sp[7] = nullptr;  // fiber_main's own "return address": it never returns
     f.sp = sp;
   }
+  // Each round resumes the threads in a fresh pseudo-random order, so a missing barrier (one thread reading shared
+  // memory another has not written yet) shows as a wrong or run-to-run different result whichever thread is
+  // first, not only when the reader happens to come first. The order is a function of the launch count: runs of
+  // a process are reproducible.
+  std::vector<int>& order = b.order;
+  order.resize(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
   int remaining = n;
   while (remaining > 0) {
     b.progress = false;
-    for (int t = 0; t < n; ++t) {
+    for (int i = n - 1; i > 0; --i) std::swap(order[static_cast<size_t>(i)], order[next_random() % (i + 1)]);
+    for (int t : order) {
       Fiber& f = b.fibers[static_cast<size_t>(t)];
       if (f.done) continue;
       if (f.waiting && f.waiting->generation == f.waiting_generation) continue;  // its barrier is still closed

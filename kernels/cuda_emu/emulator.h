@@ -5,12 +5,12 @@
 // not their speed or their behaviour under the real scheduler.
 //
 // How it runs a launch: blocks one after another (in blockIdx order); inside a block, every CUDA thread is a
-// fiber (ucontext) and the fibers take turns, each running until it reaches a barrier (__syncthreads, a warp
-// shuffle or vote, __syncwarp) or ends. A barrier opens when every live thread of its block (or warp) has
-// arrived. So:
+// fiber and the fibers take turns, in a fresh pseudo-random order each round, each running until it reaches a
+// barrier (__syncthreads, a warp shuffle or vote, __syncwarp) or ends. A barrier opens when every live thread of
+// its block (or warp) has arrived. So:
 //   - __shared__ is `static`: one copy, shared by the block's fibers (blocks never overlap);
 //   - a thread reading shared memory another thread has not yet written without a barrier in between sees the
-//     old contents, which makes a missing __syncthreads show as a wrong result;
+//     old contents, which makes a missing __syncthreads show as a wrong (or run-to-run different) result;
 //   - a warp shuffle or vote with lanes that have exited, or threads of one block waiting at different kinds of
 //     barrier, is reported as an error (a hang or undefined behaviour on a GPU);
 //   - device memory from cudaMalloc and dynamic shared memory start filled with 0xFF bytes (NaN as floats), so
