@@ -17,6 +17,14 @@ struct KernelBenchShapes {
   long long n_params = 24144128;  // the small model's parameter count (sum_squares, AdamW)
   int runs = 5;              // CPU: timed runs per kernel after one warm-up; the median is reported
   int gpu_reps = 20, gpu_warmups = 2;  // CUDA: timed repetitions (median reported) after the warm-ups
+
+  // Every kernel at a few dozen elements, one repetition: for smoke tests of the harness.
+  static KernelBenchShapes tiny() {
+    KernelBenchShapes s;
+    s.batch = 2, s.seq = 8, s.d = 16, s.d_ff = 32, s.latent = 8, s.vocab = 100, s.n_params = 1000;
+    s.runs = 1, s.gpu_reps = 1, s.gpu_warmups = 0;
+    return s;
+  }
 };
 
 // The sizes the GPU's ceilings are measured at (measure_gpu_peaks); tests shrink them.

@@ -59,19 +59,17 @@ using SmallTile = TileCfg<1, 1, 16>;  // 64 x 64, 4 x 4 per thread
 // A_KC: A(i, kk) = A[i*lda + kk] (rows K-contiguous, activations) else A[kk*lda + i] (a transposed view).
 // B_KC: B(kk, j) = B[j*ldb + kk] (a weight used as Wᵀ)            else B[kk*ldb + j].
 // with_rowsum: threads tid < BM also return rowsum = Σ_kk A(tid, kk) in K order (the fused bias gradient).
-template <class Cfg, bool A_KC, bool B_KC>
-__device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
-                                          int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
-                                          float* As, float* Bs, bool with_rowsum, float& rowsum) {
+
+// Streams A and B through the k-major shared tiles As[BK][BM + 4], Bs[BK][BN + 4], one K-step at a time (the next
+// step's global loads go to registers while this step computes), and calls step() once per complete pair of
+// tiles. Returns the row sum (see with_rowsum). Shared by the FFMA and the tensor-core tiles.
+template <class Cfg, bool A_KC, bool B_KC, class Step>
+__device__ __forceinline__ float stream_tiles(const float* __restrict__ A, int lda, int m_valid,
+                                              const float* __restrict__ B, int ldb, int n_valid, int K, float* As,
+                                              float* Bs, bool with_rowsum, Step step) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;
   constexpr int SA = BM + kPad, SB = BN + kPad;  // shared row strides (floats)
-  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-
-#pragma unroll
-  for (int a = 0; a < Cfg::TM; ++a)
-#pragma unroll
-    for (int b = 0; b < Cfg::TN; ++b) acc[a][b] = 0.0f;
-
+  const int tid = threadIdx.x;
   float ra[Cfg::LA], rb[Cfg::LB];
   // Global -> registers for the K-step starting at k0; out-of-range elements are 0 (they add nothing).
   auto load = [&](int k0) {
@@ -120,10 +118,27 @@ __device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const 
     __syncthreads();  // every thread has finished reading the previous K-step's tiles
     store();
     __syncthreads();  // the tiles are complete
-    if (k0 + BK < K) load(k0 + BK);  // next step's global loads overlap this step's FMAs
+    if (k0 + BK < K) load(k0 + BK);  // next step's global loads overlap this step's math
     if (with_rowsum && tid < BM)
 #pragma unroll
       for (int kk = 0; kk < BK; ++kk) rs += As[kk * SA + tid];
+    step();
+  }
+  return rs;
+}
+
+// The FFMA tile: each thread's (4 RM) x (4 RN) register block, float4 reads of the shared tiles.
+template <class Cfg, bool A_KC, bool B_KC>
+__device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
+                                          int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
+                                          float* As, float* Bs, bool with_rowsum, float& rowsum) {
+  constexpr int BK = Cfg::BK, SA = Cfg::BM + kPad, SB = Cfg::BN + kPad;
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+  for (int a = 0; a < Cfg::TM; ++a)
+#pragma unroll
+    for (int b = 0; b < Cfg::TN; ++b) acc[a][b] = 0.0f;
+  rowsum = stream_tiles<Cfg, A_KC, B_KC>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, [&] {
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
       float a[Cfg::TM], b[Cfg::TN];
@@ -142,8 +157,7 @@ __device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const 
 #pragma unroll
         for (int y = 0; y < Cfg::TN; ++y) acc[x][y] = fmaf(a[x], b[y], acc[x][y]);
     }
-  }
-  rowsum = rs;
+  });
 }
 
 // Tile-local row and column of the thread's register element (x, y).
@@ -151,7 +165,7 @@ __device__ __forceinline__ int tile_row(int x) { return (x / 4) * 64 + (threadId
 __device__ __forceinline__ int tile_col(int y) { return (y / 4) * 64 + (threadIdx.x % 16) * 4 + y % 4; }
 
 // ---- the same tile on the tensor cores (TF32), for SmallTile only ----------------------------------------------
-// Loads exactly as tile_gemm (same registers -> k-major shared tiles, same rowsum), then warp w of 8 owns the
+// Loads through stream_tiles as tile_gemm (same k-major shared tiles, same rowsum), then warp w of 8 owns the
 // 16 x 32 output block at rows 16 (w / 2), columns 32 (w % 2): two m16n16k8 accumulators. In the k-major tiles
 // A(i, kk) = As[kk][i] is a column-major 16 x 8 operand and B(kk, j) = Bs[kk][j] a row-major 8 x 16 one, both with
 // leading dimension 68 (a multiple of 4 floats, and every fragment pointer 32-byte aligned: 8 rows of 68 floats
@@ -175,56 +189,7 @@ __device__ __forceinline__ void tile_gemm_tf32(float (&acc)[SmallTile::TM][Small
   wmma::fill_fragment(fc[0], 0.0f);
   wmma::fill_fragment(fc[1], 0.0f);
 
-  float ra[Cfg::LA], rb[Cfg::LB];
-  auto load = [&](int k0) {
-#pragma unroll
-    for (int l = 0; l < Cfg::LA; ++l) {
-      const int idx = tid + l * kThreads;
-      const int i = A_KC ? idx / BK : idx % BM;
-      const int kk = A_KC ? idx % BK : idx / BM;
-      const int k = k0 + kk;
-      ra[l] = (i < m_valid && k < K)
-                  ? (A_KC ? A[static_cast<int64_t>(i) * lda + k] : A[static_cast<int64_t>(k) * lda + i])
-                  : 0.0f;
-    }
-#pragma unroll
-    for (int l = 0; l < Cfg::LB; ++l) {
-      const int idx = tid + l * kThreads;
-      const int j = B_KC ? idx / BK : idx % BN;
-      const int kk = B_KC ? idx % BK : idx / BN;
-      const int k = k0 + kk;
-      rb[l] = (j < n_valid && k < K)
-                  ? (B_KC ? B[static_cast<int64_t>(j) * ldb + k] : B[static_cast<int64_t>(k) * ldb + j])
-                  : 0.0f;
-    }
-  };
-  auto store = [&]() {
-#pragma unroll
-    for (int l = 0; l < Cfg::LA; ++l) {
-      const int idx = tid + l * kThreads;
-      const int i = A_KC ? idx / BK : idx % BM;
-      const int kk = A_KC ? idx % BK : idx / BM;
-      As[kk * SA + i] = ra[l];
-    }
-#pragma unroll
-    for (int l = 0; l < Cfg::LB; ++l) {
-      const int idx = tid + l * kThreads;
-      const int j = B_KC ? idx / BK : idx % BN;
-      const int kk = B_KC ? idx % BK : idx / BN;
-      Bs[kk * SB + j] = rb[l];
-    }
-  };
-
-  float rs = 0.0f;
-  load(0);
-  for (int k0 = 0; k0 < K; k0 += BK) {
-    __syncthreads();
-    store();
-    __syncthreads();
-    if (k0 + BK < K) load(k0 + BK);
-    if (with_rowsum && tid < BM)
-#pragma unroll
-      for (int kk = 0; kk < BK; ++kk) rs += As[kk * SA + tid];
+  rowsum = stream_tiles<Cfg, A_KC, B_KC>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, [&] {
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 8) {
       wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa;
@@ -240,8 +205,7 @@ __device__ __forceinline__ void tile_gemm_tf32(float (&acc)[SmallTile::TM][Small
         wmma::mma_sync(fc[n], fa, fb, fc[n]);
       }
     }
-  }
-  rowsum = rs;
+  });
 #pragma unroll
   for (int n = 0; n < 2; ++n)
     wmma::store_matrix_sync(Cs + (16 * wr) * SC + 32 * wc + 16 * n, fc[n], SC, wmma::mem_row_major);

@@ -9,6 +9,7 @@
 #include "kernels/device.h"
 
 #include "tests/cuda/cuda_testing.h"
+#include "tests/train_testing.h"
 
 #include <cmath>
 #include <string>
@@ -32,17 +33,8 @@ void require_positive(const nlohmann::json& j, const std::string& key) {
 
 TEST_CASE("cuda bench: GPU peaks and every kernel benchmark at tiny sizes", "[cuda][bench]") {
   if (!dsk::testing::gpu_available()) return;
-  KernelBenchShapes s;
-  s.batch = 2;
-  s.seq = 8;
-  s.d = 16;
-  s.d_ff = 32;
-  s.latent = 8;
-  s.vocab = 100;
-  s.n_params = 1000;
-  s.gpu_reps = 1;  // (the CPU emulator runs these too: every repetition costs seconds there)
-  s.gpu_warmups = 0;
-  const auto j = bench_kernels_cuda(s, kTinyPeaks);
+  // (one repetition: the CPU emulator runs this too, where every repetition costs seconds)
+  const auto j = bench_kernels_cuda(KernelBenchShapes::tiny(), kTinyPeaks);
   for (const char* peak : {"copy_gbps", "sgemm_fp32_tflops", "sgemm_tf32_tflops", "gemm_bf16_tflops"})
     require_positive(j.at("peaks"), peak);
   REQUIRE(j.at("kernels").size() >= 20);
@@ -92,17 +84,9 @@ TEST_CASE("cuda bench: MoE layer (grouped vs loop, grouped GEMM vs dense, fp32 a
 
 TEST_CASE("cuda bench: a training step of a tiny model, with the MFU fields", "[cuda][bench]") {
   if (!dsk::testing::gpu_available()) return;
-  ModelConfig c;
-  c.vocab_size = 300;
-  c.context_length = 16;
-  c.emb_dim = 32;
-  c.n_heads = 4;
+  ModelConfig c = dsk::testing::tiny_model_config();
+  c.vocab_size = 300;  // the LM head's GEMM is the emulator's slowest part
   c.n_layers = 1;
-  c.kv_latent_dim = 12;
-  c.num_experts = 4;
-  c.num_shared_experts = 1;
-  c.top_k = 2;
-  c.expert_hidden_dim = 32;
   TrainBenchOptions o;
   o.batch = 2;
   o.steps = 2;

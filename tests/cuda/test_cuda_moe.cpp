@@ -300,6 +300,55 @@ std::vector<FfnCase> ffn_cases() {
   };
 }
 
+// One expert-FFN problem with its CPU results: forward (h, y) and backward from dy, the parameter gradients
+// accumulated onto random starting values (dw1_0 ...).
+struct FfnProblem {
+  std::vector<int32_t> off;
+  int M, E, d, F;
+  std::vector<float> xp, w1, b1, w2, b2, dy, dw1_0, db1_0, dw2_0, db2_0;  // inputs
+  std::vector<float> h, y, dxp, dh, dw1, db1, dw2, db2;                 // CPU results
+};
+
+FfnProblem ffn_problem(const FfnCase& c, std::mt19937_64& rng) {
+  FfnProblem p;
+  p.off = offsets_of(c.rows);
+  p.M = p.off.back(), p.E = c.E, p.d = c.d, p.F = c.F;
+  const size_t M = p.M, E = c.E, d = c.d, F = c.F;
+  p.xp = randn(M * d, rng), p.w1 = uniform(E * F * d, rng, 0.08f), p.b1 = randn(E * F, rng);
+  p.w2 = uniform(E * d * F, rng, 0.08f), p.b2 = randn(E * d, rng), p.dy = randn(M * d, rng);
+  p.dw1_0 = uniform(p.w1.size(), rng, 1.0f), p.db1_0 = randn(p.b1.size(), rng);
+  p.dw2_0 = uniform(p.w2.size(), rng, 1.0f), p.db2_0 = randn(p.b2.size(), rng);
+  p.h.resize(M * F), p.y.resize(M * d), p.dxp.resize(M * d), p.dh.resize(M * F);
+  expert_ffn_forward<CPU>(p.h.data(), p.y.data(), p.xp.data(), p.w1.data(), p.b1.data(), p.w2.data(), p.b2.data(),
+                          p.off.data(), p.E, p.M, p.d, p.F);
+  p.dw1 = p.dw1_0, p.db1 = p.db1_0, p.dw2 = p.dw2_0, p.db2 = p.db2_0;
+  expert_ffn_backward<CPU>(p.dxp.data(), p.dw1.data(), p.db1.data(), p.dw2.data(), p.db2.data(), p.dh.data(),
+                           p.dy.data(), p.xp.data(), p.h.data(), p.w1.data(), p.w2.data(), p.off.data(), p.E, p.M,
+                           p.d, p.F);
+  return p;
+}
+
+// The problem's tensors on the device; outputs poisoned, parameter gradients at their starting values.
+struct FfnDevice {
+  DeviceBuffer<float> xp, w1, b1, w2, b2, dy, h, y, dxp, dh, dw1, db1, dw2, db2;
+  DeviceBuffer<int32_t> off;
+  explicit FfnDevice(const FfnProblem& p)
+      : xp(p.xp), w1(p.w1), b1(p.b1), w2(p.w2), b2(p.b2), dy(p.dy), h(p.h.size()), y(p.y.size()),
+        dxp(p.dxp.size()), dh(p.dh.size()), dw1(p.dw1_0), db1(p.db1_0), dw2(p.dw2_0), db2(p.db2_0), off(p.off) {}
+  void reset(const FfnProblem& p) {
+    h.poison(), y.poison(), dxp.poison(), dh.poison();
+    dw1.upload(p.dw1_0), db1.upload(p.db1_0), dw2.upload(p.dw2_0), db2.upload(p.db2_0);
+  }
+  void forward(const FfnProblem& p) {
+    expert_ffn_forward<GPU>(h.ptr, y.ptr, xp.ptr, w1.ptr, b1.ptr, w2.ptr, b2.ptr, off.ptr, p.E, p.M, p.d, p.F);
+  }
+  // From the h on the device (tests upload the CPU's, so the ReLU mask is the CPU's).
+  void backward(const FfnProblem& p) {
+    expert_ffn_backward<GPU>(dxp.ptr, dw1.ptr, db1.ptr, dw2.ptr, db2.ptr, dh.ptr, dy.ptr, xp.ptr, h.ptr, w1.ptr,
+                             w2.ptr, off.ptr, p.E, p.M, p.d, p.F);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("cuda expert_ffn_forward vs CPU", "[cuda][moe]") {
@@ -307,19 +356,12 @@ TEST_CASE("cuda expert_ffn_forward vs CPU", "[cuda][moe]") {
   auto rng = test_rng(87);
   for (const auto& c : ffn_cases()) {
     INFO("case " << c.name);
-    auto off = offsets_of(c.rows);
-    const int M = off.back(), E = c.E, d = c.d, F = c.F;
-    auto xp = randn(size_t(M) * d, rng), w1 = uniform(size_t(E) * F * d, rng, 0.08f), b1 = randn(size_t(E) * F, rng),
-         w2 = uniform(size_t(E) * d * F, rng, 0.08f), b2 = randn(size_t(E) * d, rng);
-    std::vector<float> h(size_t(M) * F), y(size_t(M) * d);
-    expert_ffn_forward<CPU>(h.data(), y.data(), xp.data(), w1.data(), b1.data(), w2.data(), b2.data(), off.data(), E,
-                            M, d, F);
-    DeviceBuffer<float> d_xp(xp), d_w1(w1), d_b1(b1), d_w2(w2), d_b2(b2), d_h(h.size()), d_y(y.size());
-    DeviceBuffer<int32_t> d_off(off);
-    d_h.poison(), d_y.poison();
-    expert_ffn_forward<GPU>(d_h.ptr, d_y.ptr, d_xp.ptr, d_w1.ptr, d_b1.ptr, d_w2.ptr, d_b2.ptr, d_off.ptr, E, M, d, F);
-    require_close(d_h.download(), h, kGemmTol, "h");
-    require_close(d_y.download(), y, kGemmTol, "y");
+    const FfnProblem p = ffn_problem(c, rng);
+    FfnDevice g(p);
+    g.reset(p);
+    g.forward(p);
+    require_close(g.h.download(), p.h, kGemmTol, "h");
+    require_close(g.y.download(), p.y, kGemmTol, "y");
   }
 }
 
@@ -329,44 +371,27 @@ TEST_CASE("cuda expert_ffn with TF32 (tensor-core tiles) vs CPU, forward and bac
   auto rng = test_rng(89);
   for (const auto& c : ffn_cases()) {
     INFO("case " << c.name);
-    auto off = offsets_of(c.rows);
-    const int M = off.back(), E = c.E, d = c.d, F = c.F;
-    auto xp = randn(size_t(M) * d, rng), w1 = uniform(size_t(E) * F * d, rng, 0.08f), b1 = randn(size_t(E) * F, rng),
-         w2 = uniform(size_t(E) * d * F, rng, 0.08f), b2 = randn(size_t(E) * d, rng), dy = randn(size_t(M) * d, rng);
-    auto dw1_0 = uniform(w1.size(), rng, 1.0f), db1_0 = randn(b1.size(), rng), dw2_0 = uniform(w2.size(), rng, 1.0f),
-         db2_0 = randn(b2.size(), rng);
-    std::vector<float> h(size_t(M) * F), y(size_t(M) * d), dxp(size_t(M) * d), dh(size_t(M) * F);
-    expert_ffn_forward<CPU>(h.data(), y.data(), xp.data(), w1.data(), b1.data(), w2.data(), b2.data(), off.data(), E,
-                            M, d, F);
-    std::vector<float> dw1 = dw1_0, db1 = db1_0, dw2 = dw2_0, db2 = db2_0;
-    expert_ffn_backward<CPU>(dxp.data(), dw1.data(), db1.data(), dw2.data(), db2.data(), dh.data(), dy.data(),
-                             xp.data(), h.data(), w1.data(), w2.data(), off.data(), E, M, d, F);
-
-    DeviceBuffer<float> d_xp(xp), d_w1(w1), d_b1(b1), d_w2(w2), d_b2(b2), d_h(h.size()), d_y(y.size()), d_dy(dy),
-        d_dxp(dxp.size()), d_dh(dh.size()), d_dw1(dw1_0), d_db1(db1_0), d_dw2(dw2_0), d_db2(db2_0);
-    DeviceBuffer<int32_t> d_off(off);
+    const FfnProblem p = ffn_problem(c, rng);
+    FfnDevice g(p);
     Tf32Guard tf32(true);
     std::vector<std::vector<float>> first;
     for (int run = 0; run < 2; ++run) {
       INFO("run " << run);
-      d_h.poison(), d_y.poison(), d_dxp.poison(), d_dh.poison();
-      d_dw1.upload(dw1_0), d_db1.upload(db1_0), d_dw2.upload(dw2_0), d_db2.upload(db2_0);
-      expert_ffn_forward<GPU>(d_h.ptr, d_y.ptr, d_xp.ptr, d_w1.ptr, d_b1.ptr, d_w2.ptr, d_b2.ptr, d_off.ptr, E, M, d,
-                              F);
-      std::vector<std::vector<float>> got = {d_h.download(), d_y.download()};
-      require_close(got[0], h, kTf32Tol, "h (TF32)");
-      require_close(got[1], y, kTf32Tol, "y (TF32)");
+      g.reset(p);
+      g.forward(p);
+      std::vector<std::vector<float>> got = {g.h.download(), g.y.download()};
+      require_close(got[0], p.h, kTf32Tol, "h (TF32)");
+      require_close(got[1], p.y, kTf32Tol, "y (TF32)");
       // Backward from the CPU's h, so the ReLU mask is the CPU's (TF32 rounding may flip values near 0).
-      d_h.upload(h);
-      expert_ffn_backward<GPU>(d_dxp.ptr, d_dw1.ptr, d_db1.ptr, d_dw2.ptr, d_db2.ptr, d_dh.ptr, d_dy.ptr, d_xp.ptr,
-                               d_h.ptr, d_w1.ptr, d_w2.ptr, d_off.ptr, E, M, d, F);
-      for (auto* b : {&d_dxp, &d_dh, &d_dw1, &d_db1, &d_dw2, &d_db2}) got.push_back(b->download());
-      require_close(got[2], dxp, kTf32Tol, "dxp (TF32)");
-      require_close(got[3], dh, kTf32Tol, "dh (TF32)");
-      require_close(got[4], dw1, kTf32Tol, "dw1 (TF32)");
-      require_close(got[5], db1, kTf32Tol, "db1 (TF32: sums of the TF32 dh)");
-      require_close(got[6], dw2, kTf32Tol, "dw2 (TF32)");
-      require_close(got[7], db2, kGemmTol, "db2 (sums of the exact dy: fp32)");
+      g.h.upload(p.h);
+      g.backward(p);
+      for (auto* b : {&g.dxp, &g.dh, &g.dw1, &g.db1, &g.dw2, &g.db2}) got.push_back(b->download());
+      require_close(got[2], p.dxp, kTf32Tol, "dxp (TF32)");
+      require_close(got[3], p.dh, kTf32Tol, "dh (TF32)");
+      require_close(got[4], p.dw1, kTf32Tol, "dw1 (TF32)");
+      require_close(got[5], p.db1, kTf32Tol, "db1 (TF32: sums of the TF32 dh)");
+      require_close(got[6], p.dw2, kTf32Tol, "dw2 (TF32)");
+      require_close(got[7], p.db2, kGemmTol, "db2 (sums of the exact dy: fp32)");
       if (run == 0)
         first = got;
       else
@@ -380,47 +405,31 @@ TEST_CASE("cuda expert_ffn_backward vs CPU, accumulating and deterministic", "[c
   auto rng = test_rng(88);
   for (const auto& c : ffn_cases()) {
     INFO("case " << c.name);
-    auto off = offsets_of(c.rows);
-    const int M = off.back(), E = c.E, d = c.d, F = c.F;
-    auto xp = randn(size_t(M) * d, rng), w1 = uniform(size_t(E) * F * d, rng, 0.08f), b1 = randn(size_t(E) * F, rng),
-         w2 = uniform(size_t(E) * d * F, rng, 0.08f), b2 = randn(size_t(E) * d, rng), dy = randn(size_t(M) * d, rng);
-    // Gradients accumulate onto what is there.
-    auto dw1_0 = uniform(w1.size(), rng, 1.0f), db1_0 = randn(b1.size(), rng), dw2_0 = uniform(w2.size(), rng, 1.0f),
-         db2_0 = randn(b2.size(), rng);
-    std::vector<float> h(size_t(M) * F), y(size_t(M) * d), dxp(size_t(M) * d), dh(size_t(M) * F);
-    expert_ffn_forward<CPU>(h.data(), y.data(), xp.data(), w1.data(), b1.data(), w2.data(), b2.data(), off.data(), E,
-                            M, d, F);
-    std::vector<float> dw1 = dw1_0, db1 = db1_0, dw2 = dw2_0, db2 = db2_0;
-    expert_ffn_backward<CPU>(dxp.data(), dw1.data(), db1.data(), dw2.data(), db2.data(), dh.data(), dy.data(),
-                             xp.data(), h.data(), w1.data(), w2.data(), off.data(), E, M, d, F);
-
-    // The GPU gets the CPU's h, so the ReLU mask is the same on both sides and only backward is under test.
-    DeviceBuffer<float> d_xp(xp), d_h(h), d_w1(w1), d_w2(w2), d_dy(dy), d_dxp(dxp.size()), d_dh(dh.size()),
-        d_dw1(dw1_0), d_db1(db1_0), d_dw2(dw2_0), d_db2(db2_0);
-    DeviceBuffer<int32_t> d_off(off);
+    const FfnProblem p = ffn_problem(c, rng);
+    FfnDevice g(p);
+    g.h.upload(p.h);  // the CPU's h: the ReLU mask is the same on both sides and only backward is under test
     std::vector<std::vector<float>> first;
     for (int run = 0; run < 2; ++run) {
       INFO("run " << run);
-      d_dxp.poison(), d_dh.poison();
-      d_dw1.upload(dw1_0), d_db1.upload(db1_0), d_dw2.upload(dw2_0), d_db2.upload(db2_0);
-      expert_ffn_backward<GPU>(d_dxp.ptr, d_dw1.ptr, d_db1.ptr, d_dw2.ptr, d_db2.ptr, d_dh.ptr, d_dy.ptr, d_xp.ptr,
-                               d_h.ptr, d_w1.ptr, d_w2.ptr, d_off.ptr, E, M, d, F);
-      std::vector<std::vector<float>> got = {d_dxp.download(), d_dh.download(), d_dw1.download(),
-                                             d_db1.download(), d_dw2.download(), d_db2.download()};
-      require_close(got[0], dxp, kGemmTol, "dxp");
-      require_close(got[1], dh, kGemmTol, "dh");
-      require_close(got[2], dw1, kGemmTol, "dw1");
-      require_close(got[3], db1, kGemmTol, "db1");
-      require_close(got[4], dw2, kGemmTol, "dw2");
-      require_close(got[5], db2, kGemmTol, "db2");
+      g.dxp.poison(), g.dh.poison();
+      g.dw1.upload(p.dw1_0), g.db1.upload(p.db1_0), g.dw2.upload(p.dw2_0), g.db2.upload(p.db2_0);
+      g.backward(p);
+      std::vector<std::vector<float>> got = {g.dxp.download(), g.dh.download(), g.dw1.download(),
+                                             g.db1.download(), g.dw2.download(), g.db2.download()};
+      require_close(got[0], p.dxp, kGemmTol, "dxp");
+      require_close(got[1], p.dh, kGemmTol, "dh");
+      require_close(got[2], p.dw1, kGemmTol, "dw1");
+      require_close(got[3], p.db1, kGemmTol, "db1");
+      require_close(got[4], p.dw2, kGemmTol, "dw2");
+      require_close(got[5], p.db2, kGemmTol, "db2");
       // An expert without rows gets no gradient at all: its slices keep the starting values exactly.
-      for (int e = 0; e < E; ++e) {
+      for (int e = 0; e < p.E; ++e) {
         if (c.rows[e] != 0) continue;
         INFO("empty expert " << e);
-        REQUIRE(std::equal(got[2].begin() + size_t(e) * F * d, got[2].begin() + size_t(e + 1) * F * d,
-                           dw1_0.begin() + size_t(e) * F * d));
-        REQUIRE(std::equal(got[5].begin() + size_t(e) * d, got[5].begin() + size_t(e + 1) * d,
-                           db2_0.begin() + size_t(e) * d));
+        REQUIRE(std::equal(got[2].begin() + size_t(e) * p.F * p.d, got[2].begin() + size_t(e + 1) * p.F * p.d,
+                           p.dw1_0.begin() + size_t(e) * p.F * p.d));
+        REQUIRE(std::equal(got[5].begin() + size_t(e) * p.d, got[5].begin() + size_t(e + 1) * p.d,
+                           p.db2_0.begin() + size_t(e) * p.d));
       }
       if (run == 0) {
         first = got;

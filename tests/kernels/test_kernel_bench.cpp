@@ -4,15 +4,7 @@
 #include <catch2/catch.hpp>
 
 TEST_CASE("bench_kernels_cpu: every kernel reports a positive time and rate", "[kernels][bench]") {
-  dsk::KernelBenchShapes s;
-  s.batch = 2;
-  s.seq = 8;
-  s.d = 16;
-  s.d_ff = 32;
-  s.latent = 8;
-  s.vocab = 100;
-  s.n_params = 1000;
-  s.runs = 1;
+  dsk::KernelBenchShapes s = dsk::KernelBenchShapes::tiny();
   const auto j = dsk::bench_kernels_cpu(s);
   CHECK(j.at("backend") == "cpu");
   REQUIRE(j.at("kernels").size() >= 20);
