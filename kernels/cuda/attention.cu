@@ -24,8 +24,8 @@
 // O += P V. Writes out = O / l and lse = ln2 * (m + log2 l); a row with no visible key writes 0 and -inf.
 // Decode / small grids: when the blocks would not fill the GPU, each block's key range is split over
 // gridDim.z blocks (flash-decoding); each writes its normalized partial output and partial lse, and
-// attention_combine_kernel merges them in split order (deterministic). Decode shapes (<= 16 rows per (b, hk))
-// use 16-row blocks so the key tiles are not multiplied against empty rows.
+// attention_combine_kernel merges them in split order (deterministic). Decode shapes (<= 8 or <= 16 rows per
+// (b, hk)) use 8- or 16-row blocks so the key tiles are not multiplied against empty rows.
 //
 // Backward (flash-attention-2 math, made deterministic by two kernels instead of atomics):
 //   D_i = dout_i · out_i                                          (attention_row_dot_kernel)
@@ -723,8 +723,12 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
   // kv_start lives on the device; its range is the caller's responsibility (the CPU checks it on the host).
   const Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
   DSK_CHECK(cuda::ceil_div(g.rows, 16) <= 0x7fffffff, "attention: too many rows");
-  // Decode-like shapes (a few query rows per (b, kv head)) use 16-row blocks; training uses 64.
-  if (g.rows <= 16)
+  // Decode-like shapes (a few query rows per (b, kv head)) use 8- or 16-row blocks, training 64. Every block row
+  // costs its multiply-adds whether or not it is a real query row: absorbed decode of the default config has 8
+  // rows (its heads), and with 16-row blocks half of the work would be padding.
+  if (g.rows <= 8)
+    launch_forward<8, 1>(out, lse, q, k, v, kv_start, g);
+  else if (g.rows <= 16)
     launch_forward<8, 2>(out, lse, q, k, v, kv_start, g);
   else
     launch_forward<8, 8>(out, lse, q, k, v, kv_start, g);

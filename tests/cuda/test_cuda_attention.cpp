@@ -144,6 +144,7 @@ TEST_CASE("cuda attention_forward: decode vs CPU and vs full recompute", "[cuda]
       {"decode absorbed", 3, 1, 300, 320, 16, 1, 128, 128, 0.125f, 0.0f, true},
       {"decode absorbed long (split-K)", 1, 1, 3000, 4096, 16, 1, 128, 128, 0.125f, 0.0f, true},
       {"decode absorbed small", 2, 1, 129, 130, 4, 1, 64, 64, 0.125f, 0.0f, true},
+      {"decode absorbed, default's 8 heads (8-row blocks)", 2, 1, 700, 768, 8, 1, 128, 128, 0.125f, 0.0f, true},
       {"decode explicit", 2, 1, 1000, 1024, 8, 8, 64, 64, 0.125f},
       {"decode a few tokens", 2, 3, 500, 512, 8, 1, 128, 128, 0.125f, 0.0f, true},
       {"prefill chunk q_len < kv_len", 1, 40, 300, 300, 4, 4, 64, 64, 0.125f},
