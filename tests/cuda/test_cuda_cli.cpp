@@ -1,0 +1,90 @@
+// [cuda] the command line with --device cuda, end to end through the binary: `dsk info` lists the GPU, `dsk train`
+// trains a tiny model on the GPU (its post-training sample included), `dsk eval` and `dsk sample` read the result
+// on the GPU, and the run resumes on the CPU. (In the emulator build DSK_BINARY is dsk_emu: the same commands on
+// the emulated kernels.)
+#ifdef DSK_HAVE_CUDA
+#include "engine/data.h"
+#include "kernels/device.h"
+
+#include "tests/cuda/cuda_testing.h"
+#include "tests/test_env.h"
+#include "tests/train_testing.h"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <sstream>
+
+using dsk::testing::run_dsk;
+using dsk::testing::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kTinyConfig = R"({"vocab_size": 50257, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
+  "drop_rate": 0.1, "kv_latent_dim": 12, "num_experts": 4, "num_shared_experts": 1, "top_k": 2,
+  "expert_hidden_dim": 32, "aux_loss_coef": 0.01})";
+
+// The generated text: the output line that starts with the prompt (the others name the device and timings).
+std::string generated_line(const std::string& output) {
+  std::istringstream in(output);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("Now is", 0) == 0) return line;
+  return "(no generated line)";
+}
+
+}  // namespace
+
+TEST_CASE("cuda cli: info, train, eval, sample and resume with --device cuda", "[cuda][cli]") {
+  if (!dsk::testing::gpu_available()) return;
+  TempDir d("cuda_cli");
+  const std::string config = d.file("tiny.json", kTinyConfig);
+  const std::string data = dsk::testing::prepare_repeated_line(
+      d, "Now is the winter of our discontent made glorious summer by this sun of York.", 50);
+
+  auto info = run_dsk("info --config small --json");
+  INFO(info.output);
+  REQUIRE(info.exit_code == 0);
+  const auto ij = nlohmann::json::parse(info.output);
+  REQUIRE(ij.at("gpus").size() >= 1);
+  CHECK(!ij.at("gpus")[0].at("name").get<std::string>().empty());
+
+  const std::string run = d / "run";
+  auto train = run_dsk(fmt::format("train --config {} --data {} --out {} --device cuda --sample-tokens 8 "
+                                   "--set max_steps=4 --set batch_size=2 --set eval_batches=0 --set eval_every=2",
+                                   config, data, run));
+  INFO(train.output);
+  REQUIRE(train.exit_code == 0);
+  CHECK_THAT(train.output, Catch::Contains("done: 4 steps"));
+  CHECK_THAT(train.output, Catch::Contains("--- sample"));
+  REQUIRE(fs::exists(fs::path(run) / "best/model.safetensors"));
+  const auto losses = dsk::testing::train_losses(run);
+  REQUIRE(losses.size() == 4);
+  for (double l : losses) CHECK(std::isfinite(l));
+
+  auto eval_gpu = run_dsk(fmt::format("eval --model {} --data {} --json --device cuda", run, data));
+  auto eval_cpu = run_dsk(fmt::format("eval --model {} --data {} --json --device cpu", run, data));
+  INFO(eval_gpu.output << eval_cpu.output);
+  REQUIRE(eval_gpu.exit_code == 0);
+  REQUIRE(eval_cpu.exit_code == 0);
+  const double lg = nlohmann::json::parse(eval_gpu.output).at("loss"), lc = nlohmann::json::parse(eval_cpu.output).at("loss");
+  CHECK(lg == Approx(lc).epsilon(1e-4));  // a model trained on the GPU evaluates the same on both devices
+
+  auto sample = run_dsk(fmt::format("sample --model {} --device cuda --prompt 'Now is' --max-new-tokens 12 "
+                                    "--temperature 0",
+                                    run));
+  auto sample_cpu = run_dsk(fmt::format("sample --model {} --device cpu --prompt 'Now is' --max-new-tokens 12 "
+                                        "--temperature 0",
+                                        run));
+  INFO(sample.output << sample_cpu.output);
+  REQUIRE(sample.exit_code == 0);
+  REQUIRE(sample_cpu.exit_code == 0);
+  CHECK(generated_line(sample.output) == generated_line(sample_cpu.output));  // greedy: the same text
+
+  auto resume = run_dsk(fmt::format("train --resume {} --device cpu --sample-tokens 0 --set max_steps=6", run));
+  INFO(resume.output);
+  CHECK(resume.exit_code == 0);
+  CHECK(dsk::testing::train_losses(run).size() == 6);
+}
+#endif  // DSK_HAVE_CUDA
