@@ -58,6 +58,11 @@ inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
 
 namespace dsk_emu {
 
+// The emulated device: a Hopper-like GPU with few multiprocessors (so that split-K paths run) and its opt-in
+// dynamic shared memory limit per block.
+constexpr int kMultiprocessors = 4;
+constexpr size_t kMaxDynamicSharedBytes = size_t(227) << 10;
+
 // The running thread's coordinates (valid inside a kernel only).
 const dim3& thread_idx();
 const dim3& block_idx();
