@@ -64,7 +64,8 @@ void emu_sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* 
     B = b32.data();
   }
   if (beta == 0.0f)  // cuBLAS never reads C then (it may hold NaN)
-    for (int j = 0; j < n; ++j) std::memset(C + static_cast<size_t>(j) * ldc, 0, sizeof(float) * static_cast<size_t>(m));
+    for (int j = 0; j < n; ++j)
+      std::memset(C + static_cast<size_t>(j) * ldc, 0, sizeof(float) * static_cast<size_t>(m));
   cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, A, lda, B,
               ldb, beta, C, ldc);
 }

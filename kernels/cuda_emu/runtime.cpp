@@ -52,7 +52,8 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   return cudaSuccess;
 }
 cudaError_t emu_func_set_max_dynamic_shared(int bytes) {
-  return bytes >= 0 && static_cast<size_t>(bytes) <= dsk_emu::kMaxDynamicSharedBytes ? cudaSuccess : cudaErrorInvalidValue;
+  return bytes >= 0 && static_cast<size_t>(bytes) <= dsk_emu::kMaxDynamicSharedBytes ? cudaSuccess
+                                                                                     : cudaErrorInvalidValue;
 }
 
 // "Device" memory is host memory, 256-byte aligned like cudaMalloc's, filled with 0xFF (NaN floats): a kernel

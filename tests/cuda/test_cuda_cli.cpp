@@ -68,7 +68,8 @@ TEST_CASE("cuda cli: info, train, eval, sample and resume with --device cuda", "
   INFO(eval_gpu.output << eval_cpu.output);
   REQUIRE(eval_gpu.exit_code == 0);
   REQUIRE(eval_cpu.exit_code == 0);
-  const double lg = nlohmann::json::parse(eval_gpu.output).at("loss"), lc = nlohmann::json::parse(eval_cpu.output).at("loss");
+  const double lg = nlohmann::json::parse(eval_gpu.output).at("loss"),
+               lc = nlohmann::json::parse(eval_cpu.output).at("loss");
   CHECK(lg == Approx(lc).epsilon(1e-4));  // a model trained on the GPU evaluates the same on both devices
 
   auto sample = run_dsk(fmt::format("sample --model {} --device cuda --prompt 'Now is' --max-new-tokens 12 "

@@ -27,7 +27,8 @@ struct DeviceRadixSort {
     auto bits = [&](K k) { return static_cast<U>(static_cast<U>(k) >> begin_bit) & mask; };
     std::vector<int64_t> order(static_cast<size_t>(num_items));
     std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return bits(keys_in[a]) < bits(keys_in[b]); });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return bits(keys_in[a]) < bits(keys_in[b]); });
     std::vector<K> k(order.size());
     std::vector<V> v(order.size());
     for (size_t i = 0; i < order.size(); ++i) {
