@@ -31,6 +31,13 @@ inline ModelConfig tiny_model_config() {
   return c;
 }
 
+// tiny_model_config() with the given dropout, written as d/tiny.json (for `dsk ... --config`); returns the path.
+inline std::string tiny_config_file(const TempDir& d, float drop_rate) {
+  ModelConfig c = tiny_model_config();
+  c.drop_rate = drop_rate;
+  return d.file("tiny.json", c.to_json().dump(2));
+}
+
 // `line` repeated `times` times, prepared (dsk prepare) into d/data; returns that folder.
 inline std::string prepare_repeated_line(const TempDir& d, const std::string& line, int times) {
   std::string text;

@@ -22,10 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kTinyConfig = R"({"vocab_size": 50257, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
-  "drop_rate": 0.1, "kv_latent_dim": 12, "num_experts": 4, "num_shared_experts": 1, "top_k": 2,
-  "expert_hidden_dim": 32, "aux_loss_coef": 0.01})";
-
 // The generated text: the output line that starts with the prompt (the others name the device and timings).
 std::string generated_line(const std::string& output) {
   std::istringstream in(output);
@@ -39,7 +35,7 @@ std::string generated_line(const std::string& output) {
 TEST_CASE("cuda cli: info, train, eval, sample and resume with --device cuda", "[cuda][cli]") {
   if (!dsk::testing::gpu_available()) return;
   TempDir d("cuda_cli");
-  const std::string config = d.file("tiny.json", kTinyConfig);
+  const std::string config = dsk::testing::tiny_config_file(d, 0.1f);
   const std::string data = dsk::testing::prepare_repeated_line(
       d, "Now is the winter of our discontent made glorious summer by this sun of York.", 50);
 

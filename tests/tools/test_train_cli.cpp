@@ -20,15 +20,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kTinyConfig = R"({"vocab_size": 50257, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
-  "drop_rate": 0.0, "kv_latent_dim": 12, "num_experts": 4, "num_shared_experts": 1, "top_k": 2,
-  "expert_hidden_dim": 32, "aux_loss_coef": 0.01})";
-
 struct Fixture {
   TempDir d{"train_cli"};
   std::string config, data;
   Fixture() {
-    config = d.file("tiny.json", kTinyConfig);
+    config = dsk::testing::tiny_config_file(d, 0.0f);
     data = dsk::testing::prepare_repeated_line(
         d, "Now is the winter of our discontent made glorious summer by this sun of York.", 50);
   }
