@@ -184,6 +184,28 @@ __device__ __forceinline__ float half_warp_sum(float v) {
   return v;
 }
 
+// The query rows a thread owns in a block: row a (a < RA) is block row ty + TY*a, i.e. flattened row rho0 + ty + TY*a
+// of (b, hk). Whether it exists, the last key it sees (causal; -1 if none) and its statistics index (lse / D).
+template <int RA>
+struct ThreadRows {
+  bool ok[RA];
+  int last_key[RA];
+  int64_t stat[RA];
+};
+template <int TY, int RA>
+__device__ __forceinline__ ThreadRows<RA> thread_rows(const Geometry& g, int b, int hk, int rho0) {
+  ThreadRows<RA> r;
+  const int ty = threadIdx.x / kTx;
+#pragma unroll
+  for (int a = 0; a < RA; ++a) {
+    const int rho = rho0 + ty + TY * a;
+    r.ok[a] = rho < g.rows;
+    r.last_key[a] = r.ok[a] ? rho / g.G + g.offset : -1;
+    r.stat[a] = r.ok[a] ? stat_index(g, b, hk, rho) : 0;
+  }
+  return r;
+}
+
 // ---- forward -----------------------------------------------------------------------------------------------
 
 // grid (ceil(rows / BR), B * Hk, splits); block TY*16 threads; BR = TY*RA query rows per block.
@@ -219,17 +241,11 @@ __global__ void __launch_bounds__(TY* kTx) attention_forward_kernel(float* __res
   const int per_split = (ntiles + splits - 1) / splits;
   const int t_begin = split * per_split, t_end = min(ntiles, t_begin + per_split);
 
-  // Per-row state: last visible key, statistics index, running max (base 2) and this thread's partial sum.
-  int last_key[RA];
-  int64_t stat[RA];
-  bool row_ok[RA];
+  // Per-row state: the rows, running max (base 2) and this thread's partial sum.
+  const ThreadRows<RA> rows = thread_rows<TY, RA>(g, b, hk, rho0);
   float row_max[RA], row_sum[RA], acc_o[RA][NMV][4];
 #pragma unroll
   for (int a = 0; a < RA; ++a) {
-    const int rho = rho0 + ty + TY * a;
-    row_ok[a] = rho < g.rows;
-    last_key[a] = row_ok[a] ? rho / g.G + g.offset : -1;
-    stat[a] = row_ok[a] ? stat_index(g, b, hk, rho) : 0;
     row_max[a] = -INFINITY;
     row_sum[a] = 0.0f;
 #pragma unroll
@@ -267,7 +283,7 @@ __global__ void __launch_bounds__(TY* kTx) attention_forward_kernel(float* __res
 #pragma unroll
       for (int kk = 0; kk < kKeysPerThread; ++kk) {
         const int j = j0 + tx + kTx * kk;  // j >= start by construction
-        s[a][kk] = (j <= last_key[a] && j < kend) ? s[a][kk] * g.scale2 : -INFINITY;
+        s[a][kk] = (j <= rows.last_key[a] && j < kend) ? s[a][kk] * g.scale2 : -INFINITY;
         tile_max = fmaxf(tile_max, s[a][kk]);
       }
       tile_max = half_warp_max(tile_max);
@@ -282,7 +298,7 @@ __global__ void __launch_bounds__(TY* kTx) attention_forward_kernel(float* __res
         const float p = exp2f(s[a][kk] - ref);
         psum += p;
         // Dropout acts on the probabilities that multiply V; the normalizer l stays un-dropped (as on the CPU).
-        const float pm = p == 0.0f ? 0.0f : p * drop_multiplier(g, stat[a], j0 + tx + kTx * kk);
+        const float pm = p == 0.0f ? 0.0f : p * drop_multiplier(g, rows.stat[a], j0 + tx + kTx * kk);
         Ps[(ty + TY * a) * kPStride + tx + kTx * kk] = pm;
       }
       row_sum[a] = row_sum[a] * alpha + psum;
@@ -300,14 +316,14 @@ __global__ void __launch_bounds__(TY* kTx) attention_forward_kernel(float* __res
 #pragma unroll
   for (int a = 0; a < RA; ++a) {
     const float l = half_warp_sum(row_sum[a]);
-    if (!row_ok[a]) continue;
+    if (!rows.ok[a]) continue;
     const int rho = rho0 + ty + TY * a;
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     const float row_lse = l > 0.0f ? (row_max[a] + log2f(l)) * kLn2 : -INFINITY;
     float* dst;
     if (splits == 1) {
       dst = out + q_row(g, b, hk, rho) * g.dv;
-      if (lse && tx == 0) lse[stat[a]] = row_lse;
+      if (lse && tx == 0) lse[rows.stat[a]] = row_lse;
     } else {
       const int64_t prow = (static_cast<int64_t>(split) * gridDim.y + bk) * g.rows + rho;
       dst = part_o + prow * g.dv;
@@ -400,18 +416,12 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
   const int kend = min(g.Tk, rho_last / g.G + g.offset + 1);
   const int ntiles = (kend + kKeyTile - 1) / kKeyTile;
 
-  int last_key[RA];
-  int64_t stat[RA];
-  bool row_ok[RA];
+  const ThreadRows<RA> rows = thread_rows<TY, RA>(g, b, hk, rho0);
   float row_lse2[RA], row_D[RA], acc[RA][NMQ][4];
 #pragma unroll
   for (int a = 0; a < RA; ++a) {
-    const int rho = rho0 + ty + TY * a;
-    row_ok[a] = rho < g.rows;
-    last_key[a] = row_ok[a] ? rho / g.G + g.offset : -1;
-    stat[a] = row_ok[a] ? stat_index(g, b, hk, rho) : 0;
-    row_lse2[a] = row_ok[a] ? lse[stat[a]] * kLog2e : 0.0f;
-    row_D[a] = row_ok[a] ? D[stat[a]] : 0.0f;
+    row_lse2[a] = rows.ok[a] ? lse[rows.stat[a]] * kLog2e : 0.0f;
+    row_D[a] = rows.ok[a] ? D[rows.stat[a]] : 0.0f;
 #pragma unroll
     for (int m = 0; m < NMQ; ++m)
 #pragma unroll
@@ -449,9 +459,9 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
       for (int kk = 0; kk < kKeysPerThread; ++kk) {
         const int j = j0 + tx + kTx * kk;
         float ds = 0.0f;
-        if (j <= last_key[a] && j < kend && row_lse2[a] != -INFINITY) {
+        if (j <= rows.last_key[a] && j < kend && row_lse2[a] != -INFINITY) {
           const float p = exp2f(s[a][kk] * g.scale2 - row_lse2[a]);
-          ds = p * (dp[a][kk] * drop_multiplier(g, stat[a], j) - row_D[a]);
+          ds = p * (dp[a][kk] * drop_multiplier(g, rows.stat[a], j) - row_D[a]);
         }
         dSs[(ty + TY * a) * kPStride + tx + kTx * kk] = ds;
       }
@@ -462,7 +472,7 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
 
 #pragma unroll
   for (int a = 0; a < RA; ++a) {
-    if (!row_ok[a]) continue;
+    if (!rows.ok[a]) continue;
     float* dst = dq + q_row(g, b, hk, rho0 + ty + TY * a) * g.dqk;
 #pragma unroll
     for (int m = 0; m < NMQ; ++m)
