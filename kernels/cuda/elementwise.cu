@@ -10,9 +10,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-#define DSK_GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
-
 // The ReLU kernels are not __restrict__: they may run in place.
 __global__ void relu_forward_kernel(float* y, const float* x, int64_t n) {
   DSK_GRID_STRIDE(i, n) y[i] = x[i] > 0.0f ? x[i] : 0.0f;  // as the CPU: NaN maps to 0

@@ -18,7 +18,7 @@ __global__ void embedding_forward_kernel(float* __restrict__ out, const int32_t*
                                          const int32_t* __restrict__ positions, const float* __restrict__ wte,
                                          const float* __restrict__ wpe, int64_t rows, int T, int d, int V) {
   int64_t total = rows * d;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  DSK_GRID_STRIDE(i, total) {
     int64_t r = i / d;
     int c = static_cast<int>(i % d);
     int32_t tok = tokens[r];
@@ -59,7 +59,7 @@ __global__ void segment_accumulate_kernel(float* __restrict__ table, const float
 __global__ void position_accumulate_kernel(float* __restrict__ dwpe, const float* __restrict__ dout, int Bsz, int T,
                                            int d) {
   int64_t total = static_cast<int64_t>(T) * d;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  DSK_GRID_STRIDE(i, total) {
     float acc = dwpe[i];
     for (int b = 0; b < Bsz; ++b) acc += dout[static_cast<int64_t>(b) * total + i];
     dwpe[i] = acc;
@@ -67,7 +67,7 @@ __global__ void position_accumulate_kernel(float* __restrict__ dwpe, const float
 }
 
 __global__ void iota_kernel(int32_t* __restrict__ v, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+  DSK_GRID_STRIDE(i, n)
     v[i] = static_cast<int32_t>(i);
 }
 

@@ -24,14 +24,14 @@ cublasComputeType_t compute_type() {
 // y (N, out) += b (out) broadcast over rows; used when cuBLASLt has no bias-epilogue algorithm for a shape.
 __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__ b, int64_t N, int out) {
   int64_t total = N * out;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+  DSK_GRID_STRIDE(i, total)
     y[i] += b[i % out];
 }
 
 // C_b (M, N) = beta * C_b (0 when beta = 0, never reading C): a GEMM with K = 0.
 __global__ void scale_c_kernel(float* C, int M, int N, int ldc, long long stride_c, int batch, float beta) {
   int64_t total = int64_t(batch) * M * N;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  DSK_GRID_STRIDE(i, total) {
     int64_t b = i / (int64_t(M) * N), r = (i / N) % M, c = i % N;
     float* p = C + b * stride_c + r * ldc + c;
     *p = beta == 0.0f ? 0.0f : beta * *p;

@@ -69,7 +69,7 @@ __global__ void gather_kernel(float* __restrict__ xp, const float* __restrict__ 
   const int64_t total = S * dv;
   T* out = reinterpret_cast<T*>(xp);
   const T* in = reinterpret_cast<const T*>(x);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  DSK_GRID_STRIDE(i, total) {
     int64_t r = i / dv;
     int c = static_cast<int>(i % dv);
     int64_t n = sorted_slots[r] / k;
@@ -85,7 +85,7 @@ __global__ void gather_backward_kernel(float* __restrict__ dx, const float* __re
   const int64_t total = N * dv;
   T* out = reinterpret_cast<T*>(dx);
   const T* in = reinterpret_cast<const T*>(dxp);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  DSK_GRID_STRIDE(i, total) {
     int64_t n = i / dv;
     int c = static_cast<int>(i % dv);
     const int32_t* rows = slot_row + n * k;
@@ -103,7 +103,7 @@ __global__ void combine_kernel(float* __restrict__ y, const float* __restrict__ 
   const int64_t total = N * dv;
   T* out = reinterpret_cast<T*>(y);
   const T* in = reinterpret_cast<const T*>(yp);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  DSK_GRID_STRIDE(i, total) {
     int64_t n = i / dv;
     int c = static_cast<int>(i % dv);
     T acc = vzero<T>();

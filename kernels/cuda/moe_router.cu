@@ -105,7 +105,7 @@ __global__ void router_backward_kernel(float* __restrict__ dlogits, float* __res
                                        const int32_t* __restrict__ expert_idx, const float* __restrict__ noise_logits,
                                        int N, int E, int k, uint64_t seed, uint64_t site) {
   const int64_t total = static_cast<int64_t>(N) * E;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  DSK_GRID_STRIDE(i, total) {
     const int64_t n = i / E;
     const int e = static_cast<int>(i % E);
     const float* g = gate + n * k;

@@ -19,7 +19,7 @@ constexpr int kSumThreads = 256;
 __global__ void sum_squares_partial_kernel(double* __restrict__ partials, const float* __restrict__ g, int64_t n) {
   __shared__ double shared[32];
   double s = 0.0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  DSK_GRID_STRIDE(i, n) {
     double v = g[i];
     s += v * v;
   }
@@ -39,7 +39,7 @@ __global__ void sum_squares_final_kernel(float* __restrict__ out, const double* 
 __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                              float* __restrict__ v, int64_t n, float decay, float neg_step_size, float bias2_sqrt,
                              float one_minus_b1, float b2, float one_minus_b2, float eps, float grad_scale) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  DSK_GRID_STRIDE(i, n) {
     float gi = g[i] * grad_scale;                       // clipping folded in
     float pi = p[i] * decay;                            // decoupled weight decay, before the step
     float m0 = m[i];

@@ -79,7 +79,7 @@ template <int NOUT>
 __global__ void column_finalize_kernel(ColumnOutputs<NOUT> outs, const float* __restrict__ partials, int chunks,
                                        int C) {
   int64_t total = static_cast<int64_t>(NOUT) * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  DSK_GRID_STRIDE(i, total) {
     int k = static_cast<int>(i / C), c = static_cast<int>(i % C);
     float* out = outs.out[k];
     if (!out) continue;

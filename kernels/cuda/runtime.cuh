@@ -60,4 +60,8 @@ inline unsigned grid_for(int64_t n, int threads) {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The grid-stride loop over [0, n) that grid_for sizes:  DSK_GRID_STRIDE(i, n) body;  (i is int64_t)
+#define DSK_GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
+
 }  // namespace dsk::cuda
