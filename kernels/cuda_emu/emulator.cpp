@@ -2,9 +2,10 @@
 // exchanges. The runtime API stand-ins are in runtime.cpp, cuBLAS / cuBLASLt in blas.cpp.
 #include "kernels/cuda_emu/emulator.h"
 
-#include <sys/mman.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <map>
 #include <array>
 #include <deque>
 #include <exception>
@@ -88,7 +89,8 @@ struct Block {
   std::vector<int> order;  // the scheduling order of a round
   bool progress = false;
   std::exception_ptr fault;
-  std::vector<unsigned char> dynamic_shared;
+  unsigned char* dynamic_shared = nullptr;  // this launch's, ending at a guard page (guarded_alloc)
+  size_t dynamic_shared_bytes = 0;
 };
 
 Block g_block;
@@ -153,14 +155,19 @@ void fiber_main() {
   __builtin_unreachable();
 }
 
+// Fiber stacks are guarded: a kernel that overflows its thread's stack faults instead of writing into the next.
 char* stack_for(size_t i) {
   while (g_stacks.size() <= i) {
-    void* p = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) fail("cannot map a fiber stack");
+    void* p = guarded_alloc(kStackBytes, 16, "fiber stack (a CUDA thread's stack overflowed)");
+    if (!p) fail("cannot map a fiber stack");
     g_stacks.push_back(static_cast<char*>(p));
   }
   return g_stacks[i];
 }
+
+// Per kernel function: the dynamic shared-memory limit cudaFuncSetAttribute set (48 KB without it).
+constexpr size_t kDefaultDynamicSharedBytes = size_t(48) << 10;
+std::map<const void*, size_t> g_shared_limits;
 
 void run_block(dim3 bidx) {
   Block& b = g_block;
@@ -173,7 +180,7 @@ void run_block(dim3 bidx) {
   b.warp_slots.assign(static_cast<size_t>(warps), {});
   b.warp_once.assign(static_cast<size_t>(warps), WarpOnce{});
   for (int w = 0; w < warps; ++w) b.warp_barriers[static_cast<size_t>(w)].live = std::min(32, n - 32 * w);
-  std::fill(b.dynamic_shared.begin(), b.dynamic_shared.end(), 0xFF);
+  std::memset(b.dynamic_shared, 0xFF, b.dynamic_shared_bytes);
   b.fault = nullptr;
   for (int t = 0; t < n; ++t) {
     Fiber& f = b.fibers[static_cast<size_t>(t)];
@@ -274,31 +281,69 @@ const float* warp_once(size_t floats, const std::function<void(float*)>& compute
   return out;
 }
 
-void* dynamic_shared() { return g_block.dynamic_shared.data(); }
+void* dynamic_shared() { return g_block.dynamic_shared; }
+
+bool set_max_dynamic_shared(const void* kernel, size_t bytes) {
+  if (bytes > kMaxDynamicSharedBytes) return false;
+  g_shared_limits[kernel] = bytes;
+  return true;
+}
+
+void describe_current_thread(char* out, size_t size) {
+  if (!g_in_kernel || g_block.current < 0) {
+    if (size) out[0] = '\0';
+    return;
+  }
+  const dim3 b = g_block.block_index, t = g_block.fibers[static_cast<size_t>(g_block.current)].index;
+  std::snprintf(out, size, " in block (%u,%u,%u) thread (%u,%u,%u) of a kernel", b.x, b.y, b.z, t.x, t.y, t.z);
+}
 
 void trap(const char* why) { fail(why); }
 
-void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body) {
+void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kernel, const std::function<void()>& body) {
   if (g_in_kernel) fail("a kernel launched from inside a kernel");
+  ensure_fault_handler();
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (threads == 0 || threads > kMaxThreads) fail("block of " + std::to_string(threads) + " threads");
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535) fail("bad grid");
-  if (dynamic_shared_bytes > kMaxDynamicSharedBytes)
-    fail(std::to_string(dynamic_shared_bytes) + " bytes of dynamic shared memory");
+  auto limit = g_shared_limits.find(kernel);
+  const size_t shared_limit = limit == g_shared_limits.end() ? kDefaultDynamicSharedBytes : limit->second;
+  if (dynamic_shared_bytes > shared_limit)
+    fail("a launch with " + std::to_string(dynamic_shared_bytes) + " bytes of dynamic shared memory, above the " +
+         std::to_string(shared_limit) + " this kernel may use (above 48 KB needs cudaFuncSetAttribute(kernel, " +
+         "cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) first; the GPU refuses the launch)");
+
+  // The blocks in a fresh pseudo-random order: on a GPU they run concurrently in no fixed order, so a block that
+  // relies on another block's results (or on running after it) is a race, and shows here as a wrong result.
+  std::vector<dim3> blocks;
+  blocks.reserve(size_t(grid.x) * grid.y * grid.z);
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) blocks.emplace_back(x, y, z);
+  for (size_t i = blocks.size() - 1; i > 0; --i) std::swap(blocks[i], blocks[next_random() % (i + 1)]);
+
   g_block.block_dim = block;
   g_block.grid_dim = grid;
   g_block.body = &body;
-  g_block.dynamic_shared.assign(dynamic_shared_bytes + 16, 0xFF);
+  // Dynamic shared memory ends at a guard page: reading past what the launch asked for faults (16-byte granules,
+  // as float4 accesses need). A launch without any gets a pointer to the guard itself.
+  g_block.dynamic_shared_bytes = dynamic_shared_bytes;
+  g_block.dynamic_shared =
+      static_cast<unsigned char*>(guarded_alloc(dynamic_shared_bytes, 16, "dynamic shared memory"));
+  if (!g_block.dynamic_shared) fail("cannot map dynamic shared memory");
   g_in_kernel = true;
-  try {
-    for (unsigned z = 0; z < grid.z; ++z)
-      for (unsigned y = 0; y < grid.y; ++y)
-        for (unsigned x = 0; x < grid.x; ++x) run_block(dim3(x, y, z));
-  } catch (...) {
+  auto finish = [&] {
     g_in_kernel = false;
+    guarded_free(g_block.dynamic_shared);
+    g_block.dynamic_shared = nullptr;
+  };
+  try {
+    for (const dim3& b : blocks) run_block(b);
+  } catch (...) {
+    finish();
     throw;
   }
-  g_in_kernel = false;
+  finish();
 }
 
 }  // namespace dsk_emu

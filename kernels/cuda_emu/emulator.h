@@ -4,7 +4,8 @@
 // machine without a GPU. It checks the kernels' logic (indexing, tiling, barriers, warp shuffles, reductions),
 // not their speed or their behaviour under the real scheduler.
 //
-// How it runs a launch: blocks one after another (in blockIdx order); inside a block, every CUDA thread is a
+// How it runs a launch: blocks one after another, in a pseudo-random order (a kernel whose blocks depend on each
+// other's order races on a GPU, and fails here); inside a block, every CUDA thread is a
 // fiber and the fibers take turns, in a fresh pseudo-random order each round, each running until it reaches a
 // barrier (__syncthreads, a warp shuffle or vote, __syncwarp) or ends. A barrier opens when every live thread of
 // its block (or warp) has arrived. So:
@@ -14,7 +15,11 @@
 //   - a warp shuffle or vote with lanes that have exited, or threads of one block waiting at different kinds of
 //     barrier, is reported as an error (a hang or undefined behaviour on a GPU);
 //   - device memory from cudaMalloc and dynamic shared memory start filled with 0xFF bytes (NaN as floats), so
-//     reading what nobody wrote shows up.
+//     reading what nobody wrote shows up;
+//   - device allocations, dynamic shared memory and fiber stacks end at an inaccessible page (guarded_memory.cpp),
+//     so an out-of-bounds access faults and is reported with the buffer and the thread;
+//   - a launch with more than 48 KB of dynamic shared memory fails unless cudaFuncSetAttribute raised that
+//     kernel's limit, as on a GPU.
 // Not emulated: concurrency between blocks, atomics (dsk's kernels use none), memory-model subtleties, timing.
 // wmma (tensor cores): every lane holds the whole fragment; one lane computes each mma_sync for the warp
 // (warp_once); TF32 rounding is applied by __float_to_tf32 as on the GPU (to nearest, ties away).
@@ -82,8 +87,22 @@ const float* warp_once(size_t floats, const std::function<void(float*)>& compute
 void* dynamic_shared();
 [[noreturn]] void trap(const char* why);
 
-// Runs body() as every thread of every block of the grid. Throws dsk_emu::Error on a kernel fault.
-void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body);
+// Runs body() as every thread of every block of the grid (kernel: the function, for its shared-memory limit).
+// Throws std::runtime_error on a kernel fault.
+void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kernel, const std::function<void()>& body);
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes): false above the device's limit.
+bool set_max_dynamic_shared(const void* kernel, size_t bytes);
+
+// Memory between two inaccessible pages, its usable bytes (`bytes` rounded up to `alignment`) ending at the upper
+// one; `kind` names it in the fault report. Null when the system refuses the mapping. guarded_free: false for a
+// pointer guarded_alloc did not return.
+void* guarded_alloc(size_t bytes, size_t alignment, const char* kind);
+bool guarded_free(void* p);
+// Installs (again, if something replaced it) the handler that reports a guard-page fault, chaining to the
+// previous one; called at every launch.
+void ensure_fault_handler();
+// " in block (x,y,z) thread (x,y,z) of a kernel" while a kernel runs, else "" (for fault reports; no allocation).
+void describe_current_thread(char* out, size_t size);
 
 template <class T>
 uint64_t to_bits(T v) {
@@ -110,7 +129,7 @@ struct Launch {
   void operator()(A&&... args) const {
     K* k = kernel;
     // Every thread gets its own copies of the arguments, as kernel parameters are on a GPU.
-    launch(grid, block, smem, [k, args...] { k(args...); });
+    launch(grid, block, smem, reinterpret_cast<const void*>(k), [k, args...] { k(args...); });
   }
 };
 // A function, not the class: `Launch(...)(...)` could parse as a declaration.

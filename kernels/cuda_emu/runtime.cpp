@@ -51,24 +51,19 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   *free_bytes = *total_bytes = size_t(16) << 30;
   return cudaSuccess;
 }
-cudaError_t emu_func_set_max_dynamic_shared(int bytes) {
-  return bytes >= 0 && static_cast<size_t>(bytes) <= dsk_emu::kMaxDynamicSharedBytes ? cudaSuccess
-                                                                                     : cudaErrorInvalidValue;
-}
-
 // "Device" memory is host memory, 256-byte aligned like cudaMalloc's, filled with 0xFF (NaN floats): a kernel
-// that reads what nobody wrote sees NaN.
+// that reads what nobody wrote sees NaN. Each allocation ends at a guard page: reading or writing past it faults.
 cudaError_t cudaMalloc(void** p, size_t bytes) {
-  const size_t rounded = (bytes + 255) / 256 * 256;
-  *p = rounded ? std::aligned_alloc(256, rounded) : nullptr;
-  if (rounded && !*p) return cudaErrorMemoryAllocation;
-  if (*p) std::memset(*p, 0xFF, rounded);
+  if (bytes == 0) {
+    *p = nullptr;
+    return cudaSuccess;
+  }
+  *p = dsk_emu::guarded_alloc(bytes, 256, "device allocation");
+  if (!*p) return cudaErrorMemoryAllocation;
+  std::memset(*p, 0xFF, (bytes + 255) / 256 * 256);
   return cudaSuccess;
 }
-cudaError_t cudaFree(void* p) {
-  std::free(p);
-  return cudaSuccess;
-}
+cudaError_t cudaFree(void* p) { return dsk_emu::guarded_free(p) ? cudaSuccess : cudaErrorInvalidValue; }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
   if (bytes) std::memmove(dst, src, bytes);
   return cudaSuccess;

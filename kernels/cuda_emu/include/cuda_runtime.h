@@ -79,10 +79,12 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
-// Checks the request against the emulated device's opt-in limit, as the GPU would.
-cudaError_t emu_func_set_max_dynamic_shared(int bytes);
+// Raises one kernel's dynamic shared-memory limit; checked against the emulated device's opt-in limit and
+// enforced at that kernel's launches, as on the GPU.
 template <class K>
-cudaError_t cudaFuncSetAttribute(K*, cudaFuncAttribute attr, int value) {
-  return attr == cudaFuncAttributeMaxDynamicSharedMemorySize ? emu_func_set_max_dynamic_shared(value)
-                                                             : cudaErrorInvalidValue;
+cudaError_t cudaFuncSetAttribute(K* kernel, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0) return cudaErrorInvalidValue;
+  return dsk_emu::set_max_dynamic_shared(reinterpret_cast<const void*>(kernel), static_cast<size_t>(value))
+             ? cudaSuccess
+             : cudaErrorInvalidValue;
 }
