@@ -181,7 +181,7 @@ __device__ __forceinline__ void tile_gemm_tf32(float (&acc)[SmallTile::TM][Small
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;
   constexpr int SA = BM + kPad, SB = BN + kPad, SC = BN + kPad;
   static_assert(SA % 4 == 0 && SB % 4 == 0 && (8 * SA * 4) % 32 == 0, "wmma operand alignment");
-  __shared__ __align__(32) float Cs[BM * SC];
+  DSK_SHARED(__align__(32) float, Cs, [BM * SC]);
   const int tid = threadIdx.x, warp = tid / 32;
   const int wr = warp / 2, wc = warp % 2;  // output block: rows 16 wr, columns 32 wc
 
@@ -276,9 +276,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     grouped_gemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __restrict__ W,
                         const float* __restrict__ bias, const float* __restrict__ mask,
                         const int32_t* __restrict__ offsets, int E, int K, int Nout) {
-  __shared__ __align__(32) float As[Cfg::BK * (Cfg::BM + kPad)];  // 32: wmma fragment pointers
-  __shared__ __align__(32) float Bs[Cfg::BK * (Cfg::BN + kPad)];
-  __shared__ int info[3];
+  DSK_SHARED(__align__(32) float, As, [Cfg::BK * (Cfg::BM + kPad)]);  // 32: wmma fragment pointers
+  DSK_SHARED(__align__(32) float, Bs, [Cfg::BK * (Cfg::BN + kPad)]);
+  DSK_SHARED(int, info, [3]);
   if (threadIdx.x < 32) find_tile<Cfg::BM>(blockIdx.x, offsets, E, info);
   __syncthreads();
   const int e = info[0];
@@ -325,8 +325,8 @@ template <class Cfg, bool TC>
 __global__ void __launch_bounds__(kThreads, 2)
     weight_grad_kernel(float* __restrict__ dW, float* __restrict__ db, const float* __restrict__ X,
                        const float* __restrict__ Y, const int32_t* __restrict__ offsets, int Mw, int Nw) {
-  __shared__ __align__(32) float As[Cfg::BK * (Cfg::BM + kPad)];
-  __shared__ __align__(32) float Bs[Cfg::BK * (Cfg::BN + kPad)];
+  DSK_SHARED(__align__(32) float, As, [Cfg::BK * (Cfg::BM + kPad)]);
+  DSK_SHARED(__align__(32) float, Bs, [Cfg::BK * (Cfg::BN + kPad)]);
   const int e = blockIdx.z;
   const int r0 = offsets[e], m = offsets[e + 1] - r0;
   if (m <= 0) return;  // no rows: no gradient (the whole block)

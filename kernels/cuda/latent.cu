@@ -40,8 +40,8 @@ __global__ void __launch_bounds__(kThreads)
     latent_forward_kernel(float* __restrict__ c, float* __restrict__ c_raw, float* __restrict__ mean,
                           float* __restrict__ rstd, const float* __restrict__ x, const float* __restrict__ w,
                           const float* __restrict__ ln_w, const float* __restrict__ ln_b, int N, int d, int dc) {
-  __shared__ float xs[kRows][kK];
-  __shared__ float ws[kK][32 * J + 1];
+  DSK_SHARED(float, xs, [kRows][kK]);
+  DSK_SHARED(float, ws, [kK][32 * J + 1]);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
 
@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(kThreads)
                            const float* __restrict__ c_raw, const float* __restrict__ ln_w,
                            const float* __restrict__ mean, const float* __restrict__ rstd,
                            const float* __restrict__ w, int N, int d, int dc) {
-  __shared__ float ds[kRows][32 * J];  // this block's rows of d_raw; 0 past dc and past N
+  DSK_SHARED(float, ds, [kRows][32 * J]);  // this block's rows of d_raw; 0 past dc and past N
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
 

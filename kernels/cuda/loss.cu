@@ -42,8 +42,8 @@ __device__ MaxSum block_combine(MaxSum v, MaxSum* shared) {
 // logits, dlogits (N, V) — may alias, so neither is __restrict__; losses, targets (N).
 __global__ void cross_entropy_kernel(float* losses, float* dlogits, const float* logits,
                                      const int32_t* __restrict__ targets, int V, float dloss_scale) {
-  __shared__ MaxSum shared[32];
-  __shared__ float target_logit;
+  DSK_SHARED(MaxSum, shared, [32]);
+  DSK_SHARED(float, target_logit, );
   int64_t row = blockIdx.x;
   const float* x = logits + row * V;
   int target = targets[row];

@@ -135,8 +135,8 @@ constexpr int kAuxThreads = 256;
 __global__ void aux_stats_kernel(float* __restrict__ load, float* __restrict__ importance,
                                  double* __restrict__ fp, const float* __restrict__ probs,
                                  const int32_t* __restrict__ expert_idx, int N, int E, int k) {
-  __shared__ double shared_d[32];
-  __shared__ long long shared_c[32];
+  DSK_SHARED(double, shared_d, [32]);
+  DSK_SHARED(long long, shared_c, [32]);
   const int e = blockIdx.x;
   const int64_t S = static_cast<int64_t>(N) * k;
   long long count = 0;

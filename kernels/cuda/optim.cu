@@ -17,7 +17,7 @@ constexpr int kSumThreads = 256;
 
 // Stage 1: block k sums g² over its grid-stride slice (in double: 10⁸ terms stay accurate), one partial each.
 __global__ void sum_squares_partial_kernel(double* __restrict__ partials, const float* __restrict__ g, int64_t n) {
-  __shared__ double shared[32];
+  DSK_SHARED(double, shared, [32]);
   double s = 0.0;
   DSK_GRID_STRIDE(i, n) {
     double v = g[i];
@@ -29,7 +29,7 @@ __global__ void sum_squares_partial_kernel(double* __restrict__ partials, const 
 
 // Stage 2: one block of kSumBlocks threads adds the partials.
 __global__ void sum_squares_final_kernel(float* __restrict__ out, const double* __restrict__ partials) {
-  __shared__ double shared[32];
+  DSK_SHARED(double, shared, [32]);
   double s = cuda::block_sum(partials[threadIdx.x], shared);
   if (threadIdx.x == 0) *out = static_cast<float>(s);
 }

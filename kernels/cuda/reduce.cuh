@@ -46,7 +46,7 @@ constexpr int kColChunkRows = 256;
 
 template <int NOUT, class F>
 __global__ void column_partials_kernel(float* __restrict__ partials, int64_t R, int C, F f) {
-  __shared__ float s[NOUT][kColRowsPerBlock][kColTile + 1];
+  DSK_SHARED(float, s, [NOUT][kColRowsPerBlock][kColTile + 1]);
   int tx = threadIdx.x, ty = threadIdx.y;
   int c = blockIdx.x * kColTile + tx;
   int64_t r0 = static_cast<int64_t>(blockIdx.y) * kColChunkRows;

@@ -20,17 +20,23 @@
 
 #define DSK_CUBLASLT_CHECK(call) DSK_CUBLAS_CHECK(call)  // cuBLASLt reports cublasStatus_t as well
 
-// Kernel launches and dynamic shared memory are written through these two macros, so that the same source also
-// builds for the CPU emulator (kernels/cuda_emu/, DSK_CUDA_EMULATOR), which runs every CUDA thread as a fiber:
+// Kernel launches and shared memory are written through these macros, so that the same source also builds for the
+// CPU emulator (kernels/cuda_emu/, DSK_CUDA_EMULATOR), which runs every CUDA thread as a fiber:
 //   DSK_LAUNCH(grid, block, shared_bytes, kernel)(args...)   ==  kernel<<<grid, block, shared_bytes, stream()>>>(args...)
 //   DSK_DYNAMIC_SHARED(T, name);                             ==  extern __shared__ T name[];
+//   DSK_SHARED(T, name, [dims]);                             ==  __shared__ T name[dims];
+// (The emulator gives each block its shared memory filled with NaN bytes, as it does device memory.)
 #ifdef DSK_CUDA_EMULATOR
 #include "kernels/cuda_emu/emulator.h"
 #define DSK_LAUNCH(grid, block, smem, ...) ::dsk_emu::launcher(grid, block, smem, __VA_ARGS__)
 #define DSK_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::dsk_emu::dynamic_shared())
+#define DSK_SHARED(T, name, dims) \
+  static T name dims;             \
+  ::dsk_emu::shared_here(&name, sizeof(name))
 #else
 #define DSK_LAUNCH(grid, block, smem, ...) __VA_ARGS__<<<grid, block, smem, ::dsk::cuda::stream()>>>
 #define DSK_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#define DSK_SHARED(T, name, dims) __shared__ T name dims
 #endif
 
 namespace dsk::cuda {

@@ -4,11 +4,11 @@
 
 
 #include <algorithm>
-#include <cstdio>
-#include <map>
 #include <array>
+#include <cstdio>
 #include <deque>
 #include <exception>
+#include <map>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -91,6 +91,7 @@ struct Block {
   std::exception_ptr fault;
   unsigned char* dynamic_shared = nullptr;  // this launch's, ending at a guard page (guarded_alloc)
   size_t dynamic_shared_bytes = 0;
+  std::vector<void*> static_shared;  // the DSK_SHARED variables this block has declared (and poisoned)
 };
 
 Block g_block;
@@ -181,6 +182,7 @@ void run_block(dim3 bidx) {
   b.warp_once.assign(static_cast<size_t>(warps), WarpOnce{});
   for (int w = 0; w < warps; ++w) b.warp_barriers[static_cast<size_t>(w)].live = std::min(32, n - 32 * w);
   std::memset(b.dynamic_shared, 0xFF, b.dynamic_shared_bytes);
+  b.static_shared.clear();
   b.fault = nullptr;
   for (int t = 0; t < n; ++t) {
     Fiber& f = b.fibers[static_cast<size_t>(t)];
@@ -283,6 +285,13 @@ const float* warp_once(size_t floats, const std::function<void(float*)>& compute
 
 void* dynamic_shared() { return g_block.dynamic_shared; }
 
+void shared_here(void* p, size_t bytes) {
+  auto& seen = g_block.static_shared;
+  if (std::find(seen.begin(), seen.end(), p) != seen.end()) return;
+  seen.push_back(p);
+  std::memset(p, 0xFF, bytes);
+}
+
 bool set_max_dynamic_shared(const void* kernel, size_t bytes) {
   if (bytes > kMaxDynamicSharedBytes) return false;
   g_shared_limits[kernel] = bytes;
@@ -299,6 +308,14 @@ void describe_current_thread(char* out, size_t size) {
 }
 
 void trap(const char* why) { fail(why); }
+
+void misaligned(const void* p, const char* type, size_t alignment) {
+  char msg[320], where[160];
+  describe_current_thread(where, sizeof where);
+  std::snprintf(msg, sizeof msg, "misaligned address: a %s access at %p, not a multiple of %zu bytes%s", type, p,
+                alignment, where);
+  fail(msg);
+}
 
 void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kernel, const std::function<void()>& body) {
   if (g_in_kernel) fail("a kernel launched from inside a kernel");

@@ -9,7 +9,8 @@
 // fiber and the fibers take turns, in a fresh pseudo-random order each round, each running until it reaches a
 // barrier (__syncthreads, a warp shuffle or vote, __syncwarp) or ends. A barrier opens when every live thread of
 // its block (or warp) has arrived. So:
-//   - __shared__ is `static`: one copy, shared by the block's fibers (blocks never overlap);
+//   - DSK_SHARED (static __shared__) variables are `static`: one copy, shared by the block's fibers (blocks never
+//     overlap), filled with 0xFF bytes when the block's first thread declares it (shared_here);
 //   - a thread reading shared memory another thread has not yet written without a barrier in between sees the
 //     old contents, which makes a missing __syncthreads show as a wrong (or run-to-run different) result;
 //   - a warp shuffle or vote with lanes that have exited, or threads of one block waiting at different kinds of
@@ -36,27 +37,65 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__ static
+// Kernels declare static shared memory with DSK_SHARED (kernels/cuda/runtime.cuh), which the emulator poisons per
+// block (shared_here); a bare __shared__ does not compile here, so none escapes that.
+#define __shared__ __shared__is_written_DSK_SHARED_in_dsk_kernels
 #define __align__(n) __attribute__((aligned(n)))
 
 // ---- vector types ---------------------------------------------------------------------------------------------
+namespace dsk_emu {
+[[noreturn]] void misaligned(const void* p, const char* type, size_t alignment);
+// A vector load or store on the GPU needs an address aligned to the vector's size ("misaligned address" error
+// otherwise). The asm hides the address's origin so the compiler cannot assume the type's alignment and drop the
+// test.
+template <size_t Alignment>
+inline void check_aligned(const void* p, const char* type) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  asm("" : "+r"(a));
+  if (a % Alignment != 0) misaligned(p, type, Alignment);
+}
+}  // namespace dsk_emu
+
+// The vector types check the alignment of every access through memory: copying one from a reference (a load:
+// *reinterpret_cast<const float4*>(p)) and assigning one (a store).
+#define DSK_EMU_VECTOR(Name, T, Align)                                                              \
+  struct alignas(Align) Name {                                                                      \
+    T x, y, z, w;                                                                                   \
+    Name() = default;                                                                               \
+    constexpr Name(T x_, T y_, T z_, T w_) : x(x_), y(y_), z(z_), w(w_) {}                          \
+    Name(const Name& o) : x(o.x), y(o.y), z(o.z), w(o.w) {                                          \
+      ::dsk_emu::check_aligned<Align>(&o, #Name);                                                   \
+    }                                                                                               \
+    Name& operator=(const Name& o) {                                                                \
+      ::dsk_emu::check_aligned<Align>(&o, #Name);                                                   \
+      ::dsk_emu::check_aligned<Align>(this, #Name);                                                 \
+      x = o.x, y = o.y, z = o.z, w = o.w;                                                           \
+      return *this;                                                                                 \
+    }                                                                                               \
+  }
+#define DSK_EMU_VECTOR2(Name, T, Align)                                   \
+  struct alignas(Align) Name {                                            \
+    T x, y;                                                               \
+    Name() = default;                                                     \
+    constexpr Name(T x_, T y_) : x(x_), y(y_) {}                          \
+    Name(const Name& o) : x(o.x), y(o.y) { ::dsk_emu::check_aligned<Align>(&o, #Name); } \
+    Name& operator=(const Name& o) {                                      \
+      ::dsk_emu::check_aligned<Align>(&o, #Name);                         \
+      ::dsk_emu::check_aligned<Align>(this, #Name);                       \
+      x = o.x, y = o.y;                                                   \
+      return *this;                                                       \
+    }                                                                     \
+  }
+DSK_EMU_VECTOR(float4, float, 16);
+DSK_EMU_VECTOR(int4, int, 16);
+DSK_EMU_VECTOR2(float2, float, 8);
+DSK_EMU_VECTOR2(int2, int, 8);
+
 struct dim3 {
   unsigned x, y, z;
   constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 using uint3 = dim3;
-struct alignas(16) float4 {
-  float x, y, z, w;
-};
-struct alignas(8) float2 {
-  float x, y;
-};
-struct alignas(16) int4 {
-  int x, y, z, w;
-};
-struct alignas(8) int2 {
-  int x, y;
-};
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
@@ -85,6 +124,8 @@ int lane_id();
 // between barriers, so one lane's computation serves the warp without a barrier.
 const float* warp_once(size_t floats, const std::function<void(float*)>& compute);
 void* dynamic_shared();
+// A thread reached the declaration of a static shared variable: the block's first to get there poisons it.
+void shared_here(void* p, size_t bytes);
 [[noreturn]] void trap(const char* why);
 
 // Runs body() as every thread of every block of the grid (kernel: the function, for its shared-memory limit).
