@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 // ---- cuBLAS -------------------------------------------------------------------------------------------------------
@@ -130,6 +131,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, 
       ldc < std::max(1, m))
     return CUBLAS_STATUS_INVALID_VALUE;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   for (int i = 0; i < batch; ++i)
     emu_sgemm(ta == CUBLAS_OP_T, tb == CUBLAS_OP_T, m, n, k, al, static_cast<const float*>(A) + i * stride_a, lda,
               static_cast<const float*>(B) + i * stride_b, ldb, be, static_cast<float*>(C) + i * stride_c, ldc,
@@ -208,6 +210,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
   // D (m, n) = alpha op(A) op(B) + beta C (+ bias over rows m); layouts are stored (rows, cols) as given.
   const int m = static_cast<int>(dl->rows), n = static_cast<int>(dl->cols);
   const int k = static_cast<int>(d->ta == CUBLAS_OP_T ? a->rows : a->cols);
+  // The shapes must agree and every leading dimension cover its rows. cuBLASLt answers CUBLAS_STATUS_INVALID_VALUE,
+  // which dsk's linear takes as "no fused algorithm" and quietly computes unfused; here it is the bug it is.
+  const bool ta = d->ta == CUBLAS_OP_T, tb = d->tb == CUBLAS_OP_T;
+  bool valid = (ta ? a->cols : a->rows) == dl->rows && (tb ? b->rows : b->cols) == dl->cols &&
+               (tb ? b->cols : b->rows) == static_cast<uint64_t>(k) && c->rows == dl->rows && c->cols == dl->cols;
+  for (const EmuLtLayout* l : {a, b, c, dl}) valid = valid && l->ld >= std::max<int64_t>(1, int64_t(l->rows));
+  if (d->epilogue == CUBLASLT_EPILOGUE_BIAS && !d->bias) valid = false;
+  if (!valid) throw std::runtime_error("CUDA emulator: cublasLtMatmul with inconsistent layouts or no bias pointer");
   if (C != D || c->ld != dl->ld) return CUBLAS_STATUS_NOT_SUPPORTED;  // dsk always passes C == D
   float* out = static_cast<float*>(D);
   emu_sgemm(d->ta == CUBLAS_OP_T, d->tb == CUBLAS_OP_T, m, n, k, *static_cast<const float*>(alpha),
