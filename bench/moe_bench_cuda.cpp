@@ -297,14 +297,28 @@ nlohmann::json grouped_vs_dense(Layer& L) {
   moe_permute<GPU>(L.sorted.get(), L.slot_row.get(), L.offsets.get(), L.idx.get(), s.N, s.E, s.k);
   moe_gather<GPU>(L.xp.get(), L.x.get(), L.sorted.get(), s.N, s.k, s.d);
   auto& w = L.routed;
-  double fwd_ms = median_ms([&] {
-    expert_ffn_forward<GPU>(L.h.get(), L.yp.get(), L.xp.get(), w.w1.get(), w.b1.get(), w.w2.get(), w.b2.get(),
-                            L.offsets.get(), s.E, M, s.d, s.F);
-  });
-  double bwd_ms = median_ms([&] {
-    expert_ffn_backward<GPU>(L.dxp.get(), w.dw1.get(), w.db1.get(), w.dw2.get(), w.db2.get(), L.dh.get(), L.yp.get(),
-                             L.xp.get(), L.h.get(), w.w1.get(), w.w2.get(), L.offsets.get(), s.E, M, s.d, s.F);
-  });
+  auto time_forward = [&] {
+    return median_ms([&] {
+      expert_ffn_forward<GPU>(L.h.get(), L.yp.get(), L.xp.get(), w.w1.get(), w.b1.get(), w.w2.get(), w.b2.get(),
+                              L.offsets.get(), s.E, M, s.d, s.F);
+    });
+  };
+  auto time_backward = [&] {
+    return median_ms([&] {
+      expert_ffn_backward<GPU>(L.dxp.get(), w.dw1.get(), w.db1.get(), w.dw2.get(), w.db2.get(), L.dh.get(),
+                               L.yp.get(), L.xp.get(), L.h.get(), w.w1.get(), w.w2.get(), L.offsets.get(), s.E, M,
+                               s.d, s.F);
+    });
+  };
+  const double fwd_ms = time_forward(), bwd_ms = time_backward();
+  // Each tile size forced (the automatic choice above picks one per GEMM by its tile count): the figures that
+  // tell whether that choice's threshold is right on this GPU.
+  nlohmann::json tiles;
+  for (auto [name, tile] : {std::pair{"64x64", cuda::ExpertTile::kSmall}, std::pair{"128x128", cuda::ExpertTile::kBig}}) {
+    cuda::set_expert_tile(tile);
+    tiles[name] = {{"forward_ms", time_forward()}, {"backward_ms", time_backward()}};
+  }
+  cuda::set_expert_tile(cuda::ExpertTile::kAuto);
   // Dense: C (M, F) = xp · w1ᵀ; C (M, d) = h · w2ᵀ;  backward: dh = dy · w2; dx = dh · w1; dw2 = dyᵀ h; dw1 = dhᵀ x.
   const float* w1 = w.w1.get();
   const float* w2 = w.w2.get();
@@ -330,7 +344,8 @@ nlohmann::json grouped_vs_dense(Layer& L) {
           {"backward_tflops", tflops(bwd_flops, bwd_ms)},
           {"dense_backward_ms", dense_bwd_ms},
           {"dense_backward_tflops", tflops(bwd_flops, dense_bwd_ms)},
-          {"backward_fraction_of_dense", dense_bwd_ms / bwd_ms}};
+          {"backward_fraction_of_dense", dense_bwd_ms / bwd_ms},
+          {"forced_tiles", tiles}};
 }
 
 }  // namespace
@@ -378,7 +393,8 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
           {"what", "one MoE layer forward+backward (router, routed + shared experts, combine, aux loss), fp32: median "
                    "ms of the grouped path (no host sync) vs a loop over experts with a host sync per expert and "
                    "cuBLAS linears; grouped expert GEMMs vs dense cuBLAS SGEMMs of the same shapes, fp32 "
-                   "(grouped_gemm) and TF32 (grouped_gemm_tf32: the tensor-core tile vs cuBLAS TF32)"},
+                   "(grouped_gemm) and TF32 (grouped_gemm_tf32: the tensor-core tiles vs cuBLAS TF32); "
+                   "forced_tiles: the grouped GEMMs with each tile size forced"},
           {"warmup", kWarmups},
           {"reps", kReps},
           {"results", results}};

@@ -39,6 +39,13 @@ void synchronize();
 // Without the CUDA backend set_tf32 is a no-op and tf32_enabled() is false.
 void set_tf32(bool on);
 bool tf32_enabled();
+
+// The grouped expert GEMMs' tile (kernels/cuda/expert_ffn.cu): kAuto takes 128 x 128 when a launch has enough of
+// them to give every multiprocessor two, else 64 x 64; kSmall / kBig force one (tests cover both tiles whatever
+// the device's size; `dsk bench moe` times both). Without the CUDA backend a no-op.
+enum class ExpertTile { kAuto, kSmall, kBig };
+void set_expert_tile(ExpertTile tile);
+ExpertTile expert_tile();
 }  // namespace cuda
 
 }  // namespace dsk

@@ -18,9 +18,11 @@ void copy_to_host(void*, const void*, size_t) { no_cuda(); }
 void copy_device(void*, const void*, size_t) { no_cuda(); }
 void memset_device(void*, int, size_t) { no_cuda(); }
 void synchronize() { no_cuda(); }
-// A precision setting, not a device call: harmless (and ignored) on a CPU-only build.
+// Precision and tuning settings, not device calls: harmless (and ignored) on a CPU-only build.
 void set_tf32(bool) {}
 bool tf32_enabled() { return false; }
+void set_expert_tile(ExpertTile) {}
+ExpertTile expert_tile() { return ExpertTile::kAuto; }
 }  // namespace cuda
 
 }  // namespace dsk

@@ -160,6 +160,17 @@ def moe_markdown(bench):
                   f"{r['grouped_ms']:.3f} | {r['expert_loop_ms']:.3f} | {r['loop_over_grouped']:.2f}x | "
                   f"{rate(g, 'forward')} | {rate(g, 'backward')} | {rate(t, 'forward')} | {rate(t, 'backward')} | "
                   f"{r.get('max_rel_diff_y', 0):.1e}, {r.get('max_rel_diff_dx', 0):.1e} |")
+    md.append("\nGrouped expert GEMMs with each tile forced (ms forward / backward; the automatic choice is above):\n"
+              "\n| shape | fp32 64x64 | fp32 128x128 | TF32 64x64 | TF32 128x128 |\n|---|---|---|---|---|")
+
+    def forced(g, tile):
+        f = g.get("forced_tiles", {}).get(tile, {})
+        return f"{f.get('forward_ms', 0):.3f} / {f.get('backward_ms', 0):.3f}"
+
+    for r in bench["results"]:
+        g, t = r.get("grouped_gemm", {}), r.get("grouped_gemm_tf32", {})
+        md.append(f"| {r['shape']} | {forced(g, '64x64')} | {forced(g, '128x128')} | {forced(t, '64x64')} | "
+                  f"{forced(t, '128x128')} |")
     return md
 
 

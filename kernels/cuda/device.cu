@@ -74,6 +74,7 @@ Runtime& runtime() {
 }
 
 std::atomic<bool> g_tf32{false};
+std::atomic<ExpertTile> g_expert_tile{ExpertTile::kAuto};
 
 std::mutex g_scratch_mutex;
 void* g_scratch = nullptr;
@@ -107,6 +108,9 @@ void* scratch(size_t bytes) {
 
 void set_tf32(bool on) { g_tf32.store(on); }
 bool tf32_enabled() { return g_tf32.load(); }
+
+void set_expert_tile(ExpertTile tile) { g_expert_tile.store(tile); }
+ExpertTile expert_tile() { return g_expert_tile.load(); }
 
 // Transfers go through dsk's stream so they are ordered with its kernels. Host<->device copies wait for
 // completion (the host buffer may be reused or freed as soon as they return); device copies and memsets are

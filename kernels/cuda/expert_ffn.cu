@@ -25,9 +25,10 @@
 // large tiles; scalar global loads and one shared buffer cost more on small K.
 //
 // With TF32 on (cuda::set_tf32, the `tf32` training key) the same kernels take a tensor-core tile instead
-// (tile_gemm_tf32): the 64 x 64 x 16 tile's shared-memory operands go through wmma m16n16k8 TF32 (inputs rounded
-// to TF32, fp32 accumulation), and the finished tile is handed back in the SIMT register layout, so the loads, the
-// tile scheduling, the epilogues and the determinism are the ones above. Follow-ups: cp.async/TMA multi-stage
+// (tile_gemm_tf32, both sizes): the shared-memory operands go through wmma m16n16k8 TF32 (inputs rounded to TF32,
+// fp32 accumulation), and the finished tile is handed back in the SIMT register layout, so the loads, the tile
+// scheduling, the epilogues and the determinism are the ones above. cuda::set_expert_tile forces one tile size
+// (tests run both on any device; `dsk bench moe` times both). Follow-ups: cp.async/TMA multi-stage
 // loads and bigger tensor-core tiles (wgmma), which is where the H200's speed is.
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/moe.h"
@@ -164,72 +165,94 @@ __device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const 
 __device__ __forceinline__ int tile_row(int x) { return (x / 4) * 64 + (threadIdx.x / 16) * 4 + x % 4; }
 __device__ __forceinline__ int tile_col(int y) { return (y / 4) * 64 + (threadIdx.x % 16) * 4 + y % 4; }
 
-// ---- the same tile on the tensor cores (TF32), for SmallTile only ----------------------------------------------
-// Loads through stream_tiles as tile_gemm (same k-major shared tiles, same rowsum), then warp w of 8 owns the
-// 16 x 32 output block at rows 16 (w / 2), columns 32 (w % 2): two m16n16k8 accumulators. In the k-major tiles
-// A(i, kk) = As[kk][i] is a column-major 16 x 8 operand and B(kk, j) = Bs[kk][j] a row-major 8 x 16 one, both with
-// leading dimension 68 (a multiple of 4 floats, and every fragment pointer 32-byte aligned: 8 rows of 68 floats
-// are 2176 bytes = 68 x 32). The result goes through shared memory into the SIMT register layout.
-template <bool A_KC, bool B_KC>
-__device__ __forceinline__ void tile_gemm_tf32(float (&acc)[SmallTile::TM][SmallTile::TN],
-                                               const float* __restrict__ A, int lda, int m_valid,
-                                               const float* __restrict__ B, int ldb, int n_valid, int K, float* As,
-                                               float* Bs, bool with_rowsum, float& rowsum) {
+// ---- the same tiles on the tensor cores (TF32) ------------------------------------------------------------------
+// Loads through stream_tiles as tile_gemm (same k-major shared tiles, same rowsum). The 8 warps form a 4 x 2 grid
+// over the BM x BN tile: warp w owns the WM x WN block (WM = BM / 4, WN = BN / 2) at rows WM (w / 2), columns
+// WN (w % 2), as FM x FN m16n16k8 accumulators (64 x 64: 1 x 2, 128 x 128: 2 x 4, so each A fragment serves FN
+// products and each B fragment FM). In the k-major tiles A(i, kk) = As[kk][i] is a column-major 16 x 8 operand and
+// B(kk, j) = Bs[kk][j] a row-major 8 x 16 one, with leading dimensions BM + 4 and BN + 4 (multiples of 4 floats,
+// and every fragment pointer is 32-byte aligned: 8 rows of the tile are 32 (BM + 4) bytes, 16 columns 64 bytes).
+// The finished tile goes through shared memory into the SIMT register layout, 64 rows at a time (a 128 x 128
+// staging buffer would not fit the 48 KB of static shared memory), so the epilogues are the FFMA tile's.
+template <class Cfg, bool A_KC, bool B_KC>
+__device__ __forceinline__ void tile_gemm_tf32(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
+                                               int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
+                                               float* As, float* Bs, bool with_rowsum, float& rowsum) {
 #if defined(DSK_CUDA_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
   namespace wmma = nvcuda::wmma;
-  using Cfg = SmallTile;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;
   constexpr int SA = BM + kPad, SB = BN + kPad, SC = BN + kPad;
-  static_assert(SA % 4 == 0 && SB % 4 == 0 && (8 * SA * 4) % 32 == 0, "wmma operand alignment");
-  DSK_SHARED(__align__(32) float, Cs, [BM * SC]);
-  const int tid = threadIdx.x, warp = tid / 32;
-  const int wr = warp / 2, wc = warp % 2;  // output block: rows 16 wr, columns 32 wc
+  constexpr int WM = BM / 4, WN = BN / 2, FM = WM / 16, FN = WN / 16;
+  constexpr int kStageRows = BM < 64 ? BM : 64;
+  static_assert(BK % 8 == 0 && WM % 16 == 0 && WN % 16 == 0 && SA % 4 == 0 && SB % 4 == 0, "wmma tiling");
+  DSK_SHARED(__align__(32) float, Cs, [kStageRows * SC]);
+  const int warp = threadIdx.x / 32;
+  const int wr = warp / 2, wc = warp % 2;  // the warp's block: rows WM wr, columns WN wc
 
-  wmma::fragment<wmma::accumulator, 16, 16, 8, float> fc[2];
-  wmma::fill_fragment(fc[0], 0.0f);
-  wmma::fill_fragment(fc[1], 0.0f);
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> fc[FM][FN];
+#pragma unroll
+  for (int i = 0; i < FM; ++i)
+#pragma unroll
+    for (int j = 0; j < FN; ++j) wmma::fill_fragment(fc[i][j], 0.0f);
 
   rowsum = stream_tiles<Cfg, A_KC, B_KC>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, [&] {
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 8) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa;
-      wmma::load_matrix_sync(fa, As + kk * SA + 16 * wr, SA);
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa[FM];
 #pragma unroll
-      for (int t = 0; t < fa.num_elements; ++t) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
+      for (int i = 0; i < FM; ++i) {
+        wmma::load_matrix_sync(fa[i], As + kk * SA + WM * wr + 16 * i, SA);
 #pragma unroll
-      for (int n = 0; n < 2; ++n) {
+        for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
+      }
+#pragma unroll
+      for (int j = 0; j < FN; ++j) {
         wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
-        wmma::load_matrix_sync(fb, Bs + kk * SB + 32 * wc + 16 * n, SB);
+        wmma::load_matrix_sync(fb, Bs + kk * SB + WN * wc + 16 * j, SB);
 #pragma unroll
         for (int t = 0; t < fb.num_elements; ++t) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
-        wmma::mma_sync(fc[n], fa, fb, fc[n]);
+#pragma unroll
+        for (int i = 0; i < FM; ++i) wmma::mma_sync(fc[i][j], fa[i], fb, fc[i][j]);
       }
     }
   });
+
+  // Rows [r0, r0 + kStageRows) per pass: the warps owning them store their accumulators, then every thread reads
+  // its register elements in those rows.
 #pragma unroll
-  for (int n = 0; n < 2; ++n)
-    wmma::store_matrix_sync(Cs + (16 * wr) * SC + 32 * wc + 16 * n, fc[n], SC, wmma::mem_row_major);
-  __syncthreads();
+  for (int r0 = 0; r0 < BM; r0 += kStageRows) {
+    if (r0 > 0) __syncthreads();  // the previous pass's reads are done before Cs is overwritten
 #pragma unroll
-  for (int x = 0; x < Cfg::TM; ++x)
+    for (int i = 0; i < FM; ++i) {
+      const int row = WM * wr + 16 * i;  // the same on the whole warp: wmma's collective store is safe here
+      if (row < r0 || row >= r0 + kStageRows) continue;
 #pragma unroll
-    for (int y = 0; y < Cfg::TN; ++y) acc[x][y] = Cs[tile_row(x) * SC + tile_col(y)];
+      for (int j = 0; j < FN; ++j)
+        wmma::store_matrix_sync(Cs + (row - r0) * SC + WN * wc + 16 * j, fc[i][j], SC, wmma::mem_row_major);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int x = 0; x < Cfg::TM; ++x) {
+      const int row = tile_row(x);
+      if (row < r0 || row >= r0 + kStageRows) continue;
+#pragma unroll
+      for (int y = 0; y < Cfg::TN; ++y) acc[x][y] = Cs[(row - r0) * SC + tile_col(y)];
+    }
+  }
 #else
   __trap();  // built only for sm_80 and newer (the launchers never pick it on older GPUs)
 #endif
 }
 
-// One tile on the FFMA path (any Cfg) or, with TC, on the tensor cores (SmallTile).
+// One tile on the FFMA path or, with TC, on the tensor cores.
 template <class Cfg, bool TC, bool A_KC, bool B_KC>
 __device__ __forceinline__ void any_tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
                                               int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
                                               float* As, float* Bs, bool with_rowsum, float& rowsum) {
-  if constexpr (TC) {
-    static_assert(std::is_same_v<Cfg, SmallTile>, "the tensor-core tile is 64 x 64 x 16");
-    tile_gemm_tf32<A_KC, B_KC>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, rowsum);
-  } else {
+  if constexpr (TC)
+    tile_gemm_tf32<Cfg, A_KC, B_KC>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, rowsum);
+  else
     tile_gemm<Cfg, A_KC, B_KC>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, rowsum);
-  }
 }
 
 // ---- row-grouped GEMM: C (M, Nout) = epilogue(A (M, K) · op(W[e])), expert e by row segment ------------------------
@@ -356,52 +379,47 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // ---- launch helpers -----------------------------------------------------------------------------------------------
 
-// The big tile when it still gives two blocks per multiprocessor; small layers take the small tile.
-bool big_tiles(int64_t big_blocks) { return big_blocks >= 2LL * cuda::sm_count(); }
-
-template <class Cfg, bool TC, bool B_KC, int EPI>
-void launch_grouped_cfg(float* C, const float* A, const float* W, const float* bias, const float* mask,
-                        const int32_t* offsets, int E, int M, int K, int Nout) {
-  const int64_t row_tiles = cuda::ceil_div(M, Cfg::BM) + E;  // ≥ Σ_e ceil(m_e / BM)
-  const int64_t col_tiles = cuda::ceil_div(Nout, Cfg::BN);
-  DSK_CHECK(row_tiles <= INT32_MAX && col_tiles <= 65535, "expert_ffn: M={} Nout={} is too large for one launch", M,
-            Nout);
-  dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(col_tiles));
-  DSK_LAUNCH(grid, kThreads, 0, grouped_gemm_kernel<Cfg, TC, B_KC, EPI>)(C, A, W, bias, mask, offsets, E, K, Nout);
-  DSK_CUDA_CHECK_LAUNCH();
+// Calls f(Cfg{}, std::bool_constant<TC>{}) with the tile for a launch that would have `big_blocks` blocks of the big
+// tile: the big tile when that still gives two blocks per multiprocessor (small layers take the small one), unless
+// cuda::set_expert_tile forces one; the tensor-core variant when TF32 is on.
+template <class F>
+void with_tile(int64_t big_blocks, F&& f) {
+  bool big = big_blocks >= 2LL * cuda::sm_count();
+  if (cuda::expert_tile() != cuda::ExpertTile::kAuto) big = cuda::expert_tile() == cuda::ExpertTile::kBig;
+  const bool tc = cuda::tf32_enabled();
+  if (big)
+    tc ? f(BigTile{}, std::true_type{}) : f(BigTile{}, std::false_type{});
+  else
+    tc ? f(SmallTile{}, std::true_type{}) : f(SmallTile{}, std::false_type{});
 }
 
 template <bool B_KC, int EPI>
 void launch_grouped(float* C, const float* A, const float* W, const float* bias, const float* mask,
                     const int32_t* offsets, int E, int M, int K, int Nout) {
-  const int64_t big = (cuda::ceil_div(M, BigTile::BM) + E) * cuda::ceil_div(Nout, BigTile::BN);
-  if (cuda::tf32_enabled())
-    launch_grouped_cfg<SmallTile, true, B_KC, EPI>(C, A, W, bias, mask, offsets, E, M, K, Nout);
-  else if (big_tiles(big))
-    launch_grouped_cfg<BigTile, false, B_KC, EPI>(C, A, W, bias, mask, offsets, E, M, K, Nout);
-  else
-    launch_grouped_cfg<SmallTile, false, B_KC, EPI>(C, A, W, bias, mask, offsets, E, M, K, Nout);
-}
-
-template <class Cfg, bool TC>
-void launch_weight_grad_cfg(float* dW, float* db, const float* X, const float* Y, const int32_t* offsets, int E, int Mw,
-                            int Nw) {
-  dim3 grid(static_cast<unsigned>(cuda::ceil_div(Mw, Cfg::BM)), static_cast<unsigned>(cuda::ceil_div(Nw, Cfg::BN)),
-            static_cast<unsigned>(E));
-  DSK_CHECK(grid.y <= 65535 && grid.z <= 65535, "expert_ffn_backward: {} x {} x {} experts is too large", Mw, Nw, E);
-  DSK_LAUNCH(grid, kThreads, 0, weight_grad_kernel<Cfg, TC>)(dW, db, X, Y, offsets, Mw, Nw);
-  DSK_CUDA_CHECK_LAUNCH();
+  with_tile((cuda::ceil_div(M, BigTile::BM) + E) * cuda::ceil_div(Nout, BigTile::BN), [&](auto cfg, auto tc) {
+    using Cfg = decltype(cfg);
+    const int64_t row_tiles = cuda::ceil_div(M, Cfg::BM) + E;  // ≥ Σ_e ceil(m_e / BM)
+    const int64_t col_tiles = cuda::ceil_div(Nout, Cfg::BN);
+    DSK_CHECK(row_tiles <= INT32_MAX && col_tiles <= 65535, "expert_ffn: M={} Nout={} is too large for one launch",
+              M, Nout);
+    dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(col_tiles));
+    DSK_LAUNCH(grid, kThreads, 0, grouped_gemm_kernel<Cfg, decltype(tc)::value, B_KC, EPI>)(C, A, W, bias, mask,
+                                                                                          offsets, E, K, Nout);
+    DSK_CUDA_CHECK_LAUNCH();
+  });
 }
 
 void launch_weight_grad(float* dW, float* db, const float* X, const float* Y, const int32_t* offsets, int E, int Mw,
                         int Nw) {
-  const int64_t big = cuda::ceil_div(Mw, BigTile::BM) * cuda::ceil_div(Nw, BigTile::BN) * E;
-  if (cuda::tf32_enabled())
-    launch_weight_grad_cfg<SmallTile, true>(dW, db, X, Y, offsets, E, Mw, Nw);
-  else if (big_tiles(big))
-    launch_weight_grad_cfg<BigTile, false>(dW, db, X, Y, offsets, E, Mw, Nw);
-  else
-    launch_weight_grad_cfg<SmallTile, false>(dW, db, X, Y, offsets, E, Mw, Nw);
+  with_tile(cuda::ceil_div(Mw, BigTile::BM) * cuda::ceil_div(Nw, BigTile::BN) * E, [&](auto cfg, auto tc) {
+    using Cfg = decltype(cfg);
+    dim3 grid(static_cast<unsigned>(cuda::ceil_div(Mw, Cfg::BM)), static_cast<unsigned>(cuda::ceil_div(Nw, Cfg::BN)),
+              static_cast<unsigned>(E));
+    DSK_CHECK(grid.y <= 65535 && grid.z <= 65535, "expert_ffn_backward: {} x {} x {} experts is too large", Mw, Nw,
+              E);
+    DSK_LAUNCH(grid, kThreads, 0, weight_grad_kernel<Cfg, decltype(tc)::value>)(dW, db, X, Y, offsets, Mw, Nw);
+    DSK_CUDA_CHECK_LAUNCH();
+  });
 }
 
 }  // namespace

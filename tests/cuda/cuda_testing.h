@@ -73,6 +73,18 @@ struct Tf32Guard {
   ~Tf32Guard() { dsk::cuda::set_tf32(false); }
 };
 
+// Forces the grouped expert GEMMs' tile (kernels/device.h) for a scope, so a test covers both tiles on any device.
+struct ExpertTileGuard {
+  explicit ExpertTileGuard(dsk::cuda::ExpertTile tile) { dsk::cuda::set_expert_tile(tile); }
+  ~ExpertTileGuard() { dsk::cuda::set_expert_tile(dsk::cuda::ExpertTile::kAuto); }
+};
+struct NamedExpertTile {
+  const char* name;
+  dsk::cuda::ExpertTile tile;
+};
+inline const NamedExpertTile kExpertTiles[] = {{"64 x 64", dsk::cuda::ExpertTile::kSmall},
+                                               {"128 x 128", dsk::cuda::ExpertTile::kBig}};
+
 // TF32 keeps 10 mantissa bits: GEMM results against the fp32 CPU spec (simulated worst case ~8e-4 relative).
 constexpr double kTf32Tol = 3e-3;
 

@@ -79,7 +79,11 @@ TEST_CASE("cuda bench: MoE layer (grouped vs loop, grouped GEMM vs dense, fp32 a
   for (const char* g : {"grouped_gemm", "grouped_gemm_tf32"})
     for (const char* key : {"forward_tflops", "backward_tflops", "dense_forward_tflops", "forward_fraction_of_dense"})
       require_positive(r.at(g), key);
+  for (const char* g : {"grouped_gemm", "grouped_gemm_tf32"})
+    for (const char* tile : {"64x64", "128x128"})
+      for (const char* key : {"forward_ms", "backward_ms"}) require_positive(r.at(g).at("forced_tiles").at(tile), key);
   REQUIRE(!cuda::tf32_enabled());
+  REQUIRE(cuda::expert_tile() == cuda::ExpertTile::kAuto);  // the bench leaves the automatic choice behind
 }
 
 TEST_CASE("cuda bench: a training step of a tiny model, with the MFU fields", "[cuda][bench]") {
