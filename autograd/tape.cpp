@@ -15,8 +15,14 @@ Var* Tape::wrap(Tensor t, const std::string& name, bool requires_grad) {
 }
 
 void Tape::push(std::string op, std::vector<Var*> inputs, std::vector<Var*> outputs, std::function<void()> backward) {
+  std::string label;
+  if (profiler) {
+    label = outputs.empty() ? op : op + " " + outputs[0]->value.shape_str();
+    profiler->mark(label, false);
+  }
   if (!record) return;
-  nodes_.push_back(Node{std::move(op), std::move(inputs), std::move(outputs), std::move(backward)});
+  nodes_.push_back(
+      Node{std::move(op), std::move(inputs), std::move(outputs), std::move(backward), std::move(label)});
 }
 
 Tensor Tape::grad_target(Var* v) {
@@ -61,12 +67,14 @@ void Tape::backward(const std::vector<Var*>& roots) {
     run([&]<Backend B>() { fill<B>(g.f32(), 1.0f, 1); });
     grad_commit(root, g);
   }
+  if (profiler) profiler->start();
   for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
     bool needed = false;
     for (Var* out : it->outputs) needed = needed || out->grad_written;
     if (!needed) continue;  // nothing downstream of this node reached the loss
     if (!it->backward) throw Error(fmt::format("op '{}' has no backward", it->op));
     it->backward();
+    if (profiler) profiler->mark(it->label, true);
   }
 }
 

@@ -7,6 +7,7 @@
 // - an activation's gradient is written through grad_target()/grad_commit(): the first contribution is
 //   written straight into the gradient buffer, later ones go to scratch and are added (set-or-add);
 // - index tensors (tokens, expert ids, permutations) are Vars with requires_grad = false.
+#include "autograd/profile.h"
 #include "engine/arena.h"
 
 #include <cstdint>
@@ -34,6 +35,7 @@ class Tape {
   bool record = true;
   uint64_t seed = 0;  // run seed, for dropout / noise sites
   uint64_t step = 0;  // optimizer step, part of every random site
+  OpProfiler* profiler = nullptr;  // when set, every node's forward and backward time is charged to it
 
   Backend device() const { return device_; }
   Arena& arena() { return arena_; }
@@ -80,6 +82,7 @@ class Tape {
     std::string op;
     std::vector<Var*> inputs, outputs;
     std::function<void()> backward;
+    std::string label;  // the profiler's: op and output shape (only with a profiler)
   };
   Arena& arena_;
   Backend device_;

@@ -57,14 +57,17 @@ nlohmann::json bench_train(const ModelConfig& c, Backend device, const TrainBenc
     return std::chrono::duration<double, std::milli>(b - a).count();
   };
   std::vector<double> fwd, bwd, optim, total;
-  for (int s = 0; s < o.warmup + o.steps; ++s) {
+  // One training step; with a profiler, the op-by-op times go to it (and the step's own times are not kept).
+  auto step = [&](int s, OpProfiler* profiler) {
     arena.reset();
     Tape tape(arena, device);
     tape.training = true;
     tape.seed = 1;
     tape.step = s;
+    tape.profiler = profiler;
     model.params().zero_grad();
     sync();
+    if (profiler) profiler->start();
     auto t0 = clock::now();
     ForwardResult r = model.forward(tape, tokens, targets);
     sync();
@@ -75,12 +78,17 @@ nlohmann::json bench_train(const ModelConfig& c, Backend device, const TrainBenc
     opt.step(s + 1, learning_rate(tc, s, tc.max_steps));
     sync();
     auto t3 = clock::now();
-    if (s < o.warmup) continue;
+    if (profiler) profiler->collect();
+    if (s < o.warmup || profiler) return;
     fwd.push_back(ms(t0, t1));
     bwd.push_back(ms(t1, t2));
     optim.push_back(ms(t2, t3));
     total.push_back(ms(t0, t3));
-  }
+  };
+  for (int s = 0; s < o.warmup + o.steps; ++s) step(s, nullptr);
+  // Profiled steps after the timed ones, so that the markers cannot slow the timed steps.
+  OpProfiler profiler(device);
+  for (int s = 0; s < o.profile_steps; ++s) step(o.warmup + o.steps + s, &profiler);
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
@@ -102,7 +110,9 @@ nlohmann::json bench_train(const ModelConfig& c, Backend device, const TrainBenc
           {"model_gflop_per_token", train_flops_per_token(c, T) / 1e9},
           {"achieved_gflop_s", gflops},
           {"activation_arena_mib", plan.activation_bytes / 1048576.0},
-          {"parameter_arena_mib", plan.parameter_bytes / 1048576.0}};
+          {"parameter_arena_mib", plan.parameter_bytes / 1048576.0},
+          {"profile_steps", o.profile_steps},
+          {"ops", profiler.report(o.profile_steps)}};
 #ifdef DSK_HAVE_CUDA
   if (device == Backend::CUDA) {
     // MFU: model FLOPs per second over the GPU's measured GEMM rate at the precision trained in (fp32; with

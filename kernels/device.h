@@ -33,6 +33,11 @@ void copy_device(void* dst, const void* src, size_t bytes);
 void memset_device(void* p, int value, size_t bytes);
 // Waits for all work queued on the current stream (kernels/cuda/runtime.cuh) and checks for faults.
 void synchronize();
+// Time markers on that stream (CUDA events), for profiling: record_marker() queues one after the work queued so
+// far; marker_elapsed_ms(a, b) is the GPU time between two that have completed (after synchronize()).
+void* record_marker();
+float marker_elapsed_ms(void* from, void* to);
+void destroy_marker(void* marker);
 
 // TF32 tensor cores for fp32 GEMMs (cuBLAS / cuBLASLt). Off by default, so fp32 results match the CPU
 // specification to ~1e-5; on, GEMMs run several times faster at ~1e-3 relative error.

@@ -18,6 +18,9 @@ void copy_to_host(void*, const void*, size_t) { no_cuda(); }
 void copy_device(void*, const void*, size_t) { no_cuda(); }
 void memset_device(void*, int, size_t) { no_cuda(); }
 void synchronize() { no_cuda(); }
+void* record_marker() { no_cuda(); }
+float marker_elapsed_ms(void*, void*) { no_cuda(); }
+void destroy_marker(void*) { no_cuda(); }
 // Precision and tuning settings, not device calls: harmless (and ignored) on a CPU-only build.
 void set_tf32(bool) {}
 bool tf32_enabled() { return false; }

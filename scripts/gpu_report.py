@@ -85,6 +85,19 @@ def train_markdown(dsk, torch, dsk_tf32=None, torch_tf32=None):
         if a and b and "tokens_per_s" in a and "tokens_per_s" in b:
             md.append(f"\n{label}: dsk / PyTorch {a['tokens_per_s'] / b['tokens_per_s']:.2f}×; dsk "
                       f"{a.get('achieved_gflop_s', 0) / 1e3:.1f} TFLOP/s (model FLOPs)")
+    md += ops_markdown(dsk, "fp32") + ops_markdown(dsk_tf32, "TF32")
+    return md
+
+
+def ops_markdown(r, label, top=15):
+    """Where dsk's training step spends its GPU time, op by op (bench train's "ops": autograd/profile.h)."""
+    if not r or not r.get("ops"):
+        return []
+    md = [f"\ndsk {label}, GPU time per step by op (labels: op and output shape; the {top} largest):\n",
+          "| op | calls | forward ms | backward ms | share |\n|---|---|---|---|---|"]
+    for o in r["ops"][:top]:
+        md.append(f"| {o['op']} | {o['calls']:.0f} | {o['forward_ms']:.3f} | {o['backward_ms']:.3f} | "
+                  f"{100 * o['share']:.1f}% |")
     return md
 
 

@@ -54,6 +54,7 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
       .option("seq-len", "T", "sequence length (default: context_length)", "0")
       .option("steps", "N", "timed steps", "5")
       .option("warmup", "N", "untimed steps first", "1")
+      .option("profile-steps", "N", "steps profiled op by op after the timed ones (0: none)", "2")
       .repeated("set", "KEY=VALUE", "override a model config key")
       .flag("tf32", "CUDA: TF32 tensor cores for the fp32 GEMMs")
       .option("json", "FILE", "also write the result here");
@@ -67,8 +68,12 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
   o.seq_len = static_cast<int>(a.get_int("seq-len"));
   o.steps = static_cast<int>(a.get_int("steps"));
   o.warmup = static_cast<int>(a.get_int("warmup"));
-  if (o.batch <= 0 || o.steps <= 0 || o.warmup < 0 || o.seq_len < 0 || o.seq_len > c.context_length)
-    throw cli::UsageError("bench train: --batch and --steps must be positive, --seq-len within the context length");
+  o.profile_steps = static_cast<int>(a.get_int("profile-steps"));
+  if (o.batch <= 0 || o.steps <= 0 || o.warmup < 0 || o.profile_steps < 0 || o.seq_len < 0 ||
+      o.seq_len > c.context_length)
+    throw cli::UsageError(
+        "bench train: --batch and --steps must be positive, --warmup and --profile-steps not negative, --seq-len "
+        "within the context length");
   nlohmann::json r = bench_train(c, cli::resolve_device(a.get("device")), o);
   r["config_name"] = a.get("config");
   r["tf32"] = a.has("tf32");

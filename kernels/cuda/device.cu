@@ -147,5 +147,20 @@ void synchronize() {
   DSK_CUDA_CHECK(cudaGetLastError());
 }
 
+void* record_marker() {
+  cudaEvent_t e = nullptr;
+  DSK_CUDA_CHECK(cudaEventCreate(&e));
+  DSK_CUDA_CHECK(cudaEventRecord(e, stream()));
+  return e;
+}
+float marker_elapsed_ms(void* from, void* to) {
+  float ms = 0.0f;
+  DSK_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(from), static_cast<cudaEvent_t>(to)));
+  return ms;
+}
+void destroy_marker(void* marker) {
+  if (marker) DSK_CUDA_CHECK(cudaEventDestroy(static_cast<cudaEvent_t>(marker)));
+}
+
 }  // namespace cuda
 }  // namespace dsk

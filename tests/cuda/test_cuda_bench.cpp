@@ -105,6 +105,20 @@ TEST_CASE("cuda bench: a training step of a tiny model, with the MFU fields", "[
                             "achieved_gflop_s", "mfu_vs_fp32_gemm"})
       require_positive(j, key);
     CHECK(j.contains("mfu_vs_tf32_gemm") == tf32);
+    // The op profile from CUDA events: every row timed, the attention and expert ops among them.
+    REQUIRE(!j.at("ops").empty());
+    bool attention = false, experts = false;
+    double sum = 0;
+    for (const auto& r : j.at("ops")) {
+      const double ms = r.at("total_ms").get<double>();
+      CHECK((std::isfinite(ms) && ms >= 0.0));  // an op of a few tiny kernels may read 0 at the events' resolution
+      sum += ms;
+      const std::string op = r.at("op");
+      attention = attention || op.rfind("attention", 0) == 0;
+      experts = experts || op.rfind("expert_ffn", 0) == 0;
+    }
+    CHECK((attention && experts));
+    CHECK(sum > 0.0);
   }
 }
 #endif  // DSK_HAVE_CUDA
