@@ -211,8 +211,12 @@ __device__ __forceinline__ ThreadRows<RA> thread_rows(const Geometry& g, int b, 
 // grid (ceil(rows / BR), B * Hk, splits); block TY*16 threads; BR = TY*RA query rows per block.
 // splits == 1: writes out / lse. splits > 1: writes the split's normalized output part_o
 // ((split, B*Hk, rows, dv)) and log-sum-exp part_lse ((split, B*Hk, rows)) for attention_combine_kernel.
+// Launch bounds: with the block size alone, ptxas traded registers for resident blocks and gave the 8-row decode
+// blocks 64 registers and spills (8-28 bytes), aiming at 8 blocks per SM that their shared memory (~41 KB at
+// width 128) never allows; they ask for 5, what that memory allows: 80-95 registers, no spills
+// (scripts/kernel_resources.sh).
 template <int TY, int RA, int NMV>
-__global__ void __launch_bounds__(TY* kTx) attention_forward_kernel(float* __restrict__ out, float* __restrict__ lse,
+__global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_kernel(float* __restrict__ out, float* __restrict__ lse,
                                                                    float* __restrict__ part_o,
                                                                    float* __restrict__ part_lse,
                                                                    const float* __restrict__ q,
