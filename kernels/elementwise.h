@@ -18,6 +18,13 @@ void dropout_forward(float* y, const float* x, int64_t n, float p, uint64_t seed
 template <Backend B>
 void dropout_backward(float* dx, const float* dy, int64_t n, float p, uint64_t seed, uint64_t site);
 
+// The argument checks both backends make (one message, whichever device runs the op).
+inline void check_size(int64_t n, const char* op) { DSK_CHECK(n >= 0, "{}: negative size {}", op, n); }
+inline void check_dropout(int64_t n, float p, const char* op) {
+  check_size(n, op);
+  DSK_CHECK(p >= 0.0f && p <= 1.0f, "{}: dropout probability {} outside [0, 1]", op, p);
+}
+
 // out = a + b
 template <Backend B>
 void add(float* out, const float* a, const float* b, int64_t n);

@@ -20,4 +20,14 @@ void latent_projection_backward(float* dx, float* d_raw, float* dw_dkv, float* d
                                 const float* dc_out, const float* x, const float* w_dkv, const float* c_raw,
                                 const float* ln_w, const float* mean, const float* rstd, int N, int d, int dc);
 
+// The argument checks both backends make.
+inline void check_latent_forward(int N, int d, int dc, const float* c_raw, const float* mean, const float* rstd) {
+  DSK_CHECK(N > 0 && d > 0 && dc > 0, "latent_projection_forward: bad shape N={} d={} dc={}", N, d, dc);
+  DSK_CHECK(c_raw && mean && rstd, "latent_projection_forward: c_raw, mean and rstd are needed for backward");
+}
+inline void check_latent_backward(int N, int d, int dc, const float* d_raw) {
+  DSK_CHECK(N > 0 && d > 0 && dc > 0, "latent_projection_backward: bad shape N={} d={} dc={}", N, d, dc);
+  DSK_CHECK(d_raw != nullptr, "latent_projection_backward: d_raw (N, dc) is needed");
+}
+
 }  // namespace dsk

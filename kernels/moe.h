@@ -10,6 +10,19 @@ namespace dsk {
 //   expert_idx (N, k): the k largest noisy values, in descending order, ties to the lower expert id
 //   gate (N, k): softmax over the k selected noisy values
 //   noisy (N, E): saved for backward;  probs (N, E): softmax(logits) (clean, for the aux loss)
+// The router's and aux loss's argument checks, made by both backends.
+inline void check_router_forward(int N, int E, int k) {
+  DSK_CHECK(N > 0 && E > 0, "moe_router_forward: bad shape N={} E={}", N, E);
+  DSK_CHECK(k > 0 && k <= E, "moe_router_forward: k={} must be in [1, E={}]", k, E);
+}
+inline void check_router_backward(int N, int E, int k, const float* dnoise_logits, const float* noise_logits) {
+  DSK_CHECK(N > 0 && E > 0 && k > 0 && k <= E, "moe_router_backward: bad shape N={} E={} k={}", N, E, k);
+  DSK_CHECK(!dnoise_logits || noise_logits, "moe_router_backward: dnoise_logits needs noise_logits");
+}
+inline void check_aux_loss(int N, int E, int k, const char* op) {
+  DSK_CHECK(N > 0 && E > 0 && k > 0, "{}: bad shape N={} E={} k={}", op, N, E, k);
+}
+
 template <Backend B>
 void moe_router_forward(int32_t* expert_idx, float* gate, float* noisy, float* probs, const float* logits,
                         const float* noise_logits, int N, int E, int k, uint64_t seed, uint64_t site);

@@ -7,14 +7,14 @@ namespace dsk {
 
 template <>
 void relu_forward<Backend::CPU>(float* y, const float* x, int64_t n) {
-  DSK_CHECK(n >= 0, "relu_forward: bad size {}", n);
+  check_size(n, "relu_forward");
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 template <>
 void relu_backward<Backend::CPU>(float* dx, const float* dy, const float* y, int64_t n) {
-  DSK_CHECK(n >= 0, "relu_backward: bad size {}", n);
+  check_size(n, "relu_backward");
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -23,8 +23,7 @@ namespace {
 // Shared by forward and backward: the mask is a pure function of (seed, site, i), so backward regenerates the
 // exact forward mask. out[i] = keep(i) ? in[i] / (1 - p) : 0.
 void apply_dropout(float* out, const float* in, int64_t n, float p, uint64_t seed, uint64_t site, const char* what) {
-  DSK_CHECK(n >= 0, "{}: bad size {}", what, n);
-  DSK_CHECK(p >= 0.0f && p <= 1.0f, "{}: dropout probability {} outside [0, 1]", what, p);
+  check_dropout(n, p, what);
   if (p == 0.0f) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) out[i] = in[i];
@@ -49,21 +48,21 @@ void dropout_backward<Backend::CPU>(float* dx, const float* dy, int64_t n, float
 
 template <>
 void add<Backend::CPU>(float* out, const float* a, const float* b, int64_t n) {
-  DSK_CHECK(n >= 0, "add: bad size {}", n);
+  check_size(n, "add");
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
 template <>
 void accumulate<Backend::CPU>(float* y, const float* x, int64_t n, float alpha) {
-  DSK_CHECK(n >= 0, "accumulate: bad size {}", n);
+  check_size(n, "accumulate");
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
 template <>
 void fill<Backend::CPU>(float* y, float value, int64_t n) {
-  DSK_CHECK(n >= 0, "fill: bad size {}", n);
+  check_size(n, "fill");
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] = value;
 }

@@ -28,8 +28,7 @@ template <>
 void moe_router_forward<Backend::CPU>(int32_t* expert_idx, float* gate, float* noisy, float* probs,
                                       const float* logits, const float* noise_logits, int N, int E, int k,
                                       uint64_t seed, uint64_t site) {
-  DSK_CHECK(N > 0 && E > 0, "moe_router_forward: bad shape N={} E={}", N, E);
-  DSK_CHECK(k > 0 && k <= E, "moe_router_forward: k={} must be in [1, E={}]", k, E);
+  check_router_forward(N, E, k);
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n) {
     const float* l = logits + static_cast<size_t>(n) * E;
@@ -76,8 +75,7 @@ template <>
 void moe_router_backward<Backend::CPU>(float* dlogits, float* dnoise_logits, const float* dgate, const float* gate,
                                        const int32_t* expert_idx, const float* noise_logits, int N, int E, int k,
                                        uint64_t seed, uint64_t site) {
-  DSK_CHECK(N > 0 && E > 0 && k > 0 && k <= E, "moe_router_backward: bad shape N={} E={} k={}", N, E, k);
-  DSK_CHECK(!dnoise_logits || noise_logits, "moe_router_backward: dnoise_logits needs noise_logits");
+  check_router_backward(N, E, k, dnoise_logits, noise_logits);
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n) {
     const float* g = gate + static_cast<size_t>(n) * k;
@@ -108,7 +106,7 @@ void moe_router_backward<Backend::CPU>(float* dlogits, float* dnoise_logits, con
 template <>
 void moe_aux_loss_forward<Backend::CPU>(float* aux, float* load, float* importance, const float* probs,
                                         const int32_t* expert_idx, int N, int E, int k, float coef) {
-  DSK_CHECK(N > 0 && E > 0 && k > 0, "moe_aux_loss_forward: bad shape N={} E={} k={}", N, E, k);
+  check_aux_loss(N, E, k, "moe_aux_loss_forward");
   // Slot counts per expert (N*k is small; serial keeps it simple and exact).
   std::vector<long long> count(E, 0);
   for (long long s = 0; s < static_cast<long long>(N) * k; ++s) {

@@ -39,13 +39,12 @@ __global__ void accumulate_kernel(float* y, const float* x, int64_t n, float alp
 
 __global__ void fill_kernel(float* __restrict__ y, float value, int64_t n) { DSK_GRID_STRIDE(i, n) y[i] = value; }
 
-void check_n(int64_t n, const char* op) { DSK_CHECK(n >= 0, "{}: negative size {}", op, n); }
 
 }  // namespace
 
 template <>
 void relu_forward<Backend::CUDA>(float* y, const float* x, int64_t n) {
-  check_n(n, "relu_forward");
+  check_size(n, "relu_forward");
   if (n == 0) return;
   DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, relu_forward_kernel)(y, x, n);
   DSK_CUDA_CHECK_LAUNCH();
@@ -53,7 +52,7 @@ void relu_forward<Backend::CUDA>(float* y, const float* x, int64_t n) {
 
 template <>
 void relu_backward<Backend::CUDA>(float* dx, const float* dy, const float* y, int64_t n) {
-  check_n(n, "relu_backward");
+  check_size(n, "relu_backward");
   if (n == 0) return;
   DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, relu_backward_kernel)(dx, dy, y, n);
   DSK_CUDA_CHECK_LAUNCH();
@@ -61,8 +60,7 @@ void relu_backward<Backend::CUDA>(float* dx, const float* dy, const float* y, in
 
 namespace {
 void dropout_launch(float* y, const float* x, int64_t n, float p, uint64_t seed, uint64_t site, const char* op) {
-  check_n(n, op);
-  DSK_CHECK(p >= 0.0f && p <= 1.0f, "{}: p = {} is not a probability", op, p);
+  check_dropout(n, p, op);
   if (n == 0) return;
   if (p == 0.0f) {  // the identity: a copy (nothing to do in place)
     if (y != x) cuda::copy_device(y, x, static_cast<size_t>(n) * sizeof(float));
@@ -87,7 +85,7 @@ void dropout_backward<Backend::CUDA>(float* dx, const float* dy, int64_t n, floa
 
 template <>
 void add<Backend::CUDA>(float* out, const float* a, const float* b, int64_t n) {
-  check_n(n, "add");
+  check_size(n, "add");
   if (n == 0) return;
   DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, add_kernel)(out, a, b, n);
   DSK_CUDA_CHECK_LAUNCH();
@@ -95,7 +93,7 @@ void add<Backend::CUDA>(float* out, const float* a, const float* b, int64_t n) {
 
 template <>
 void accumulate<Backend::CUDA>(float* y, const float* x, int64_t n, float alpha) {
-  check_n(n, "accumulate");
+  check_size(n, "accumulate");
   if (n == 0) return;
   DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, accumulate_kernel)(y, x, n, alpha);
   DSK_CUDA_CHECK_LAUNCH();
@@ -103,7 +101,7 @@ void accumulate<Backend::CUDA>(float* y, const float* x, int64_t n, float alpha)
 
 template <>
 void fill<Backend::CUDA>(float* y, float value, int64_t n) {
-  check_n(n, "fill");
+  check_size(n, "fill");
   if (n == 0) return;
   DSK_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, fill_kernel)(y, value, n);
   DSK_CUDA_CHECK_LAUNCH();

@@ -189,8 +189,7 @@ template <>
 void latent_projection_forward<Backend::CUDA>(float* c, float* c_raw, float* mean, float* rstd, const float* x,
                                               const float* w_dkv, const float* ln_w, const float* ln_b, int N, int d,
                                               int dc) {
-  DSK_CHECK(N > 0 && d > 0 && dc > 0, "latent_projection_forward: bad shape N={} d={} dc={}", N, d, dc);
-  DSK_CHECK(c_raw && mean && rstd, "latent_projection_forward: c_raw, mean and rstd are needed for backward");
+  check_latent_forward(N, d, dc, c_raw, mean, rstd);
   const unsigned blocks = static_cast<unsigned>(cuda::ceil_div(N, kRows));
   with_lanes(dc, [&](auto lanes) {
     DSK_LAUNCH(blocks, kThreads, 0, latent_forward_kernel<decltype(lanes)::value>)(
@@ -204,8 +203,7 @@ void latent_projection_backward<Backend::CUDA>(float* dx, float* d_raw, float* d
                                                const float* dc_out, const float* x, const float* w_dkv,
                                                const float* c_raw, const float* ln_w, const float* mean,
                                                const float* rstd, int N, int d, int dc) {
-  DSK_CHECK(N > 0 && d > 0 && dc > 0, "latent_projection_backward: bad shape N={} d={} dc={}", N, d, dc);
-  DSK_CHECK(d_raw != nullptr, "latent_projection_backward: d_raw (N, dc) is needed");
+  check_latent_backward(N, d, dc, d_raw);
   const unsigned blocks = static_cast<unsigned>(cuda::ceil_div(N, kRows));
   with_lanes(dc, [&](auto lanes) {
     DSK_LAUNCH(blocks, kThreads, 0, latent_backward_kernel<decltype(lanes)::value>)(

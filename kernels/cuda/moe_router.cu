@@ -185,8 +185,7 @@ template <>
 void moe_router_forward<Backend::CUDA>(int32_t* expert_idx, float* gate, float* noisy, float* probs,
                                        const float* logits, const float* noise_logits, int N, int E, int k,
                                        uint64_t seed, uint64_t site) {
-  DSK_CHECK(N > 0 && E > 0, "moe_router_forward: bad shape N={} E={}", N, E);
-  DSK_CHECK(k > 0 && k <= E, "moe_router_forward: k={} must be in [1, E={}]", k, E);
+  check_router_forward(N, E, k);
   DSK_CHECK(E <= kMaxRouterExperts, "moe_router_forward: E={} experts is more than the CUDA router handles ({})", E,
             kMaxRouterExperts);
   const size_t smem = sizeof(float) * kRouterWarps * (2 * static_cast<size_t>(E) + k);
@@ -200,8 +199,7 @@ template <>
 void moe_router_backward<Backend::CUDA>(float* dlogits, float* dnoise_logits, const float* dgate, const float* gate,
                                         const int32_t* expert_idx, const float* noise_logits, int N, int E, int k,
                                         uint64_t seed, uint64_t site) {
-  DSK_CHECK(N > 0 && E > 0 && k > 0 && k <= E, "moe_router_backward: bad shape N={} E={} k={}", N, E, k);
-  DSK_CHECK(!dnoise_logits || noise_logits, "moe_router_backward: dnoise_logits needs noise_logits");
+  check_router_backward(N, E, k, dnoise_logits, noise_logits);
   const int64_t total = static_cast<int64_t>(N) * E;
   DSK_LAUNCH(cuda::grid_for(total, 256), 256, 0, router_backward_kernel)(
       dlogits, dnoise_logits, dgate, gate, expert_idx, noise_logits, N, E, k, seed, site);
@@ -211,7 +209,7 @@ void moe_router_backward<Backend::CUDA>(float* dlogits, float* dnoise_logits, co
 template <>
 void moe_aux_loss_forward<Backend::CUDA>(float* aux, float* load, float* importance, const float* probs,
                                          const int32_t* expert_idx, int N, int E, int k, float coef) {
-  DSK_CHECK(N > 0 && E > 0 && k > 0, "moe_aux_loss_forward: bad shape N={} E={} k={}", N, E, k);
+  check_aux_loss(N, E, k, "moe_aux_loss_forward");
   // Expert ids are not range-checked on the device (that would need a host sync); an id outside [0, E) is simply
   // not counted, so the loads then sum to less than 1. The CPU specification throws instead.
   double* fp = static_cast<double*>(cuda::scratch(sizeof(double) * static_cast<size_t>(E)));
