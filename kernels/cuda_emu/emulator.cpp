@@ -201,8 +201,8 @@ void run_block(dim3 bidx) {
   }
   // Each round resumes the threads in a fresh pseudo-random order, so a missing barrier (one thread reading shared
   // memory another has not written yet) shows as a wrong or run-to-run different result whichever thread is
-  // first, not only when the reader happens to come first. The order is a function of the launch count: runs of
-  // a process are reproducible.
+  // first, not only when the reader happens to come first. The order is a function of the schedule seed
+  // (set_schedule_seed) and of the launches before: a run is reproduced by its seed.
   std::vector<int>& order = b.order;
   order.resize(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
@@ -284,6 +284,11 @@ const float* warp_once(size_t floats, const std::function<void(float*)>& compute
 }
 
 void* dynamic_shared() { return g_block.dynamic_shared; }
+
+void set_schedule_seed(uint64_t seed) {
+  g_random = (seed ^ 0x9E3779B97F4A7C15ull) | 1;  // xorshift's state must not be 0
+  next_random();
+}
 
 void shared_here(void* p, size_t bytes) {
   auto& seen = g_block.static_shared;

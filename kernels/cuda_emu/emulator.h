@@ -128,6 +128,10 @@ void* dynamic_shared();
 void shared_here(void* p, size_t bytes);
 [[noreturn]] void trap(const char* why);
 
+// Seeds the pseudo-random order of blocks and of threads within a round (the [cuda] tests seed it with their
+// DSK_TEST_SEED, so every run explores other orders and a failing one is reproduced by its seed).
+void set_schedule_seed(uint64_t seed);
+
 // Runs body() as every thread of every block of the grid (kernel: the function, for its shared-memory limit).
 // Throws std::runtime_error on a kernel fault.
 void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kernel, const std::function<void()>& body);

@@ -9,12 +9,24 @@
 #include <random>
 #include <vector>
 
+#ifdef DSK_CUDA_EMULATOR
+namespace dsk_emu {
+void set_schedule_seed(uint64_t seed);  // kernels/cuda_emu/emulator.h (not included here: it defines CUDA keywords)
+}
+#endif
+
 namespace dsk::testing {
 
 // Returns false (and emits a Catch2 WARN) when no usable GPU is present: tests then return early.
 // With DSK_REQUIRE_GPU=1 in the environment (scripts/gpu_check.sh sets it) a missing GPU fails the test instead:
 // on the GPU machine a silent skip would read as a pass.
 inline bool gpu_available() {
+#ifdef DSK_CUDA_EMULATOR
+  // The emulator's block and thread orders follow the test seed: each run tries other orders, a failure's seed
+  // (printed by require_close) reproduces it.
+  static const bool seeded = (dsk_emu::set_schedule_seed(test_seed()), true);
+  (void)seeded;
+#endif
   std::string why = dsk::cuda_unavailable_reason();
   if (!why.empty()) {
     const char* require = std::getenv("DSK_REQUIRE_GPU");
