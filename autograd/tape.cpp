@@ -1,5 +1,6 @@
 #include "autograd/tape.h"
 
+#include "autograd/profile.h"
 #include "kernels/elementwise.h"
 
 namespace dsk {

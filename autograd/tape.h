@@ -7,7 +7,6 @@
 // - an activation's gradient is written through grad_target()/grad_commit(): the first contribution is
 //   written straight into the gradient buffer, later ones go to scratch and are added (set-or-add);
 // - index tensors (tokens, expert ids, permutations) are Vars with requires_grad = false.
-#include "autograd/profile.h"
 #include "engine/arena.h"
 
 #include <cstdint>
@@ -17,6 +16,8 @@
 #include <vector>
 
 namespace dsk {
+
+class OpProfiler;  // autograd/profile.h
 
 struct Var {
   Tensor value;

@@ -1,5 +1,6 @@
 #include "bench/bench_train.h"
 
+#include "autograd/profile.h"
 #include "bench/kernel_bench.h"
 #include "engine/memory_plan.h"
 #include "engine/model.h"
