@@ -315,10 +315,9 @@ nlohmann::json grouped_vs_dense(Layer& L) {
   // tell whether that choice's threshold is right on this GPU.
   nlohmann::json tiles;
   for (auto [name, tile] : {std::pair{"64x64", cuda::ExpertTile::kSmall}, std::pair{"128x128", cuda::ExpertTile::kBig}}) {
-    cuda::set_expert_tile(tile);
+    cuda::ScopedExpertTile forced(tile);
     tiles[name] = {{"forward_ms", time_forward()}, {"backward_ms", time_backward()}};
   }
-  cuda::set_expert_tile(cuda::ExpertTile::kAuto);
   // Dense: C (M, F) = xp · w1ᵀ; C (M, d) = h · w2ᵀ;  backward: dh = dy · w2; dx = dh · w1; dw2 = dyᵀ h; dw1 = dhᵀ x.
   const float* w1 = w.w1.get();
   const float* w2 = w.w2.get();

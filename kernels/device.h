@@ -51,6 +51,17 @@ bool tf32_enabled();
 enum class ExpertTile { kAuto, kSmall, kBig };
 void set_expert_tile(ExpertTile tile);
 ExpertTile expert_tile();
+// Forces a tile for a scope and restores the previous choice at its end (also when it ends by an exception).
+class ScopedExpertTile {
+ public:
+  explicit ScopedExpertTile(ExpertTile tile) : previous_(expert_tile()) { set_expert_tile(tile); }
+  ~ScopedExpertTile() { set_expert_tile(previous_); }
+  ScopedExpertTile(const ScopedExpertTile&) = delete;
+  ScopedExpertTile& operator=(const ScopedExpertTile&) = delete;
+
+ private:
+  ExpertTile previous_;
+};
 }  // namespace cuda
 
 }  // namespace dsk

@@ -85,11 +85,8 @@ struct Tf32Guard {
   ~Tf32Guard() { dsk::cuda::set_tf32(false); }
 };
 
-// Forces the grouped expert GEMMs' tile (kernels/device.h) for a scope, so a test covers both tiles on any device.
-struct ExpertTileGuard {
-  explicit ExpertTileGuard(dsk::cuda::ExpertTile tile) { dsk::cuda::set_expert_tile(tile); }
-  ~ExpertTileGuard() { dsk::cuda::set_expert_tile(dsk::cuda::ExpertTile::kAuto); }
-};
+// The grouped expert GEMMs' tiles, for tests that force each in turn (dsk::cuda::ScopedExpertTile), so that both
+// are covered on any device.
 struct NamedExpertTile {
   const char* name;
   dsk::cuda::ExpertTile tile;

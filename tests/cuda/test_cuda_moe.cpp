@@ -356,7 +356,7 @@ template <class F>
 void each_tile_twice_identical(F&& once) {
   for (const auto& t : kExpertTiles) {
     INFO("tile " << t.name);
-    ExpertTileGuard tile(t.tile);
+    cuda::ScopedExpertTile tile(t.tile);
     std::vector<std::vector<float>> first;
     for (int run = 0; run < 2; ++run) {
       INFO("run " << run);
@@ -380,7 +380,7 @@ TEST_CASE("cuda expert_ffn_forward vs CPU", "[cuda][moe]") {
     FfnDevice g(p);
     for (const auto& t : kExpertTiles) {
       INFO("tile " << t.name);
-      ExpertTileGuard tile(t.tile);
+      cuda::ScopedExpertTile tile(t.tile);
       g.reset(p);
       g.forward(p);
       require_close(g.h.download(), p.h, kGemmTol, "h");
