@@ -2,7 +2,6 @@
 // exchanges. The runtime API stand-ins are in runtime.cpp, cuBLAS / cuBLASLt in blas.cpp.
 #include "kernels/cuda_emu/emulator.h"
 
-
 #include <algorithm>
 #include <array>
 #include <cstdio>

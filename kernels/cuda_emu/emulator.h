@@ -54,42 +54,42 @@ inline void check_aligned(const void* p, const char* type) {
   asm("" : "+r"(a));
   if (a % Alignment != 0) misaligned(p, type, Alignment);
 }
-}  // namespace dsk_emu
 
 // The vector types check the alignment of every access through memory: copying one from a reference (a load:
-// *reinterpret_cast<const float4*>(p)) and assigning one (a store).
-#define DSK_EMU_VECTOR(Name, T, Align)                                                              \
-  struct alignas(Align) Name {                                                                      \
-    T x, y, z, w;                                                                                   \
-    Name() = default;                                                                               \
-    constexpr Name(T x_, T y_, T z_, T w_) : x(x_), y(y_), z(z_), w(w_) {}                          \
-    Name(const Name& o) : x(o.x), y(o.y), z(o.z), w(o.w) {                                          \
-      ::dsk_emu::check_aligned<Align>(&o, #Name);                                                   \
-    }                                                                                               \
-    Name& operator=(const Name& o) {                                                                \
-      ::dsk_emu::check_aligned<Align>(&o, #Name);                                                   \
-      ::dsk_emu::check_aligned<Align>(this, #Name);                                                 \
-      x = o.x, y = o.y, z = o.z, w = o.w;                                                           \
-      return *this;                                                                                 \
-    }                                                                                               \
+// *reinterpret_cast<const float4*>(p)) and assigning one (a store). The checks live in an empty base class whose
+// copy operations the vector's implicit ones call with the same addresses.
+template <size_t Alignment>
+struct AlignedAccess {
+  AlignedAccess() = default;
+  AlignedAccess(const AlignedAccess& o) { check_aligned<Alignment>(&o, "vector"); }
+  AlignedAccess& operator=(const AlignedAccess& o) {
+    check_aligned<Alignment>(&o, "vector");
+    check_aligned<Alignment>(this, "vector");
+    return *this;
   }
-#define DSK_EMU_VECTOR2(Name, T, Align)                                   \
-  struct alignas(Align) Name {                                            \
-    T x, y;                                                               \
-    Name() = default;                                                     \
-    constexpr Name(T x_, T y_) : x(x_), y(y_) {}                          \
-    Name(const Name& o) : x(o.x), y(o.y) { ::dsk_emu::check_aligned<Align>(&o, #Name); } \
-    Name& operator=(const Name& o) {                                      \
-      ::dsk_emu::check_aligned<Align>(&o, #Name);                         \
-      ::dsk_emu::check_aligned<Align>(this, #Name);                       \
-      x = o.x, y = o.y;                                                   \
-      return *this;                                                       \
-    }                                                                     \
-  }
-DSK_EMU_VECTOR(float4, float, 16);
-DSK_EMU_VECTOR(int4, int, 16);
-DSK_EMU_VECTOR2(float2, float, 8);
-DSK_EMU_VECTOR2(int2, int, 8);
+};
+}  // namespace dsk_emu
+
+struct alignas(16) float4 : dsk_emu::AlignedAccess<16> {
+  float x, y, z, w;
+  float4() = default;
+  constexpr float4(float x_, float y_, float z_, float w_) : x(x_), y(y_), z(z_), w(w_) {}
+};
+struct alignas(16) int4 : dsk_emu::AlignedAccess<16> {
+  int x, y, z, w;
+  int4() = default;
+  constexpr int4(int x_, int y_, int z_, int w_) : x(x_), y(y_), z(z_), w(w_) {}
+};
+struct alignas(8) float2 : dsk_emu::AlignedAccess<8> {
+  float x, y;
+  float2() = default;
+  constexpr float2(float x_, float y_) : x(x_), y(y_) {}
+};
+struct alignas(8) int2 : dsk_emu::AlignedAccess<8> {
+  int x, y;
+  int2() = default;
+  constexpr int2(int x_, int y_) : x(x_), y(y_) {}
+};
 
 struct dim3 {
   unsigned x, y, z;
