@@ -348,7 +348,23 @@ struct FfnDevice {
     expert_ffn_backward<GPU>(dxp.ptr, dw1.ptr, db1.ptr, dw2.ptr, db2.ptr, dh.ptr, dy.ptr, xp.ptr, h.ptr, w1.ptr,
                              w2.ptr, off.ptr, p.E, p.M, p.d, p.F);
   }
+  // The backward's outputs: dxp, dh, dw1, db1, dw2, db2.
+  std::vector<std::vector<float>> backward_outputs() const {
+    return {dxp.download(), dh.download(), dw1.download(), db1.download(), dw2.download(), db2.download()};
+  }
 };
+
+// Compares backward_outputs() with the CPU's: tol for what comes from the GEMMs (db1 sums dh); db2 sums the exact
+// dy, so it is held to fp32's tolerance at any GEMM precision.
+void require_backward_close(const std::vector<std::vector<float>>& got, const FfnProblem& p, double tol) {
+  REQUIRE(got.size() == 6);
+  require_close(got[0], p.dxp, tol, "dxp");
+  require_close(got[1], p.dh, tol, "dh");
+  require_close(got[2], p.dw1, tol, "dw1");
+  require_close(got[3], p.db1, tol, "db1");
+  require_close(got[4], p.dw2, tol, "dw2");
+  require_close(got[5], p.db2, kGemmTol, "db2");
+}
 
 // Runs `once` (which checks its outputs and returns them) twice with each expert tile forced; the two runs of a
 // tile must give bit-identical outputs.
@@ -410,13 +426,9 @@ TEST_CASE("cuda expert_ffn with TF32 (tensor-core tiles) vs CPU, forward and bac
       // Backward from the CPU's h, so the ReLU mask is the CPU's (TF32 rounding may flip values near 0).
       g.h.upload(p.h);
       g.backward(p);
-      for (auto* b : {&g.dxp, &g.dh, &g.dw1, &g.db1, &g.dw2, &g.db2}) got.push_back(b->download());
-      require_close(got[2], p.dxp, kTf32Tol, "dxp (TF32)");
-      require_close(got[3], p.dh, kTf32Tol, "dh (TF32)");
-      require_close(got[4], p.dw1, kTf32Tol, "dw1 (TF32)");
-      require_close(got[5], p.db1, kTf32Tol, "db1 (TF32: sums of the TF32 dh)");
-      require_close(got[6], p.dw2, kTf32Tol, "dw2 (TF32)");
-      require_close(got[7], p.db2, kGemmTol, "db2 (sums of the exact dy: fp32)");
+      const std::vector<std::vector<float>> grads = g.backward_outputs();
+      require_backward_close(grads, p, kTf32Tol);
+      got.insert(got.end(), grads.begin(), grads.end());
       return got;
     });
   }
@@ -434,14 +446,8 @@ TEST_CASE("cuda expert_ffn_backward vs CPU, accumulating and deterministic", "[c
       g.dxp.poison(), g.dh.poison();
       g.dw1.upload(p.dw1_0), g.db1.upload(p.db1_0), g.dw2.upload(p.dw2_0), g.db2.upload(p.db2_0);
       g.backward(p);
-      std::vector<std::vector<float>> got = {g.dxp.download(), g.dh.download(), g.dw1.download(),
-                                             g.db1.download(), g.dw2.download(), g.db2.download()};
-      require_close(got[0], p.dxp, kGemmTol, "dxp");
-      require_close(got[1], p.dh, kGemmTol, "dh");
-      require_close(got[2], p.dw1, kGemmTol, "dw1");
-      require_close(got[3], p.db1, kGemmTol, "db1");
-      require_close(got[4], p.dw2, kGemmTol, "dw2");
-      require_close(got[5], p.db2, kGemmTol, "db2");
+      std::vector<std::vector<float>> got = g.backward_outputs();
+      require_backward_close(got, p, kGemmTol);
       // An expert without rows gets no gradient at all: its slices keep the starting values exactly.
       for (int e = 0; e < p.E; ++e) {
         if (c.rows[e] != 0) continue;
