@@ -28,7 +28,7 @@
 // (The emulator gives each block its shared memory filled with NaN bytes, as it does device memory.)
 #ifdef DSK_CUDA_EMULATOR
 #include "kernels/cuda_emu/emulator.h"
-#define DSK_LAUNCH(grid, block, smem, ...) ::dsk_emu::launcher(grid, block, smem, __VA_ARGS__)
+#define DSK_LAUNCH(grid, block, smem, ...) ::dsk_emu::launcher(grid, block, smem, #__VA_ARGS__, __VA_ARGS__)
 #define DSK_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::dsk_emu::dynamic_shared())
 #define DSK_SHARED(T, name, dims) \
   static T name dims;             \

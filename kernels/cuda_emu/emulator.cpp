@@ -1,6 +1,7 @@
 // The CPU emulator's engine (see emulator.h): the fiber scheduler that runs a kernel's threads, barriers, warp
 // exchanges. The runtime API stand-ins are in runtime.cpp, cuBLAS / cuBLASLt in blas.cpp.
 #include "kernels/cuda_emu/emulator.h"
+#include "kernels/cuda_emu/race_check.h"
 
 #include <algorithm>
 #include <array>
@@ -321,7 +322,8 @@ void misaligned(const void* p, const char* type, size_t alignment) {
   fail(msg);
 }
 
-void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kernel, const std::function<void()>& body) {
+void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kernel, const char* name,
+            const std::function<void()>& body) {
   if (g_in_kernel) fail("a kernel launched from inside a kernel");
   ensure_fault_handler();
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
@@ -358,8 +360,28 @@ void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kern
     guarded_free(g_block.dynamic_shared);
     g_block.dynamic_shared = nullptr;
   };
-  try {
+  auto run_grid = [&] {
     for (const dim3& b : blocks) run_block(b);
+  };
+  try {
+    if (race_check_this_launch(kernel, grid, block, dynamic_shared_bytes)) {
+      // Twice from the same device memory: the second run with the blocks reversed (another block is last to
+      // write and first to read) and fresh thread orders. Any difference is a schedule-dependent result.
+      static DeviceSnapshot before, first;
+      before.take();
+      run_grid();
+      first.take();
+      before.restore();
+      std::reverse(blocks.begin(), blocks.end());
+      run_grid();
+      const std::string difference = first.first_difference();
+      if (!difference.empty())
+        fail(std::string("race: kernel ") + name + " leaves different results in two runs with other block and " +
+             "thread orders (blocks writing one element, a block reading another's output, or a missing " +
+             "__syncthreads): " + difference);
+    } else {
+      run_grid();
+    }
   } catch (...) {
     finish();
     throw;

@@ -21,7 +21,18 @@
 //     so an out-of-bounds access faults and is reported with the buffer and the thread;
 //   - a launch with more than 48 KB of dynamic shared memory fails unless cudaFuncSetAttribute raised that
 //     kernel's limit, as on a GPU.
+//   - the first launches of each kernel and shape run twice (race check, below), and a result that depends on the
+//     schedule is reported as a race.
 // Not emulated: concurrency between blocks, atomics (dsk's kernels use none), memory-model subtleties, timing.
+//
+// Race check: a launch whose result depends on the order its blocks or threads ran in has a race on a GPU (two
+// blocks writing one element, a block reading what another writes in the same launch, a thread reading shared
+// memory before the barrier that publishes it). One schedule shows a race only if it happens to corrupt a value
+// the test then compares, so the emulator runs the first launches of each kernel shape (kernel, grid, block,
+// shared bytes) twice from the same device memory: once in one order, then again, restored, with the blocks
+// reversed and fresh thread orders, and fails the launch, naming the kernel and the first differing byte, if the
+// two leave different device memory. How many launches per shape: DSK_EMU_RACE_CHECK in the environment (default
+// 1; 0 turns it off), or set_race_check_launches.
 // wmma (tensor cores): every lane holds the whole fragment; one lane computes each mma_sync for the warp
 // (warp_once); TF32 rounding is applied by __float_to_tf32 as on the GPU (to nearest, ties away).
 #include <cmath>
@@ -30,6 +41,7 @@
 #include <cstring>
 #include <functional>
 #include <type_traits>
+#include <vector>
 
 // ---- CUDA C++ keywords as plain C++ ---------------------------------------------------------------------------
 #define __global__
@@ -132,9 +144,12 @@ void shared_here(void* p, size_t bytes);
 // DSK_TEST_SEED, so every run explores other orders and a failing one is reproduced by its seed).
 void set_schedule_seed(uint64_t seed);
 
-// Runs body() as every thread of every block of the grid (kernel: the function, for its shared-memory limit).
-// Throws std::runtime_error on a kernel fault.
-void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kernel, const std::function<void()>& body);
+// Runs body() as every thread of every block of the grid (kernel: the function, for its shared-memory limit and
+// the race check's count; name: how reports name it). Throws std::runtime_error on a kernel fault or a race.
+void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kernel, const char* name,
+            const std::function<void()>& body);
+// How many launches of each kernel shape the race check runs twice (see above); returns the previous value.
+int set_race_check_launches(int launches);
 // cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes): false above the device's limit.
 bool set_max_dynamic_shared(const void* kernel, size_t bytes);
 
@@ -143,6 +158,14 @@ bool set_max_dynamic_shared(const void* kernel, size_t bytes);
 // pointer guarded_alloc did not return.
 void* guarded_alloc(size_t bytes, size_t alignment, const char* kind);
 bool guarded_free(void* p);
+// The kind cudaMalloc passes to guarded_alloc; device_allocations lists those regions' usable bytes (what a kernel
+// may write), in address order.
+extern const char kDeviceAllocation[];
+struct Span {
+  unsigned char* data;
+  size_t bytes;
+};
+std::vector<Span> device_allocations();
 // Installs (again, if something replaced it) the handler that reports a guard-page fault, chaining to the
 // previous one; called at every launch.
 void ensure_fault_handler();
@@ -168,19 +191,20 @@ template <class K>
 struct Launch {
   dim3 grid, block;
   size_t smem;
+  const char* name;
   K* kernel;
-  Launch(dim3 g, dim3 b, size_t s, K* k) : grid(g), block(b), smem(s), kernel(k) {}
+  Launch(dim3 g, dim3 b, size_t s, const char* n, K* k) : grid(g), block(b), smem(s), name(n), kernel(k) {}
   template <class... A>
   void operator()(A&&... args) const {
     K* k = kernel;
     // Every thread gets its own copies of the arguments, as kernel parameters are on a GPU.
-    launch(grid, block, smem, reinterpret_cast<const void*>(k), [k, args...] { k(args...); });
+    launch(grid, block, smem, reinterpret_cast<const void*>(k), name, [k, args...] { k(args...); });
   }
 };
 // A function, not the class: `Launch(...)(...)` could parse as a declaration.
 template <class K>
-Launch<K> launcher(dim3 grid, dim3 block, size_t smem, K* kernel) {
-  return Launch<K>(grid, block, smem, kernel);
+Launch<K> launcher(dim3 grid, dim3 block, size_t smem, const char* name, K* kernel) {
+  return Launch<K>(grid, block, smem, name, kernel);
 }
 
 }  // namespace dsk_emu

@@ -136,6 +136,16 @@ void* guarded_alloc(size_t bytes, size_t alignment, const char* kind) {
   return r.user;
 }
 
+const char kDeviceAllocation[] = "device allocation";
+
+std::vector<Span> device_allocations() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  std::vector<Span> out;
+  for (const auto& [base, r] : regions())
+    if (r.kind == kDeviceAllocation) out.push_back({reinterpret_cast<unsigned char*>(r.user), r.usable});
+  return out;
+}
+
 bool guarded_free(void* user) {
   if (!user) return true;
   std::lock_guard<std::mutex> lock(g_mutex);

@@ -58,7 +58,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
     *p = nullptr;
     return cudaSuccess;
   }
-  *p = dsk_emu::guarded_alloc(bytes, 256, "device allocation");
+  *p = dsk_emu::guarded_alloc(bytes, 256, dsk_emu::kDeviceAllocation);
   if (!*p) return cudaErrorMemoryAllocation;
   std::memset(*p, 0xFF, (bytes + 255) / 256 * 256);
   return cudaSuccess;

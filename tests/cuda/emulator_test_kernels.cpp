@@ -1,0 +1,56 @@
+// Kernels for the emulator's own tests (tests/cuda/test_cuda_emulator.cpp): small launches with a known race, and
+// correct twins of them, written exactly as dsk's kernels are (DSK_LAUNCH, DSK_SHARED). Built only into the
+// emulator's test binary: on a GPU these races would be undefined behaviour, not a test.
+#ifdef DSK_CUDA_EMULATOR
+#include "kernels/cuda/runtime.cuh"
+#include "tests/cuda/emulator_test_kernels.h"
+
+namespace dsk::testing::emu {
+
+namespace {
+
+constexpr int kThreads = 64;
+
+// out[t] = in[(t + 1) % 64] through shared memory; without the barrier a thread may read its neighbour's slot
+// before the neighbour wrote it.
+__global__ void rotate_through_shared(const float* in, float* out, bool barrier) {
+  DSK_SHARED(float, tile, [kThreads]);
+  const int t = static_cast<int>(threadIdx.x);
+  tile[t] = in[t];
+  if (barrier) __syncthreads();
+  out[t] = tile[(t + 1) % kThreads];
+}
+
+// Every block writes element 0: the last block to run wins.
+__global__ void blocks_write_one_element(float* out) {
+  if (threadIdx.x == 0) out[0] = static_cast<float>(blockIdx.x);
+}
+
+// Block 0 writes buf[0]; block 1 reads it in the same launch.
+__global__ void block_reads_another_blocks_output(float* buf) {
+  if (threadIdx.x != 0) return;
+  if (blockIdx.x == 0)
+    buf[0] = 1.0f;
+  else
+    buf[1] = buf[0] + 1.0f;
+}
+
+__global__ void add_one_in_place(float* x, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) x[i] += 1.0f;
+}
+
+}  // namespace
+
+void rotate(const float* in, float* out, bool barrier) {
+  DSK_LAUNCH(1, kThreads, 0, rotate_through_shared)(in, out, barrier);
+}
+void write_one_element(float* out, int blocks) { DSK_LAUNCH(blocks, 32, 0, blocks_write_one_element)(out); }
+void read_another_block(float* buf) { DSK_LAUNCH(2, 32, 0, block_reads_another_blocks_output)(buf); }
+void add_one(float* x, int n) { DSK_LAUNCH((n + 31) / 32, 32, 0, add_one_in_place)(x, n); }
+
+ScopedRaceCheck::ScopedRaceCheck(int launches) : previous_(dsk_emu::set_race_check_launches(launches)) {}
+ScopedRaceCheck::~ScopedRaceCheck() { dsk_emu::set_race_check_launches(previous_); }
+
+}  // namespace dsk::testing::emu
+#endif

@@ -1,0 +1,28 @@
+#pragma once
+// Launchers of the emulator tests' kernels (tests/cuda/emulator_test_kernels.cpp); emulator builds only. Pointers
+// are device memory.
+namespace dsk::testing::emu {
+
+// out[t] = in[(t + 1) % 64] for t < 64, through shared memory, with or without the __syncthreads it needs.
+void rotate(const float* in, float* out, bool barrier);
+// Each of `blocks` blocks writes its index into out[0] (a race between blocks).
+void write_one_element(float* out, int blocks);
+// Two blocks: block 0 sets buf[0] = 1, block 1 sets buf[1] = buf[0] + 1 (reads another block's output).
+void read_another_block(float* buf);
+// x[i] += 1 for i < n (race-free, in place).
+void add_one(float* x, int n);
+
+// Sets how many launches per kernel shape the emulator runs twice (0: none) and starts counting afresh; restores
+// the previous setting on scope exit.
+class ScopedRaceCheck {
+ public:
+  explicit ScopedRaceCheck(int launches);
+  ~ScopedRaceCheck();
+  ScopedRaceCheck(const ScopedRaceCheck&) = delete;
+  ScopedRaceCheck& operator=(const ScopedRaceCheck&) = delete;
+
+ private:
+  int previous_;
+};
+
+}  // namespace dsk::testing::emu
