@@ -28,7 +28,11 @@
 // (The emulator gives each block its shared memory filled with NaN bytes, as it does device memory.)
 #ifdef DSK_CUDA_EMULATOR
 #include "kernels/cuda_emu/emulator.h"
-#define DSK_LAUNCH(grid, block, smem, ...) ::dsk_emu::launcher(grid, block, smem, #__VA_ARGS__, __VA_ARGS__)
+// The emulator's reports name a launch by its kernel expression and where it is: "kernel (kernels/cuda/x.cu:120)".
+#define DSK_STRINGIFY_(x) #x
+#define DSK_STRINGIFY(x) DSK_STRINGIFY_(x)
+#define DSK_LAUNCH(grid, block, smem, ...)                                                                   \
+  ::dsk_emu::launcher(grid, block, smem, #__VA_ARGS__ " (" __FILE__ ":" DSK_STRINGIFY(__LINE__) ")", __VA_ARGS__)
 #define DSK_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::dsk_emu::dynamic_shared())
 #define DSK_SHARED(T, name, dims) \
   static T name dims;             \
