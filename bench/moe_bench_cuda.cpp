@@ -381,6 +381,11 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
     cuda::set_tf32(true);
     r["grouped_gemm_tf32"] = grouped_vs_dense(grouped);
     cuda::set_tf32(false);
+    {
+      // fp32 accuracy on the tensor cores, against the same fp32 cuBLAS GEMMs as grouped_gemm.
+      cuda::ScopedExpertMath x3(cuda::ExpertMath::kTf32x3);
+      r["grouped_gemm_3xtf32"] = grouped_vs_dense(grouped);
+    }
     results.push_back(r);
   }
   cuda::set_tf32(tf32_before);
@@ -392,7 +397,8 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
           {"what", "one MoE layer forward+backward (router, routed + shared experts, combine, aux loss), fp32: median "
                    "ms of the grouped path (no host sync) vs a loop over experts with a host sync per expert and "
                    "cuBLAS linears; grouped expert GEMMs vs dense cuBLAS SGEMMs of the same shapes, fp32 "
-                   "(grouped_gemm) and TF32 (grouped_gemm_tf32: the tensor-core tiles vs cuBLAS TF32); "
+                   "(grouped_gemm) and TF32 (grouped_gemm_tf32: the tensor-core tiles vs cuBLAS TF32), and the grouped GEMMs in "
+                   "3xTF32 (fp32 accuracy on the tensor cores) vs fp32 cuBLAS (grouped_gemm_3xtf32); "
                    "forced_tiles: the grouped GEMMs with each tile size forced"},
           {"warmup", kWarmups},
           {"reps", kReps},

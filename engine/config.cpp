@@ -44,9 +44,7 @@ bool ModelConfig::has_key(const std::string& key) const { return keyed::has_key(
 void ModelConfig::update_from_json(const nlohmann::json& j) { keyed::update_from_json(*this, j, "model config key"); }
 
 void ModelConfig::set(const std::string& key, const std::string& value) {
-  nlohmann::json v = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
-  if (v.is_discarded()) v = value;  // a bare word is a string
-  update_from_json(nlohmann::json{{key, v}});
+  keyed::set(*this, key, value, "model config key");
 }
 
 ModelConfig load_model_config(const std::string& name_or_path) {

@@ -63,4 +63,13 @@ void update_from_json(C& config, const nlohmann::json& j, const char* what) {
   }
 }
 
+// key=value from a command line: the value parsed as JSON if it is JSON ("0.1", "true", "\"absorbed\""), else
+// taken as a bare-word string (absorbed, 3xtf32).
+template <class C>
+void set(C& config, const std::string& key, const std::string& value, const char* what) {
+  nlohmann::json v = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+  if (v.is_discarded()) v = value;
+  update_from_json(config, nlohmann::json{{key, v}}, what);
+}
+
 }  // namespace dsk::keyed

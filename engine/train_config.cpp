@@ -3,6 +3,7 @@
 #include "engine/keyed_config.h"
 
 #include "kernels/common.h"
+#include "kernels/device.h"
 
 namespace dsk {
 
@@ -31,6 +32,8 @@ void TrainConfig::validate() const {
   check(dropout < 1, "dropout", "must be < 1 (negative = use the model's drop_rate)");
   check(log_every > 0, "log_every", "must be positive");
   check(data_stride >= 0, "data_stride", "must be >= 0 (0 = random windows)");
+  check(cuda::expert_math_named(expert_math).has_value(), "expert_math",
+        "must be \"auto\", \"ffma\", \"tf32\" or \"3xtf32\", got \"" + expert_math + "\"");
 }
 
 nlohmann::json TrainConfig::to_json() const { return keyed::to_json(*this); }
@@ -40,9 +43,7 @@ bool TrainConfig::has_key(const std::string& key) const { return keyed::has_key(
 void TrainConfig::update_from_json(const nlohmann::json& j) { keyed::update_from_json(*this, j, "training key"); }
 
 void TrainConfig::set(const std::string& key, const std::string& value) {
-  nlohmann::json v = nlohmann::json::parse(value, nullptr, false);
-  if (v.is_discarded()) throw Error(fmt::format("training key '{}': cannot parse value '{}'", key, value));
-  update_from_json(nlohmann::json{{key, v}});
+  keyed::set(*this, key, value, "training key");
 }
 
 }  // namespace dsk

@@ -32,6 +32,9 @@ struct TrainConfig {
   int log_every = 10;
   int64_t data_stride = 0;  // 0 = random windows; s > 0 = every window with stride s
   bool tf32 = false;        // CUDA only: TF32 tensor cores for fp32 GEMMs (faster, ~1e-3 relative error)
+  // CUDA only: the grouped expert GEMMs' arithmetic (kernels/device.h ExpertMath): auto (follows tf32), ffma,
+  // tf32, 3xtf32 (fp32 accuracy on the tensor cores).
+  std::string expert_math = "auto";
 
   // The one table of keys (engine/keyed_config.h): adding a key means adding one line here.
   template <class C, class F>
@@ -59,6 +62,7 @@ struct TrainConfig {
     f("log_every", c.log_every);
     f("data_stride", c.data_stride);
     f("tf32", c.tf32);
+    f("expert_math", c.expert_math);
   }
 
   void validate() const;

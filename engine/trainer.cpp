@@ -119,7 +119,10 @@ TrainSummary run_training(const TrainRun& run) {
   DataLoader loader(train_shard, B, T, tc.seed, tc.data_stride);
 
   // ---- model, optimizer, state ------------------------------------------------------------------------
-  if (run.device == Backend::CUDA) cuda::set_tf32(tc.tf32);
+  if (run.device == Backend::CUDA) {
+    cuda::set_tf32(tc.tf32);
+    cuda::set_expert_math(*cuda::expert_math_named(tc.expert_math));  // validated with the config
+  }
   Model model(mc, run.device);
   TrainerState state;
   state.seed = tc.seed;

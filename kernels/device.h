@@ -2,7 +2,9 @@
 // Device runtime: discovery, memory and transfers. The CPU side always exists; the CUDA side is compiled
 // when nvcc is found (DSK_HAVE_CUDA) and answers "no device" at run time on machines without a usable GPU.
 #include <cstddef>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace dsk {
@@ -51,17 +53,39 @@ bool tf32_enabled();
 enum class ExpertTile { kAuto, kSmall, kBig };
 void set_expert_tile(ExpertTile tile);
 ExpertTile expert_tile();
-// Forces a tile for a scope and restores the previous choice at its end (also when it ends by an exception).
-class ScopedExpertTile {
+
+// The grouped expert GEMMs' arithmetic (kernels/cuda/expert_ffn.cu): kAuto follows set_tf32 (TF32 tensor cores when
+// on, fp32 FFMA when off); kFfma, kTf32 and kTf32x3 force one. kTf32x3 is fp32 on the tensor cores: each operand
+// split into a TF32 high part and a TF32 remainder, three products (hi·hi + hi·lo + lo·hi), ~fp32 accuracy
+// (CUTLASS's "3xTF32", the arithmetic of PyTorch's fp32 memory-efficient attention). `dsk bench moe` times each;
+// the `expert_math` training key sets it. Without the CUDA backend a no-op.
+enum class ExpertMath { kAuto, kFfma, kTf32, kTf32x3 };
+void set_expert_math(ExpertMath math);
+ExpertMath expert_math();
+// The names the `expert_math` key and --expert-math take: "auto", "ffma", "tf32", "3xtf32"; nullopt for others.
+inline std::optional<ExpertMath> expert_math_named(std::string_view name) {
+  if (name == "auto") return ExpertMath::kAuto;
+  if (name == "ffma") return ExpertMath::kFfma;
+  if (name == "tf32") return ExpertMath::kTf32;
+  if (name == "3xtf32") return ExpertMath::kTf32x3;
+  return std::nullopt;
+}
+
+// Sets one of these process-wide choices for a scope and restores the previous one at its end (also when it ends
+// by an exception).
+template <class T, T (*Get)(), void (*Set)(T)>
+class ScopedSetting {
  public:
-  explicit ScopedExpertTile(ExpertTile tile) : previous_(expert_tile()) { set_expert_tile(tile); }
-  ~ScopedExpertTile() { set_expert_tile(previous_); }
-  ScopedExpertTile(const ScopedExpertTile&) = delete;
-  ScopedExpertTile& operator=(const ScopedExpertTile&) = delete;
+  explicit ScopedSetting(T value) : previous_(Get()) { Set(value); }
+  ~ScopedSetting() { Set(previous_); }
+  ScopedSetting(const ScopedSetting&) = delete;
+  ScopedSetting& operator=(const ScopedSetting&) = delete;
 
  private:
-  ExpertTile previous_;
+  T previous_;
 };
+using ScopedExpertTile = ScopedSetting<ExpertTile, expert_tile, set_expert_tile>;
+using ScopedExpertMath = ScopedSetting<ExpertMath, expert_math, set_expert_math>;
 }  // namespace cuda
 
 }  // namespace dsk

@@ -26,6 +26,8 @@ void set_tf32(bool) {}
 bool tf32_enabled() { return false; }
 void set_expert_tile(ExpertTile) {}
 ExpertTile expert_tile() { return ExpertTile::kAuto; }
+void set_expert_math(ExpertMath) {}
+ExpertMath expert_math() { return ExpertMath::kAuto; }
 }  // namespace cuda
 
 }  // namespace dsk

@@ -66,13 +66,16 @@ def load_json(name, dirs):
     return None
 
 
-def train_markdown(dsk, torch, dsk_tf32=None, torch_tf32=None):
-    """Whole-model training step, dsk vs PyTorch eager on the same GPU, config and batch; fp32, then TF32 on both."""
+def train_markdown(dsk, torch, dsk_tf32=None, torch_tf32=None, dsk_3x=None):
+    """Whole-model training step, dsk vs PyTorch eager on the same GPU, config and batch; fp32, then TF32 on both,
+    then dsk in fp32 with its expert GEMMs in 3xTF32 (fp32 accuracy on the tensor cores)."""
     md = ["\n## training step: dsk vs PyTorch eager"]
     rows = []
     runs = [("dsk", dsk), ("PyTorch eager", torch)]
     if dsk_tf32 is not None or torch_tf32 is not None:
         runs += [("dsk, TF32", dsk_tf32), ("PyTorch eager, TF32", torch_tf32)]
+    if dsk_3x is not None:
+        runs += [("dsk, fp32 with 3xTF32 experts", dsk_3x)]
     for name, r in runs:
         if not r or "tokens_per_s" not in r:
             rows.append(f"| {name} | no result{' (' + r['parse_error'] + ')' if r and 'parse_error' in r else ''} | | | | |")
@@ -81,7 +84,7 @@ def train_markdown(dsk, torch, dsk_tf32=None, torch_tf32=None):
                     f"{r['ms_backward']:.1f} | {r['ms_optimizer']:.1f} |")
     md.append("\n| implementation | tokens/s | ms/step | forward | backward | optimizer |\n|---|---|---|---|---|---|")
     md += rows
-    for label, a, b in (("fp32", dsk, torch), ("TF32", dsk_tf32, torch_tf32)):
+    for label, a, b in (("fp32", dsk, torch), ("TF32", dsk_tf32, torch_tf32), ("fp32, 3xTF32 experts", dsk_3x, torch)):
         if a and b and "tokens_per_s" in a and "tokens_per_s" in b:
             md.append(f"\n{label}: dsk / PyTorch {a['tokens_per_s'] / b['tokens_per_s']:.2f}×; dsk "
                       f"{a.get('achieved_gflop_s', 0) / 1e3:.1f} TFLOP/s (model FLOPs)")
@@ -162,28 +165,31 @@ def moe_markdown(bench):
         return md
     md.append("\n| shape | N d F E k S | grouped ms | expert loop ms | loop / grouped | grouped GEMM fwd TFLOP/s "
               "(of dense) | bwd TFLOP/s (of dense) | TF32 fwd (of dense TF32) | TF32 bwd (of dense TF32) | "
-              "max rel diff y, dx |\n|---|---|---|---|---|---|---|---|---|---|")
+              "3xTF32 fwd (of dense fp32) | 3xTF32 bwd (of dense fp32) | max rel diff y, dx |"
+              "\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def rate(g, part):
         return f"{g.get(part + '_tflops', 0):.1f} ({100 * g.get(part + '_fraction_of_dense', 0):.0f}%)"
 
     for r in bench["results"]:
-        g, t = r.get("grouped_gemm", {}), r.get("grouped_gemm_tf32", {})
+        g, t, x3 = r.get("grouped_gemm", {}), r.get("grouped_gemm_tf32", {}), r.get("grouped_gemm_3xtf32", {})
         md.append(f"| {r['shape']} | {r['N']} {r['d']} {r['F']} {r['E']} {r['k']} {r['shared']} | "
                   f"{r['grouped_ms']:.3f} | {r['expert_loop_ms']:.3f} | {r['loop_over_grouped']:.2f}x | "
                   f"{rate(g, 'forward')} | {rate(g, 'backward')} | {rate(t, 'forward')} | {rate(t, 'backward')} | "
+                  f"{rate(x3, 'forward')} | {rate(x3, 'backward')} | "
                   f"{r.get('max_rel_diff_y', 0):.1e}, {r.get('max_rel_diff_dx', 0):.1e} |")
     md.append("\nGrouped expert GEMMs with each tile forced (ms forward / backward; the automatic choice is above):\n"
-              "\n| shape | fp32 64x64 | fp32 128x128 | TF32 64x64 | TF32 128x128 |\n|---|---|---|---|---|")
+              "\n| shape | fp32 64x64 | fp32 128x128 | TF32 64x64 | TF32 128x128 | 3xTF32 64x64 | 3xTF32 128x128 |"
+              "\n|---|---|---|---|---|---|---|")
 
     def forced(g, tile):
         f = g.get("forced_tiles", {}).get(tile, {})
         return f"{f.get('forward_ms', 0):.3f} / {f.get('backward_ms', 0):.3f}"
 
     for r in bench["results"]:
-        g, t = r.get("grouped_gemm", {}), r.get("grouped_gemm_tf32", {})
+        g, t, x3 = r.get("grouped_gemm", {}), r.get("grouped_gemm_tf32", {}), r.get("grouped_gemm_3xtf32", {})
         md.append(f"| {r['shape']} | {forced(g, '64x64')} | {forced(g, '128x128')} | {forced(t, '64x64')} | "
-                  f"{forced(t, '128x128')} |")
+                  f"{forced(t, '128x128')} | {forced(x3, '64x64')} | {forced(x3, '128x128')} |")
     return md
 
 
@@ -224,6 +230,7 @@ def main():
         "torch_train": load_json("bench_torch_train.json", extra_dirs),
         "train_tf32": load_json("bench_train_tf32.json", extra_dirs),
         "torch_train_tf32": load_json("bench_torch_train_tf32.json", extra_dirs),
+        "train_3xtf32": load_json("bench_train_3xtf32.json", extra_dirs),
         "cuda_one_by_one": one_by_one(extra_dirs),
     }
     json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
@@ -269,7 +276,8 @@ def main():
             frac = k.get("fraction_of_peak")
             md.append(f"| {k['name']} | {k.get('shape', '')} | {k['ms']:.4f} | {rate} | "
                       + (f"{100 * frac:.0f}%" if frac is not None else "") + " |")
-    md += train_markdown(report["train"], report["torch_train"], report["train_tf32"], report["torch_train_tf32"])
+    md += train_markdown(report["train"], report["torch_train"], report["train_tf32"], report["torch_train_tf32"],
+                         report["train_3xtf32"])
     md += attention_markdown(report["attention"], report["torch_attention"])
     md += moe_markdown(bench_moe)
     open(os.path.join(out, "report.md"), "w").write("\n".join(md) + "\n")

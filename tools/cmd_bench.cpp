@@ -57,9 +57,16 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
       .option("profile-steps", "N", "steps profiled op by op after the timed ones (0: none)", "2")
       .repeated("set", "KEY=VALUE", "override a model config key")
       .flag("tf32", "CUDA: TF32 tensor cores for the fp32 GEMMs")
+      .option("expert-math", "NAME", "CUDA: grouped expert GEMMs in auto (follows --tf32), ffma, tf32 or 3xtf32",
+              "auto")
       .option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;
+  const auto expert_math = cuda::expert_math_named(a.get("expert-math"));
+  if (!expert_math)
+    throw cli::UsageError(fmt::format("bench train: --expert-math must be auto, ffma, tf32 or 3xtf32, got '{}'",
+                                      a.get("expert-math")));
   cuda::set_tf32(a.has("tf32"));
+  cuda::set_expert_math(*expert_math);
   ModelConfig c = load_model_config(a.get("config"));
   cli::apply_overrides(a.all("set"), c, nullptr);
   c.validate();
@@ -77,6 +84,7 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
   nlohmann::json r = bench_train(c, cli::resolve_device(a.get("device")), o);
   r["config_name"] = a.get("config");
   r["tf32"] = a.has("tf32");
+  r["expert_math"] = a.get("expert-math");
   return emit(a, r);
 }
 

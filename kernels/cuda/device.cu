@@ -75,6 +75,7 @@ Runtime& runtime() {
 
 std::atomic<bool> g_tf32{false};
 std::atomic<ExpertTile> g_expert_tile{ExpertTile::kAuto};
+std::atomic<ExpertMath> g_expert_math{ExpertMath::kAuto};
 
 std::mutex g_scratch_mutex;
 void* g_scratch = nullptr;
@@ -111,6 +112,8 @@ bool tf32_enabled() { return g_tf32.load(); }
 
 void set_expert_tile(ExpertTile tile) { g_expert_tile.store(tile); }
 ExpertTile expert_tile() { return g_expert_tile.load(); }
+void set_expert_math(ExpertMath math) { g_expert_math.store(math); }
+ExpertMath expert_math() { return g_expert_math.load(); }
 
 // Transfers go through dsk's stream so they are ordered with its kernels. Host<->device copies wait for
 // completion (the host buffer may be reused or freed as soon as they return); device copies and memsets are

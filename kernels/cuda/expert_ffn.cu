@@ -25,11 +25,15 @@
 // large tiles; scalar global loads and one shared buffer cost more on small K.
 //
 // With TF32 on (cuda::set_tf32, the `tf32` training key) the same kernels take a tensor-core tile instead
-// (tile_gemm_tf32, both sizes): the shared-memory operands go through wmma m16n16k8 TF32 (inputs rounded to TF32,
+// (tile_gemm_tc, both sizes): the shared-memory operands go through wmma m16n16k8 TF32 (inputs rounded to TF32,
 // fp32 accumulation), and the finished tile is handed back in the SIMT register layout, so the loads, the tile
-// scheduling, the epilogues and the determinism are the ones above. cuda::set_expert_tile forces one tile size
-// (tests run both on any device; `dsk bench moe` times both). Follow-ups: cp.async/TMA multi-stage
-// loads and bigger tensor-core tiles (wgmma), which is where the H200's speed is.
+// scheduling, the epilogues and the determinism are the ones above. The same tile in 3xTF32 (cuda::ExpertMath::
+// kTf32x3) splits every operand x into hi = tf32(x) and lo = tf32(x - hi) and accumulates lo·hi + hi·lo + hi·hi:
+// the dropped lo·lo is ~2^-22 relative, so the result has fp32's accuracy at three tensor-core products per
+// one (on an H200, dense TF32 is ~7x the fp32 FFMA rate, so 3xTF32 can still beat FFMA; the report will say).
+// cuda::set_expert_tile forces one tile size (tests run both on any device; `dsk bench moe` times both).
+// Follow-ups: cp.async/TMA multi-stage loads and bigger tensor-core tiles (wgmma), which is where the H200's
+// speed is.
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/moe.h"
 
@@ -165,7 +169,7 @@ __device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const 
 __device__ __forceinline__ int tile_row(int x) { return (x / 4) * 64 + (threadIdx.x / 16) * 4 + x % 4; }
 __device__ __forceinline__ int tile_col(int y) { return (y / 4) * 64 + (threadIdx.x % 16) * 4 + y % 4; }
 
-// ---- the same tiles on the tensor cores (TF32) ------------------------------------------------------------------
+// ---- the same tiles on the tensor cores (TF32, or 3xTF32 with kSplit) ----------------------------------------------
 // Loads through stream_tiles as tile_gemm (same k-major shared tiles, same rowsum). The 8 warps form a 4 x 2 grid
 // over the BM x BN tile: warp w owns the WM x WN block (WM = BM / 4, WN = BN / 2) at rows WM (w / 2), columns
 // WN (w % 2), as FM x FN m16n16k8 accumulators (64 x 64: 1 x 2, 128 x 128: 2 x 4, so each A fragment serves FN
@@ -174,10 +178,27 @@ __device__ __forceinline__ int tile_col(int y) { return (y / 4) * 64 + (threadId
 // and every fragment pointer is 32-byte aligned: 8 rows of the tile are 32 (BM + 4) bytes, 16 columns 64 bytes).
 // The finished tile goes through shared memory into the SIMT register layout, 64 rows at a time (a 128 x 128
 // staging buffer would not fit the 48 KB of static shared memory), so the epilogues are the FFMA tile's.
-template <class Cfg, bool A_KC, bool B_KC>
-__device__ __forceinline__ void tile_gemm_tf32(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
-                                               int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
-                                               float* As, float* Bs, bool with_rowsum, float& rowsum) {
+// kSplit (3xTF32): each loaded fragment f becomes hi (f rounded to TF32) and lo (the remainder, rounded), and every
+// product is three mma: lo·hi and hi·lo first (the small terms), then hi·hi.
+template <class Frag>
+__device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
+#pragma unroll
+  for (int t = 0; t < hi.num_elements; ++t) {
+    const float x = hi.x[t];
+    hi.x[t] = nvcuda::wmma::__float_to_tf32(x);
+    lo.x[t] = nvcuda::wmma::__float_to_tf32(x - hi.x[t]);
+  }
+}
+template <class Frag>
+__device__ __forceinline__ void round_tf32(Frag& f) {
+#pragma unroll
+  for (int t = 0; t < f.num_elements; ++t) f.x[t] = nvcuda::wmma::__float_to_tf32(f.x[t]);
+}
+
+template <class Cfg, bool A_KC, bool B_KC, bool kSplit>
+__device__ __forceinline__ void tile_gemm_tc(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
+                                             int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
+                                             float* As, float* Bs, bool with_rowsum, float& rowsum) {
 #if defined(DSK_CUDA_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
   namespace wmma = nvcuda::wmma;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;
@@ -198,21 +219,33 @@ __device__ __forceinline__ void tile_gemm_tf32(float (&acc)[Cfg::TM][Cfg::TN], c
   rowsum = stream_tiles<Cfg, A_KC, B_KC>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, [&] {
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 8) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa[FM];
+      using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
+      using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+      FragA fa[FM], fa_lo[kSplit ? FM : 1];
 #pragma unroll
       for (int i = 0; i < FM; ++i) {
         wmma::load_matrix_sync(fa[i], As + kk * SA + WM * wr + 16 * i, SA);
-#pragma unroll
-        for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
+        if constexpr (kSplit)
+          split_tf32(fa[i], fa_lo[i]);
+        else
+          round_tf32(fa[i]);
       }
 #pragma unroll
       for (int j = 0; j < FN; ++j) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
+        FragB fb, fb_lo;
         wmma::load_matrix_sync(fb, Bs + kk * SB + WN * wc + 16 * j, SB);
+        if constexpr (kSplit)
+          split_tf32(fb, fb_lo);
+        else
+          round_tf32(fb);
 #pragma unroll
-        for (int t = 0; t < fb.num_elements; ++t) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
-#pragma unroll
-        for (int i = 0; i < FM; ++i) wmma::mma_sync(fc[i][j], fa[i], fb, fc[i][j]);
+        for (int i = 0; i < FM; ++i) {
+          if constexpr (kSplit) {
+            wmma::mma_sync(fc[i][j], fa_lo[i], fb, fc[i][j]);
+            wmma::mma_sync(fc[i][j], fa[i], fb_lo, fc[i][j]);
+          }
+          wmma::mma_sync(fc[i][j], fa[i], fb, fc[i][j]);
+        }
       }
     }
   });
@@ -244,15 +277,19 @@ __device__ __forceinline__ void tile_gemm_tf32(float (&acc)[Cfg::TM][Cfg::TN], c
 #endif
 }
 
-// One tile on the FFMA path or, with TC, on the tensor cores.
-template <class Cfg, bool TC, bool A_KC, bool B_KC>
+// A tile's arithmetic (a template argument of the kernels).
+enum TileMath { kFfmaMath, kTf32Math, kTf32x3Math };
+
+// One tile in the arithmetic MATH.
+template <class Cfg, int MATH, bool A_KC, bool B_KC>
 __device__ __forceinline__ void any_tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
                                               int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
                                               float* As, float* Bs, bool with_rowsum, float& rowsum) {
-  if constexpr (TC)
-    tile_gemm_tf32<Cfg, A_KC, B_KC>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, rowsum);
-  else
+  if constexpr (MATH == kFfmaMath)
     tile_gemm<Cfg, A_KC, B_KC>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, rowsum);
+  else
+    tile_gemm_tc<Cfg, A_KC, B_KC, MATH == kTf32x3Math>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum,
+                                                       rowsum);
 }
 
 // ---- row-grouped GEMM: C (M, Nout) = epilogue(A (M, K) · op(W[e])), expert e by row segment ------------------------
@@ -294,7 +331,7 @@ __device__ void find_tile(int t, const int32_t* __restrict__ offsets, int E, int
 
 // Grid (ceil(M/BM) + E, ceil(Nout/BN)). A (M, K) row-major; W (E, ...) with w_stride = Nout*K per expert:
 // B_KC: W[e] is (Nout, K) used as W[e]ᵀ; else W[e] is (K, Nout). bias (E, Nout); mask (M, Nout) for kReluMask.
-template <class Cfg, bool TC, bool B_KC, int EPI>
+template <class Cfg, int MATH, bool B_KC, int EPI>
 __global__ void __launch_bounds__(kThreads, 2)
     grouped_gemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __restrict__ W,
                         const float* __restrict__ bias, const float* __restrict__ mask,
@@ -315,8 +352,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int ldb = B_KC ? K : Nout;
   float acc[Cfg::TM][Cfg::TN];
   float unused_rowsum;
-  any_tile_gemm<Cfg, TC, true, B_KC>(acc, Ab, K, row_end - row0, Bb, ldb, Nout - col0, K, As, Bs, false,
-                                     unused_rowsum);
+  any_tile_gemm<Cfg, MATH, true, B_KC>(acc, Ab, K, row_end - row0, Bb, ldb, Nout - col0, K, As, Bs, false,
+                                       unused_rowsum);
 
   const float* be = bias ? bias + static_cast<int64_t>(e) * Nout : nullptr;
 #pragma unroll
@@ -344,7 +381,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // ---- per-expert weight gradient: dW[e] (Mw, Nw) += X_eᵀ · Y_e, db[e] (Mw) += Σ_r X_e[r] -----------------------
 // X (M, Mw), Y (M, Nw) row-major; rows of expert e are [offsets[e], offsets[e+1]). Grid (ceil(Mw/BM), ceil(Nw/BN), E).
-template <class Cfg, bool TC>
+template <class Cfg, int MATH>
 __global__ void __launch_bounds__(kThreads, 2)
     weight_grad_kernel(float* __restrict__ dW, float* __restrict__ db, const float* __restrict__ X,
                        const float* __restrict__ Y, const int32_t* __restrict__ offsets, int Mw, int Nw) {
@@ -358,9 +395,9 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   float acc[Cfg::TM][Cfg::TN];
   float rs = 0.0f;
-  any_tile_gemm<Cfg, TC, false, false>(acc, X + static_cast<int64_t>(r0) * Mw + i0, Mw, Mw - i0,
-                                       Y + static_cast<int64_t>(r0) * Nw + j0, Nw, Nw - j0, m, As, Bs, bias_tile,
-                                       rs);
+  any_tile_gemm<Cfg, MATH, false, false>(acc, X + static_cast<int64_t>(r0) * Mw + i0, Mw, Mw - i0,
+                                         Y + static_cast<int64_t>(r0) * Nw + j0, Nw, Nw - j0, m, As, Bs, bias_tile,
+                                         rs);
 
   float* dWe = dW + static_cast<int64_t>(e) * Mw * Nw;
 #pragma unroll
@@ -379,45 +416,64 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // ---- launch helpers -----------------------------------------------------------------------------------------------
 
-// Calls f(Cfg{}, std::bool_constant<TC>{}) with the tile for a launch that would have `big_blocks` blocks of the big
-// tile: the big tile when that still gives two blocks per multiprocessor (small layers take the small one), unless
-// cuda::set_expert_tile forces one; the tensor-core variant when TF32 is on.
+// The arithmetic: cuda::expert_math, or with kAuto, TF32 when it is on and FFMA when not.
+TileMath tile_math() {
+  switch (cuda::expert_math()) {
+    case cuda::ExpertMath::kFfma: return kFfmaMath;
+    case cuda::ExpertMath::kTf32: return kTf32Math;
+    case cuda::ExpertMath::kTf32x3: return kTf32x3Math;
+    case cuda::ExpertMath::kAuto: break;
+  }
+  return cuda::tf32_enabled() ? kTf32Math : kFfmaMath;
+}
+
+template <class Cfg, class F>
+void with_math(F&& f) {
+  switch (tile_math()) {
+    case kFfmaMath: f(Cfg{}, std::integral_constant<int, kFfmaMath>{}); break;
+    case kTf32Math: f(Cfg{}, std::integral_constant<int, kTf32Math>{}); break;
+    case kTf32x3Math: f(Cfg{}, std::integral_constant<int, kTf32x3Math>{}); break;
+  }
+}
+
+// Calls f(Cfg{}, std::integral_constant<int, MATH>{}) with the tile for a launch that would have `big_blocks` blocks
+// of the big tile: the big tile when that still gives two blocks per multiprocessor (small layers take the small
+// one), unless cuda::set_expert_tile forces one; the arithmetic of tile_math().
 template <class F>
 void with_tile(int64_t big_blocks, F&& f) {
   bool big = big_blocks >= 2LL * cuda::sm_count();
   if (cuda::expert_tile() != cuda::ExpertTile::kAuto) big = cuda::expert_tile() == cuda::ExpertTile::kBig;
-  const bool tc = cuda::tf32_enabled();
   if (big)
-    tc ? f(BigTile{}, std::true_type{}) : f(BigTile{}, std::false_type{});
+    with_math<BigTile>(f);
   else
-    tc ? f(SmallTile{}, std::true_type{}) : f(SmallTile{}, std::false_type{});
+    with_math<SmallTile>(f);
 }
 
 template <bool B_KC, int EPI>
 void launch_grouped(float* C, const float* A, const float* W, const float* bias, const float* mask,
                     const int32_t* offsets, int E, int M, int K, int Nout) {
-  with_tile((cuda::ceil_div(M, BigTile::BM) + E) * cuda::ceil_div(Nout, BigTile::BN), [&](auto cfg, auto tc) {
+  with_tile((cuda::ceil_div(M, BigTile::BM) + E) * cuda::ceil_div(Nout, BigTile::BN), [&](auto cfg, auto math) {
     using Cfg = decltype(cfg);
     const int64_t row_tiles = cuda::ceil_div(M, Cfg::BM) + E;  // ≥ Σ_e ceil(m_e / BM)
     const int64_t col_tiles = cuda::ceil_div(Nout, Cfg::BN);
     DSK_CHECK(row_tiles <= INT32_MAX && col_tiles <= 65535, "expert_ffn: M={} Nout={} is too large for one launch",
               M, Nout);
     dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(col_tiles));
-    DSK_LAUNCH(grid, kThreads, 0, grouped_gemm_kernel<Cfg, decltype(tc)::value, B_KC, EPI>)(C, A, W, bias, mask,
-                                                                                          offsets, E, K, Nout);
+    DSK_LAUNCH(grid, kThreads, 0, grouped_gemm_kernel<Cfg, decltype(math)::value, B_KC, EPI>)(C, A, W, bias, mask,
+                                                                                            offsets, E, K, Nout);
     DSK_CUDA_CHECK_LAUNCH();
   });
 }
 
 void launch_weight_grad(float* dW, float* db, const float* X, const float* Y, const int32_t* offsets, int E, int Mw,
                         int Nw) {
-  with_tile(cuda::ceil_div(Mw, BigTile::BM) * cuda::ceil_div(Nw, BigTile::BN) * E, [&](auto cfg, auto tc) {
+  with_tile(cuda::ceil_div(Mw, BigTile::BM) * cuda::ceil_div(Nw, BigTile::BN) * E, [&](auto cfg, auto math) {
     using Cfg = decltype(cfg);
     dim3 grid(static_cast<unsigned>(cuda::ceil_div(Mw, Cfg::BM)), static_cast<unsigned>(cuda::ceil_div(Nw, Cfg::BN)),
               static_cast<unsigned>(E));
     DSK_CHECK(grid.y <= 65535 && grid.z <= 65535, "expert_ffn_backward: {} x {} x {} experts is too large", Mw, Nw,
               E);
-    DSK_LAUNCH(grid, kThreads, 0, weight_grad_kernel<Cfg, decltype(tc)::value>)(dW, db, X, Y, offsets, Mw, Nw);
+    DSK_LAUNCH(grid, kThreads, 0, weight_grad_kernel<Cfg, decltype(math)::value>)(dW, db, X, Y, offsets, Mw, Nw);
     DSK_CUDA_CHECK_LAUNCH();
   });
 }

@@ -76,14 +76,15 @@ TEST_CASE("cuda bench: MoE layer (grouped vs loop, grouped GEMM vs dense, fp32 a
   // Both paths compute the same layer.
   CHECK(r.at("max_rel_diff_y").get<double>() < 1e-4);
   CHECK(r.at("max_rel_diff_dx").get<double>() < 1e-4);
-  for (const char* g : {"grouped_gemm", "grouped_gemm_tf32"})
+  for (const char* g : {"grouped_gemm", "grouped_gemm_tf32", "grouped_gemm_3xtf32"})
     for (const char* key : {"forward_tflops", "backward_tflops", "dense_forward_tflops", "forward_fraction_of_dense"})
       require_positive(r.at(g), key);
-  for (const char* g : {"grouped_gemm", "grouped_gemm_tf32"})
+  for (const char* g : {"grouped_gemm", "grouped_gemm_tf32", "grouped_gemm_3xtf32"})
     for (const char* tile : {"64x64", "128x128"})
       for (const char* key : {"forward_ms", "backward_ms"}) require_positive(r.at(g).at("forced_tiles").at(tile), key);
   REQUIRE(!cuda::tf32_enabled());
-  REQUIRE(cuda::expert_tile() == cuda::ExpertTile::kAuto);  // the bench leaves the automatic choice behind
+  REQUIRE(cuda::expert_tile() == cuda::ExpertTile::kAuto);  // the bench leaves the automatic choices behind
+  REQUIRE(cuda::expert_math() == cuda::ExpertMath::kAuto);
 }
 
 TEST_CASE("cuda bench: a training step of a tiny model, with the MFU fields", "[cuda][bench]") {

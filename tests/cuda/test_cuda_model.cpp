@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 using namespace dsk;
@@ -39,23 +40,35 @@ std::string tiny_data(const TempDir& d) {
 
 std::vector<double> losses_of(const std::string& run) { return dsk::testing::train_losses(run); }
 
+// 20 steps of the tiny model; `tweak` changes training keys (tf32, expert_math) before the run.
 void train_on(Backend device, const std::string& data, const std::string& out, const std::string& attention,
-              bool tf32 = false) {
+              const std::function<void(TrainConfig&)>& tweak = nullptr) {
   TrainRun r;
   r.model = tiny_model();
   r.model.attention = attention;
-  r.train.tf32 = tf32;
   r.train.batch_size = 4;
   r.train.max_steps = 20;
   r.train.lr = 1e-3f;
   r.train.eval_every = 0;
   r.train.eval_batches = 2;
+  if (tweak) tweak(r.train);
   r.data_dir = data;
   r.out_dir = out;
   r.device = device;
   r.log = std::fopen("/dev/null", "w");
   run_training(r);
   std::fclose(r.log);
+}
+
+// The GPU run's 20 losses each within rel (relative) of the CPU run's.
+void require_losses_close(const std::string& cpu_run, const std::string& gpu_run, double rel) {
+  const auto cpu = losses_of(cpu_run), gpu = losses_of(gpu_run);
+  REQUIRE(cpu.size() == 20);
+  REQUIRE(gpu.size() == 20);
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    INFO("step " << i + 1 << ": cpu " << cpu[i] << " gpu " << gpu[i]);
+    CHECK(std::abs(cpu[i] - gpu[i]) <= rel * std::abs(cpu[i]));
+  }
 }
 
 }  // namespace
@@ -70,14 +83,8 @@ TEST_CASE("cuda model: 20 fixed-seed training steps match the CPU within 1e-3 an
     train_on(Backend::CPU, data, d / ("cpu_" + attention), attention);
     train_on(Backend::CUDA, data, d / ("gpu_" + attention), attention);
     train_on(Backend::CUDA, data, d / ("gpu2_" + attention), attention);
-    const auto cpu = losses_of(d / ("cpu_" + attention)), gpu = losses_of(d / ("gpu_" + attention));
-    REQUIRE(cpu.size() == 20);
-    REQUIRE(gpu.size() == 20);
-    for (size_t i = 0; i < cpu.size(); ++i) {
-      INFO("step " << i + 1 << ": cpu " << cpu[i] << " gpu " << gpu[i]);
-      CHECK(std::abs(cpu[i] - gpu[i]) <= 1e-3 * std::abs(cpu[i]));
-    }
-    CHECK(losses_of(d / ("gpu2_" + attention)) == gpu);  // deterministic on the GPU
+    require_losses_close(d / ("cpu_" + attention), d / ("gpu_" + attention), 1e-3);
+    CHECK(losses_of(d / ("gpu2_" + attention)) == losses_of(d / ("gpu_" + attention)));  // deterministic on the GPU
   }
 }
 
@@ -86,20 +93,29 @@ TEST_CASE("cuda model: training with TF32 tensor cores tracks the CPU and repeat
   TempDir d("cuda_model_tf32");
   const std::string data = tiny_data(d);
   train_on(Backend::CPU, data, d / "cpu", "explicit");
-  train_on(Backend::CUDA, data, d / "gpu", "explicit", /*tf32=*/true);
-  train_on(Backend::CUDA, data, d / "gpu2", "explicit", /*tf32=*/true);
+  const auto tf32 = [](TrainConfig& t) { t.tf32 = true; };
+  train_on(Backend::CUDA, data, d / "gpu", "explicit", tf32);
+  train_on(Backend::CUDA, data, d / "gpu2", "explicit", tf32);
   cuda::set_tf32(false);  // the trainer left it on
-  const auto cpu = losses_of(d / "cpu"), gpu = losses_of(d / "gpu");
-  REQUIRE(cpu.size() == 20);
-  REQUIRE(gpu.size() == 20);
   // TF32 rounds GEMM inputs to 10 mantissa bits (~5e-4 relative); over 20 steps of training the losses drift
   // apart slowly, so the bound is loose, but a wrong tensor-core tile (a transposed operand, a missed tile) moves
   // the loss by far more.
-  for (size_t i = 0; i < cpu.size(); ++i) {
-    INFO("step " << i + 1 << ": cpu " << cpu[i] << " gpu (TF32) " << gpu[i]);
-    CHECK(std::abs(cpu[i] - gpu[i]) <= 2e-2 * std::abs(cpu[i]));
-  }
-  CHECK(losses_of(d / "gpu2") == gpu);
+  require_losses_close(d / "cpu", d / "gpu", 2e-2);
+  CHECK(losses_of(d / "gpu2") == losses_of(d / "gpu"));
+}
+
+TEST_CASE("cuda model: with expert_math = 3xtf32 training matches the CPU within 1e-3, as in fp32", "[cuda][model]") {
+  if (!dsk::testing::gpu_available()) return;
+  cuda::set_tf32(false);
+  TempDir d("cuda_model_3xtf32");
+  const std::string data = tiny_data(d);
+  train_on(Backend::CPU, data, d / "cpu", "explicit");
+  train_on(Backend::CUDA, data, d / "gpu", "explicit", [](TrainConfig& t) { t.expert_math = "3xtf32"; });
+  const cuda::ExpertMath used = cuda::expert_math();
+  cuda::set_expert_math(cuda::ExpertMath::kAuto);  // the trainer left it set
+  REQUIRE(used == cuda::ExpertMath::kTf32x3);      // the key reached the expert GEMMs
+  // The fp32 bound: 3xTF32 keeps fp32's accuracy (one TF32 product per term drifts past it, see the TF32 test).
+  require_losses_close(d / "cpu", d / "gpu", 1e-3);
 }
 
 TEST_CASE("cuda model: a checkpoint trained on the CPU loads on the GPU and gives the same evaluation", "[cuda][model]") {

@@ -405,6 +405,27 @@ TEST_CASE("cuda expert_ffn_forward vs CPU", "[cuda][moe]") {
   }
 }
 
+namespace {
+
+// Forward then backward on the device, each output checked against the CPU within tol; returns them all (h, y, then
+// backward_outputs()) for the determinism check. Backward starts from the CPU's h, so the ReLU mask is the CPU's
+// (a tensor-core product may flip values near 0).
+std::vector<std::vector<float>> forward_backward_checked(FfnDevice& g, const FfnProblem& p, double tol) {
+  g.reset(p);
+  g.forward(p);
+  std::vector<std::vector<float>> got = {g.h.download(), g.y.download()};
+  require_close(got[0], p.h, tol, "h");
+  require_close(got[1], p.y, tol, "y");
+  g.h.upload(p.h);
+  g.backward(p);
+  const std::vector<std::vector<float>> grads = g.backward_outputs();
+  require_backward_close(grads, p, tol);
+  got.insert(got.end(), grads.begin(), grads.end());
+  return got;
+}
+
+}  // namespace
+
 TEST_CASE("cuda expert_ffn with TF32 (tensor-core tiles) vs CPU, forward and backward, deterministic",
           "[cuda][moe]") {
   if (!gpu_available()) return;
@@ -413,24 +434,29 @@ TEST_CASE("cuda expert_ffn with TF32 (tensor-core tiles) vs CPU, forward and bac
     // The tensor-core tiles differ from the FFMA ones only inside the tile: the odd, small and default shapes
     // cover them (partial tiles, empty experts, both tile sizes); large would add minutes on the emulator.
     if (std::strcmp(c.name, "large") == 0) continue;
-    INFO("case " << c.name);
+    INFO("case " << c.name << ", TF32");
     const FfnProblem p = ffn_problem(c, rng);
     FfnDevice g(p);
     Tf32Guard tf32(true);
-    each_tile_twice_identical([&] {
-      g.reset(p);
-      g.forward(p);
-      std::vector<std::vector<float>> got = {g.h.download(), g.y.download()};
-      require_close(got[0], p.h, kTf32Tol, "h (TF32)");
-      require_close(got[1], p.y, kTf32Tol, "y (TF32)");
-      // Backward from the CPU's h, so the ReLU mask is the CPU's (TF32 rounding may flip values near 0).
-      g.h.upload(p.h);
-      g.backward(p);
-      const std::vector<std::vector<float>> grads = g.backward_outputs();
-      require_backward_close(grads, p, kTf32Tol);
-      got.insert(got.end(), grads.begin(), grads.end());
-      return got;
-    });
+    each_tile_twice_identical([&] { return forward_backward_checked(g, p, kTf32Tol); });
+  }
+}
+
+TEST_CASE("cuda expert_ffn in 3xTF32 (fp32 on the tensor cores) vs CPU at fp32 tolerance, deterministic",
+          "[cuda][moe]") {
+  if (!gpu_available()) return;
+  auto rng = test_rng(90);
+  for (const auto& c : ffn_cases()) {
+    // The odd and small shapes cover both tiles, partial tiles and empty experts; the 3xTF32 tile differs from the
+    // TF32 one only in its three products (default and large would add minutes on the emulator).
+    if (std::strcmp(c.name, "ragged") != 0 && std::strcmp(c.name, "small") != 0) continue;
+    INFO("case " << c.name << ", 3xTF32");
+    const FfnProblem p = ffn_problem(c, rng);
+    FfnDevice g(p);
+    cuda::ScopedExpertMath x3(cuda::ExpertMath::kTf32x3);
+    // fp32's tolerance: one TF32 product per term (error ~1e-4 here) fails it, so this passes only if the
+    // remainders are multiplied in.
+    each_tile_twice_identical([&] { return forward_backward_checked(g, p, kGemmTol); });
   }
 }
 

@@ -1,4 +1,6 @@
 #include "engine/config.h"
+#include "engine/train_config.h"
+#include "kernels/device.h"
 #include "engine/memory_plan.h"
 #include "engine/model.h"
 
@@ -59,6 +61,21 @@ TEST_CASE("config: bad keys and values are rejected naming the key", "[config]")
   CHECK_THROWS_WITH(load_model_config(path), Catch::Contains("unknown model config key 'colour'"));
   std::ofstream(path) << R"({"emb_dim": 128,)";
   CHECK_THROWS_WITH(load_model_config(path), Catch::Contains("not valid JSON"));
+}
+
+TEST_CASE("config: the expert_math training key takes the four names and rejects others", "[config]") {
+  for (const char* name : {"auto", "ffma", "tf32", "3xtf32"}) {
+    TrainConfig t;
+    t.max_steps = 1;
+    t.set("expert_math", name);
+    CHECK_NOTHROW(t.validate());
+    CHECK(cuda::expert_math_named(name).has_value());
+  }
+  TrainConfig t;
+  t.max_steps = 1;
+  t.set("expert_math", "fp16");
+  CHECK_THROWS_WITH(t.validate(), Catch::Contains("training key 'expert_math' must be") && Catch::Contains("fp16"));
+  CHECK(cuda::expert_math_named("3xTF32") == std::nullopt);  // names are exact
 }
 
 TEST_CASE("config: set() parses JSON values and bare words; to_json round trips", "[config]") {

@@ -71,7 +71,19 @@ void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float v) {
   for (float& e : f.x) e = v;
 }
 
-// Warp-collective: one lane computes the product for the warp (dsk_emu::warp_once), every lane copies it.
+// What the tensor cores use of a TF32 operand: its top 19 bits. The CUDA guide asks kernels to round with
+// __float_to_tf32 first (dsk's do; then this changes nothing); one that forgets gets truncated operands here, as
+// the hardware drops the low 13 bits, instead of a silently exact fp32 product.
+inline float tf32_operand(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b &= 0xffffe000u;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+// Warp-collective: one lane computes the product for the warp (dsk_emu::warp_once), every lane copies it. Products
+// of TF32 operands are exact in fp32; they are summed in fp32.
 template <int M, int N, int K, class T, class LA, class LB>
 void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
               const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
@@ -79,7 +91,7 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
     for (int i = 0; i < M; ++i)
       for (int j = 0; j < N; ++j) {
         float s = c.x[i * N + j];
-        for (int k = 0; k < K; ++k) s += a.x[i * K + k] * b.x[k * N + j];
+        for (int k = 0; k < K; ++k) s += tf32_operand(a.x[i * K + k]) * tf32_operand(b.x[k * N + j]);
         out[i * N + j] = s;
       }
   });
