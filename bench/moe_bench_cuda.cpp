@@ -377,12 +377,19 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
     r["max_rel_diff_y"] = max_rel_diff(grouped.y.get(), looped.y.get(), Nd);
     r["max_rel_diff_dx"] = max_rel_diff(grouped.dx.get(), looped.dx.get(), Nd);
     r["max_rel_diff_dlogits"] = max_rel_diff(grouped.dlogits.get(), looped.dlogits.get(), NE);
-    r["grouped_gemm"] = grouped_vs_dense(grouped);
-    cuda::set_tf32(true);
-    r["grouped_gemm_tf32"] = grouped_vs_dense(grouped);
-    cuda::set_tf32(false);
+    // Each record with its arithmetic pinned (a forced cuda::expert_math would otherwise override the tf32 switch).
     {
-      // fp32 accuracy on the tensor cores, against the same fp32 cuBLAS GEMMs as grouped_gemm.
+      cuda::ScopedExpertMath ffma(cuda::ExpertMath::kFfma);
+      r["grouped_gemm"] = grouped_vs_dense(grouped);
+    }
+    {
+      cuda::ScopedExpertMath tf32(cuda::ExpertMath::kTf32);
+      cuda::set_tf32(true);  // the dense side: cuBLAS TF32
+      r["grouped_gemm_tf32"] = grouped_vs_dense(grouped);
+      cuda::set_tf32(false);
+    }
+    {
+      // Near-fp32 accuracy on the tensor cores, against the same fp32 cuBLAS GEMMs as grouped_gemm.
       cuda::ScopedExpertMath x3(cuda::ExpertMath::kTf32x3);
       r["grouped_gemm_3xtf32"] = grouped_vs_dense(grouped);
     }
@@ -398,7 +405,7 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
                    "ms of the grouped path (no host sync) vs a loop over experts with a host sync per expert and "
                    "cuBLAS linears; grouped expert GEMMs vs dense cuBLAS SGEMMs of the same shapes, fp32 "
                    "(grouped_gemm) and TF32 (grouped_gemm_tf32: the tensor-core tiles vs cuBLAS TF32), and the grouped GEMMs in "
-                   "3xTF32 (fp32 accuracy on the tensor cores) vs fp32 cuBLAS (grouped_gemm_3xtf32); "
+                   "3xTF32 (near-fp32 accuracy on the tensor cores) vs fp32 cuBLAS (grouped_gemm_3xtf32); "
                    "forced_tiles: the grouped GEMMs with each tile size forced"},
           {"warmup", kWarmups},
           {"reps", kReps},

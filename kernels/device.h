@@ -55,13 +55,20 @@ void set_expert_tile(ExpertTile tile);
 ExpertTile expert_tile();
 
 // The grouped expert GEMMs' arithmetic (kernels/cuda/expert_ffn.cu): kAuto follows set_tf32 (TF32 tensor cores when
-// on, fp32 FFMA when off); kFfma, kTf32 and kTf32x3 force one. kTf32x3 is fp32 on the tensor cores: each operand
-// split into a TF32 high part and a TF32 remainder, three products (hi·hi + hi·lo + lo·hi), ~fp32 accuracy
-// (CUTLASS's "3xTF32", the arithmetic of PyTorch's fp32 memory-efficient attention). `dsk bench moe` times each;
-// the `expert_math` training key sets it. Without the CUDA backend a no-op.
+// on, fp32 FFMA when off); kFfma, kTf32 and kTf32x3 force one, whatever set_tf32 says. kTf32x3 is near-fp32 on the
+// tensor cores: each operand split into a TF32 high part and a TF32 remainder (x to ~2^-22), three products
+// (hi·hi + hi·lo + lo·hi; the dropped lo·lo is ~2^-22 relative): CUTLASS's "3xTF32", the arithmetic of PyTorch's
+// fp32 memory-efficient attention. Tensor-core tiles need compute capability 8.0+: there kAuto falls back to FFMA
+// and a forced kTf32 / kTf32x3 is an error. `dsk bench moe` times each; the `expert_math` training key sets it.
+// Without the CUDA backend a no-op.
 enum class ExpertMath { kAuto, kFfma, kTf32, kTf32x3 };
 void set_expert_math(ExpertMath math);
 ExpertMath expert_math();
+// What kAuto means: TF32 when tf32 is on, FFMA when not; any other choice stands.
+inline ExpertMath resolve_expert_math(ExpertMath math, bool tf32) {
+  if (math != ExpertMath::kAuto) return math;
+  return tf32 ? ExpertMath::kTf32 : ExpertMath::kFfma;
+}
 // The names the `expert_math` key and --expert-math take: "auto", "ffma", "tf32", "3xtf32"; nullopt for others.
 inline std::optional<ExpertMath> expert_math_named(std::string_view name) {
   if (name == "auto") return ExpertMath::kAuto;
@@ -69,6 +76,15 @@ inline std::optional<ExpertMath> expert_math_named(std::string_view name) {
   if (name == "tf32") return ExpertMath::kTf32;
   if (name == "3xtf32") return ExpertMath::kTf32x3;
   return std::nullopt;
+}
+inline const char* expert_math_name(ExpertMath math) {
+  switch (math) {
+    case ExpertMath::kAuto: return "auto";
+    case ExpertMath::kFfma: return "ffma";
+    case ExpertMath::kTf32: return "tf32";
+    case ExpertMath::kTf32x3: return "3xtf32";
+  }
+  return "?";
 }
 
 // Sets one of these process-wide choices for a scope and restores the previous one at its end (also when it ends

@@ -68,7 +68,7 @@ def load_json(name, dirs):
 
 def train_markdown(dsk, torch, dsk_tf32=None, torch_tf32=None, dsk_3x=None):
     """Whole-model training step, dsk vs PyTorch eager on the same GPU, config and batch; fp32, then TF32 on both,
-    then dsk in fp32 with its expert GEMMs in 3xTF32 (fp32 accuracy on the tensor cores)."""
+    then dsk in fp32 with its expert GEMMs in 3xTF32 (near-fp32 accuracy on the tensor cores)."""
     md = ["\n## training step: dsk vs PyTorch eager"]
     rows = []
     runs = [("dsk", dsk), ("PyTorch eager", torch)]

@@ -84,7 +84,7 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
   nlohmann::json r = bench_train(c, cli::resolve_device(a.get("device")), o);
   r["config_name"] = a.get("config");
   r["tf32"] = a.has("tf32");
-  r["expert_math"] = a.get("expert-math");
+  r["expert_math"] = cuda::expert_math_name(cuda::resolve_expert_math(*expert_math, a.has("tf32")));
   return emit(a, r);
 }
 

@@ -24,13 +24,16 @@
 // Expected efficiency (not yet measured): such kernels reach roughly half to two thirds of cuBLAS's fp32 SGEMM on
 // large tiles; scalar global loads and one shared buffer cost more on small K.
 //
-// With TF32 on (cuda::set_tf32, the `tf32` training key) the same kernels take a tensor-core tile instead
+// With TF32 on (cuda::set_tf32, the `tf32` training key; or cuda::ExpertMath::kTf32, which takes precedence) the same
+// kernels take a tensor-core tile instead
 // (tile_gemm_tc, both sizes): the shared-memory operands go through wmma m16n16k8 TF32 (inputs rounded to TF32,
 // fp32 accumulation), and the finished tile is handed back in the SIMT register layout, so the loads, the tile
 // scheduling, the epilogues and the determinism are the ones above. The same tile in 3xTF32 (cuda::ExpertMath::
 // kTf32x3) splits every operand x into hi = tf32(x) and lo = tf32(x - hi) and accumulates lo·hi + hi·lo + hi·hi:
-// the dropped lo·lo is ~2^-22 relative, so the result has fp32's accuracy at three tensor-core products per
-// one (on an H200, dense TF32 is ~7x the fp32 FFMA rate, so 3xTF32 can still beat FFMA; the report will say).
+// hi + lo holds x to ~2^-22 and the dropped lo·lo is ~2^-22 relative, so each product is good to ~2^-21 (fp32:
+// 2^-24), near-fp32 accuracy at three tensor-core products per one (on an H200, dense TF32 is ~7x the fp32 FFMA
+// rate, so 3xTF32 can still beat FFMA; the report will say). An infinite operand gives NaN there (lo = inf - inf)
+// where FFMA gives inf: no finite training step has one.
 // cuda::set_expert_tile forces one tile size (tests run both on any device; `dsk bench moe` times both).
 // Follow-ups: cp.async/TMA multi-stage loads and bigger tensor-core tiles (wgmma), which is where the H200's
 // speed is.
@@ -273,7 +276,7 @@ __device__ __forceinline__ void tile_gemm_tc(float (&acc)[Cfg::TM][Cfg::TN], con
     }
   }
 #else
-  __trap();  // built only for sm_80 and newer (the launchers never pick it on older GPUs)
+  __trap();  // compiled for an architecture below sm_80 (tile_math never picks it on such a GPU)
 #endif
 }
 
@@ -416,15 +419,33 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // ---- launch helpers -----------------------------------------------------------------------------------------------
 
-// The arithmetic: cuda::expert_math, or with kAuto, TF32 when it is on and FFMA when not.
+// Whether the current GPU has TF32 tensor cores (compute capability 8.0+).
+bool tf32_tensor_cores() {
+  static const bool yes = [] {
+    int dev = 0;
+    DSK_CUDA_CHECK(cudaGetDevice(&dev));
+    cudaDeviceProp p;
+    DSK_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+    return p.major >= 8;
+  }();
+  return yes;
+}
+
+// The arithmetic: cuda::expert_math resolved (kAuto: TF32 when it is on, FFMA when not). Without TF32 tensor cores
+// kAuto runs FFMA and a forced tensor-core choice is an error (the device code would trap).
 TileMath tile_math() {
-  switch (cuda::expert_math()) {
-    case cuda::ExpertMath::kFfma: return kFfmaMath;
+  const cuda::ExpertMath math = cuda::resolve_expert_math(cuda::expert_math(), cuda::tf32_enabled());
+  if (math != cuda::ExpertMath::kFfma && !tf32_tensor_cores()) {
+    DSK_CHECK(cuda::expert_math() == cuda::ExpertMath::kAuto,
+              "expert_math={} needs TF32 tensor cores (compute capability 8.0 or newer); use expert_math=ffma",
+              cuda::expert_math_name(cuda::expert_math()));
+    return kFfmaMath;
+  }
+  switch (math) {
     case cuda::ExpertMath::kTf32: return kTf32Math;
     case cuda::ExpertMath::kTf32x3: return kTf32x3Math;
-    case cuda::ExpertMath::kAuto: break;
+    default: return kFfmaMath;
   }
-  return cuda::tf32_enabled() ? kTf32Math : kFfmaMath;
 }
 
 template <class Cfg, class F>

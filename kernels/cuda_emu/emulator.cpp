@@ -377,8 +377,8 @@ void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kern
       const std::string difference = first.first_difference();
       if (!difference.empty())
         fail(std::string("race: kernel ") + name + " leaves different results in two runs with other block and " +
-             "thread orders (blocks writing one element, a block reading another's output, or a missing " +
-             "__syncthreads): " + difference);
+             "thread orders (blocks writing one element, a block reading another's output, a missing " +
+             "__syncthreads, or a variable read before it was written): " + difference);
     } else {
       run_grid();
     }

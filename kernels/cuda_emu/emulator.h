@@ -32,9 +32,15 @@
 // shared bytes) twice from the same device memory: once in one order, then again, restored, with the blocks
 // reversed and fresh thread orders, and fails the launch, naming the kernel and the first differing byte, if the
 // two leave different device memory. How many launches per shape: DSK_EMU_RACE_CHECK in the environment (default
-// 1; 0 turns it off), or set_race_check_launches.
+// 1; 0 turns it off), or set_race_check_launches (which also starts the counts afresh). What it snapshots is the
+// memory cudaMalloc returned (the emulator has no managed, host-mapped or __device__ global memory; adding any
+// would need it snapshotted too, or a checked launch would update it twice); the two snapshots are kept for the
+// process (about twice the device memory in use, host RAM) and each checked launch copies it three times: cheap in
+// the tests, noticeable in a long `dsk_emu train`. A thread that reads a local variable before writing it also
+// shows as a difference (fiber stacks are reused), and is reported the same way.
 // wmma (tensor cores): every lane holds the whole fragment; one lane computes each mma_sync for the warp
-// (warp_once); TF32 rounding is applied by __float_to_tf32 as on the GPU (to nearest, ties away).
+// (warp_once); TF32 rounding is applied by __float_to_tf32 as on the GPU (to nearest, ties away), and mma_sync
+// reads TF32 operands truncated to their top 19 bits (include/mma.h).
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

@@ -69,7 +69,8 @@ void DeviceSnapshot::restore() const {
 
 std::string DeviceSnapshot::first_difference() const {
   size_t at = 0;
-  for (const Span& sp : spans_) {
+  for (size_t a = 0; a < spans_.size(); ++a) {
+    const Span& sp = spans_[a];
     const unsigned char* was = bytes_.data() + at;
     at += sp.bytes;
     if (std::memcmp(was, sp.data, sp.bytes) == 0) continue;
@@ -77,17 +78,18 @@ std::string DeviceSnapshot::first_difference() const {
     while (was[i] == sp.data[i]) ++i;
     // The aligned 4-byte word around it, also read as a float (most of dsk's buffers are float).
     const size_t word = i / 4 * 4;
-    uint32_t a = 0, b = 0;
-    std::memcpy(&a, was + word, 4);
-    std::memcpy(&b, sp.data + word, 4);
+    uint32_t wa = 0, wb = 0;
+    std::memcpy(&wa, was + word, 4);
+    std::memcpy(&wb, sp.data + word, 4);
     float fa, fb;
-    std::memcpy(&fa, &a, 4);
-    std::memcpy(&fb, &b, 4);
-    char msg[256];
+    std::memcpy(&fa, &wa, 4);
+    std::memcpy(&fb, &wb, 4);
+    char msg[320];
     std::snprintf(msg, sizeof msg,
-                  "byte %zu of a %zu-byte device allocation: word 0x%08x (%g as float) in one run, 0x%08x (%g) in "
-                  "the other",
-                  i, sp.bytes, a, static_cast<double>(fa), b, static_cast<double>(fb));
+                  "byte %zu of a %zu-byte device allocation at %p (the %zu-th live one by address): word 0x%08x (%g "
+                  "as float) in one run, 0x%08x (%g) in the other",
+                  i, sp.bytes, static_cast<void*>(sp.data), a + 1, wa, static_cast<double>(fa), wb,
+                  static_cast<double>(fb));
     return msg;
   }
   return "";

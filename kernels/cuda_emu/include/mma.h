@@ -72,8 +72,9 @@ void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float v) {
 }
 
 // What the tensor cores use of a TF32 operand: its top 19 bits. The CUDA guide asks kernels to round with
-// __float_to_tf32 first (dsk's do; then this changes nothing); one that forgets gets truncated operands here, as
-// the hardware drops the low 13 bits, instead of a silently exact fp32 product.
+// __float_to_tf32 first (dsk's do; then this changes nothing); one that forgets gets truncated operands here (what
+// the hardware is observed to do with the low 13 bits; the guide leaves it unspecified) instead of a silently exact
+// fp32 product. (A NaN whose payload is only in those bits would read as inf; kernels never feed one.)
 inline float tf32_operand(float f) {
   uint32_t b;
   std::memcpy(&b, &f, 4);
