@@ -10,19 +10,6 @@ namespace dsk {
 //   expert_idx (N, k): the k largest noisy values, in descending order, ties to the lower expert id
 //   gate (N, k): softmax over the k selected noisy values
 //   noisy (N, E): saved for backward;  probs (N, E): softmax(logits) (clean, for the aux loss)
-// The router's and aux loss's argument checks, made by both backends.
-inline void check_router_forward(int N, int E, int k) {
-  DSK_CHECK(N > 0 && E > 0, "moe_router_forward: bad shape N={} E={}", N, E);
-  DSK_CHECK(k > 0 && k <= E, "moe_router_forward: k={} must be in [1, E={}]", k, E);
-}
-inline void check_router_backward(int N, int E, int k, const float* dnoise_logits, const float* noise_logits) {
-  DSK_CHECK(N > 0 && E > 0 && k > 0 && k <= E, "moe_router_backward: bad shape N={} E={} k={}", N, E, k);
-  DSK_CHECK(!dnoise_logits || noise_logits, "moe_router_backward: dnoise_logits needs noise_logits");
-}
-inline void check_aux_loss(int N, int E, int k, const char* op) {
-  DSK_CHECK(N > 0 && E > 0 && k > 0, "{}: bad shape N={} E={} k={}", op, N, E, k);
-}
-
 template <Backend B>
 void moe_router_forward(int32_t* expert_idx, float* gate, float* noisy, float* probs, const float* logits,
                         const float* noise_logits, int N, int E, int k, uint64_t seed, uint64_t site);
@@ -86,5 +73,25 @@ template <Backend B>
 void expert_ffn_backward(float* dxp, float* dw1, float* db1, float* dw2, float* db2, float* dh, const float* dy,
                          const float* xp, const float* h, const float* w1, const float* w2, const int32_t* offsets,
                          int E, int M, int d, int F);
+
+// The argument checks both backends make (one message, whichever device runs the op).
+inline void check_router_forward(int N, int E, int k) {
+  DSK_CHECK(N > 0 && E > 0, "moe_router_forward: bad shape N={} E={}", N, E);
+  DSK_CHECK(k > 0 && k <= E, "moe_router_forward: k={} must be in [1, E={}]", k, E);
+}
+inline void check_router_backward(int N, int E, int k, const float* dnoise_logits, const float* noise_logits) {
+  DSK_CHECK(N > 0 && E > 0 && k > 0 && k <= E, "moe_router_backward: bad shape N={} E={} k={}", N, E, k);
+  DSK_CHECK(!dnoise_logits || noise_logits, "moe_router_backward: dnoise_logits needs noise_logits");
+}
+inline void check_aux_loss_forward(int N, int E, int k) {
+  DSK_CHECK(N > 0 && E > 0 && k > 0, "moe_aux_loss_forward: bad shape N={} E={} k={}", N, E, k);
+}
+inline void check_aux_loss_backward(int N, int E) {
+  DSK_CHECK(N > 0 && E > 0, "moe_aux_loss_backward: bad shape N={} E={}", N, E);
+}
+// op: "expert_ffn_forward" or "expert_ffn_backward".
+inline void check_expert_ffn(int E, int M, int d, int F, const char* op) {
+  DSK_CHECK(E > 0 && M >= 0 && d > 0 && F > 0, "{}: bad shape E={} M={} d={} F={}", op, E, M, d, F);
+}
 
 }  // namespace dsk

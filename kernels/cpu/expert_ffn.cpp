@@ -47,7 +47,7 @@ template <>
 void expert_ffn_forward<Backend::CPU>(float* h, float* y, const float* xp, const float* w1, const float* b1,
                                       const float* w2, const float* b2, const int32_t* offsets, int E, int M, int d,
                                       int F) {
-  DSK_CHECK(E > 0 && M >= 0 && d > 0 && F > 0, "expert_ffn_forward: bad shape E={} M={} d={} F={}", E, M, d, F);
+  check_expert_ffn(E, M, d, F, "expert_ffn_forward");
   check_offsets("expert_ffn_forward", offsets, E, M);
   for (int e = 0; e < E; ++e) {
     const int r0 = offsets[e], m = offsets[e + 1] - offsets[e];
@@ -74,7 +74,7 @@ template <>
 void expert_ffn_backward<Backend::CPU>(float* dxp, float* dw1, float* db1, float* dw2, float* db2, float* dh,
                                        const float* dy, const float* xp, const float* h, const float* w1,
                                        const float* w2, const int32_t* offsets, int E, int M, int d, int F) {
-  DSK_CHECK(E > 0 && M >= 0 && d > 0 && F > 0, "expert_ffn_backward: bad shape E={} M={} d={} F={}", E, M, d, F);
+  check_expert_ffn(E, M, d, F, "expert_ffn_backward");
   check_offsets("expert_ffn_backward", offsets, E, M);
   for (int e = 0; e < E; ++e) {
     const int r0 = offsets[e], m = offsets[e + 1] - offsets[e];

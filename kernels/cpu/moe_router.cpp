@@ -106,7 +106,7 @@ void moe_router_backward<Backend::CPU>(float* dlogits, float* dnoise_logits, con
 template <>
 void moe_aux_loss_forward<Backend::CPU>(float* aux, float* load, float* importance, const float* probs,
                                         const int32_t* expert_idx, int N, int E, int k, float coef) {
-  check_aux_loss(N, E, k, "moe_aux_loss_forward");
+  check_aux_loss_forward(N, E, k);
   // Slot counts per expert (N*k is small; serial keeps it simple and exact).
   std::vector<long long> count(E, 0);
   for (long long s = 0; s < static_cast<long long>(N) * k; ++s) {
@@ -132,7 +132,7 @@ void moe_aux_loss_forward<Backend::CPU>(float* aux, float* load, float* importan
 template <>
 void moe_aux_loss_backward<Backend::CPU>(float* dlogits, float daux, const float* probs, const float* load, int N,
                                          int E, float coef) {
-  DSK_CHECK(N > 0 && E > 0, "moe_aux_loss_backward: bad shape N={} E={}", N, E);
+  check_aux_loss_backward(N, E);
   // d aux / d probs[n, i] = coef * E * f_i / N  (the same for every token); then through the softmax:
   // dlogits[n, e] = p_e (g_e - Σ_i p_i g_i).
   std::vector<float> g(E);

@@ -507,7 +507,7 @@ template <>
 void expert_ffn_forward<Backend::CUDA>(float* h, float* y, const float* xp, const float* w1, const float* b1,
                                        const float* w2, const float* b2, const int32_t* offsets, int E, int M, int d,
                                        int F) {
-  DSK_CHECK(E > 0 && M >= 0 && d > 0 && F > 0, "expert_ffn_forward: bad shape E={} M={} d={} F={}", E, M, d, F);
+  check_expert_ffn(E, M, d, F, "expert_ffn_forward");
   // offsets stay on the device: they must span [0, M) and not decrease, which is not checked here (a host sync);
   // moe_permute produces them so.
   if (M == 0) return;
@@ -519,7 +519,7 @@ template <>
 void expert_ffn_backward<Backend::CUDA>(float* dxp, float* dw1, float* db1, float* dw2, float* db2, float* dh,
                                         const float* dy, const float* xp, const float* h, const float* w1,
                                         const float* w2, const int32_t* offsets, int E, int M, int d, int F) {
-  DSK_CHECK(E > 0 && M >= 0 && d > 0 && F > 0, "expert_ffn_backward: bad shape E={} M={} d={} F={}", E, M, d, F);
+  check_expert_ffn(E, M, d, F, "expert_ffn_backward");
   if (M == 0) return;
   launch_grouped<false, kReluMask>(dh, dy, w2, nullptr, h, offsets, E, M, d, F);  // dh (M, F) = (dy · w2[e]) ⊙ (h > 0)
   launch_grouped<false, kStore>(dxp, dh, w1, nullptr, nullptr, offsets, E, M, F, d);  // dxp (M, d) = dh · w1[e]

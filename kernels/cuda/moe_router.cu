@@ -209,7 +209,7 @@ void moe_router_backward<Backend::CUDA>(float* dlogits, float* dnoise_logits, co
 template <>
 void moe_aux_loss_forward<Backend::CUDA>(float* aux, float* load, float* importance, const float* probs,
                                          const int32_t* expert_idx, int N, int E, int k, float coef) {
-  check_aux_loss(N, E, k, "moe_aux_loss_forward");
+  check_aux_loss_forward(N, E, k);
   // Expert ids are not range-checked on the device (that would need a host sync); an id outside [0, E) is simply
   // not counted, so the loads then sum to less than 1. The CPU specification throws instead.
   double* fp = static_cast<double*>(cuda::scratch(sizeof(double) * static_cast<size_t>(E)));
@@ -222,7 +222,7 @@ void moe_aux_loss_forward<Backend::CUDA>(float* aux, float* load, float* importa
 template <>
 void moe_aux_loss_backward<Backend::CUDA>(float* dlogits, float daux, const float* probs, const float* load, int N,
                                           int E, float coef) {
-  DSK_CHECK(N > 0 && E > 0, "moe_aux_loss_backward: bad shape N={} E={}", N, E);
+  check_aux_loss_backward(N, E);
   constexpr int kWarps = 8;
   DSK_LAUNCH(static_cast<unsigned>(cuda::ceil_div(N, kWarps)), 32 * kWarps, 0, aux_backward_kernel)(
       dlogits, daux, probs, load, N, E, coef);
