@@ -2,6 +2,7 @@
 // Device runtime: discovery, memory and transfers. The CPU side always exists; the CUDA side is compiled
 // when nvcc is found (DSK_HAVE_CUDA) and answers "no device" at run time on machines without a usable GPU.
 #include <cstddef>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -69,14 +70,7 @@ inline ExpertMath resolve_expert_math(ExpertMath math, bool tf32) {
   if (math != ExpertMath::kAuto) return math;
   return tf32 ? ExpertMath::kTf32 : ExpertMath::kFfma;
 }
-// The names the `expert_math` key and --expert-math take: "auto", "ffma", "tf32", "3xtf32"; nullopt for others.
-inline std::optional<ExpertMath> expert_math_named(std::string_view name) {
-  if (name == "auto") return ExpertMath::kAuto;
-  if (name == "ffma") return ExpertMath::kFfma;
-  if (name == "tf32") return ExpertMath::kTf32;
-  if (name == "3xtf32") return ExpertMath::kTf32x3;
-  return std::nullopt;
-}
+// The name of each choice, as the `expert_math` key and --expert-math take it.
 inline const char* expert_math_name(ExpertMath math) {
   switch (math) {
     case ExpertMath::kAuto: return "auto";
@@ -85,6 +79,24 @@ inline const char* expert_math_name(ExpertMath math) {
     case ExpertMath::kTf32x3: return "3xtf32";
   }
   return "?";
+}
+inline constexpr ExpertMath kExpertMaths[] = {ExpertMath::kAuto, ExpertMath::kFfma, ExpertMath::kTf32,
+                                              ExpertMath::kTf32x3};
+// The choice with that name; nullopt for any other name.
+inline std::optional<ExpertMath> expert_math_named(std::string_view name) {
+  for (ExpertMath m : kExpertMaths)
+    if (name == expert_math_name(m)) return m;
+  return std::nullopt;
+}
+// "auto, ffma, tf32 or 3xtf32": the names, for error messages.
+inline std::string expert_math_choices() {
+  const size_t n = std::size(kExpertMaths);
+  std::string s;
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0) s += i + 1 == n ? " or " : ", ";
+    s += expert_math_name(kExpertMaths[i]);
+  }
+  return s;
 }
 
 // Sets one of these process-wide choices for a scope and restores the previous one at its end (also when it ends
@@ -100,6 +112,7 @@ class ScopedSetting {
  private:
   T previous_;
 };
+using ScopedTf32 = ScopedSetting<bool, tf32_enabled, set_tf32>;
 using ScopedExpertTile = ScopedSetting<ExpertTile, expert_tile, set_expert_tile>;
 using ScopedExpertMath = ScopedSetting<ExpertMath, expert_math, set_expert_math>;
 }  // namespace cuda

@@ -63,7 +63,7 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
   if (!a.parse(argv)) return 0;
   const auto expert_math = cuda::expert_math_named(a.get("expert-math"));
   if (!expert_math)
-    throw cli::UsageError(fmt::format("bench train: --expert-math must be auto, ffma, tf32 or 3xtf32, got '{}'",
+    throw cli::UsageError(fmt::format("bench train: --expert-math must be {}, got '{}'", cuda::expert_math_choices(),
                                       a.get("expert-math")));
   cuda::set_tf32(a.has("tf32"));
   cuda::set_expert_math(*expert_math);
