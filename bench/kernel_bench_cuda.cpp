@@ -359,7 +359,8 @@ nlohmann::json bench_kernels_cuda(const KernelBenchShapes& sh, const PeakSizes& 
   DSK_CHECK(sh.batch > 0 && sh.seq > 0 && sh.d > 0 && sh.d_ff > 0 && sh.latent > 0 && sh.vocab > 0 && sh.n_params > 0,
             "bench_kernels_cuda: every shape must be positive");
   DSK_CHECK(cuda_unavailable_reason().empty(), "no GPU: {}", cuda_unavailable_reason());
-  const bool tf32_before = cuda::tf32_enabled();
+  // bench_at switches TF32 on and off; the caller's setting comes back at the end.
+  cuda::ScopedTf32 keep(cuda::tf32_enabled());
   DSK_CHECK(sh.gpu_reps > 0 && sh.gpu_warmups >= 0, "bench_kernels_cuda: gpu_reps must be positive");
   Recorder rec;
   rec.warmups = sh.gpu_warmups;
@@ -386,7 +387,6 @@ nlohmann::json bench_kernels_cuda(const KernelBenchShapes& sh, const PeakSizes& 
     rec.bytes("adamw_update", shape, 28.0 * n, sets,
               [&](int k) { adamw_update<Backend::CUDA>(s(k, 0), s(k, 1), s(k, 2), s(k, 3), static_cast<int64_t>(n), h); });
   }
-  cuda::set_tf32(tf32_before);
   cuda::synchronize();
 
   auto gpus = cuda_devices();

@@ -358,8 +358,7 @@ std::vector<MoeBenchShape> moe_bench_shapes_cuda() {
 
 nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
   DSK_CHECK(cuda_unavailable_reason().empty(), "no GPU: {}", cuda_unavailable_reason());
-  const bool tf32_before = cuda::tf32_enabled();
-  cuda::set_tf32(false);
+  cuda::ScopedTf32 fp32(false);  // the caller's setting comes back at the end
   nlohmann::json results = nlohmann::json::array();
   for (const auto& s : shapes) {
     DSK_CHECK(s.N > 0 && s.d > 0 && s.F > 0 && s.E > 0 && s.k > 0 && s.k <= s.E && s.S >= 0,
@@ -384,9 +383,8 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
     }
     {
       cuda::ScopedExpertMath tf32(cuda::ExpertMath::kTf32);
-      cuda::set_tf32(true);  // the dense side: cuBLAS TF32
+      cuda::ScopedTf32 dense_tf32(true);  // the dense side: cuBLAS TF32
       r["grouped_gemm_tf32"] = grouped_vs_dense(grouped);
-      cuda::set_tf32(false);
     }
     {
       // Near-fp32 accuracy on the tensor cores, against the same fp32 cuBLAS GEMMs as grouped_gemm.
@@ -395,7 +393,6 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
     }
     results.push_back(r);
   }
-  cuda::set_tf32(tf32_before);
   cuda::synchronize();
   auto gpus = cuda_devices();
   return {{"bench", "moe"},

@@ -39,7 +39,6 @@ __global__ void accumulate_kernel(float* y, const float* x, int64_t n, float alp
 
 __global__ void fill_kernel(float* __restrict__ y, float value, int64_t n) { DSK_GRID_STRIDE(i, n) y[i] = value; }
 
-
 }  // namespace
 
 template <>

@@ -2,9 +2,9 @@
 // sit between two inaccessible (PROT_NONE) pages, their usable bytes ending exactly at the upper one. A kernel that
 // reads or writes past the end of a buffer (or far enough before its start) faults at once, and the SIGSEGV
 // handler names the buffer and the CUDA thread, where on an unguarded heap it would read or overwrite a
-// neighbour's bytes, unnoticed unless a result happened to change. On a GPU the same access is an "illegal address" that poisons the context (every later [cuda]
-// test of the process fails), or, inside cudaMalloc's granularity, a silent wrong read that only
-// compute-sanitizer reports.
+// neighbour's bytes, unnoticed unless a result happened to change. On a GPU the same access is an "illegal
+// address" that poisons the context (every later [cuda] test of the process fails), or, inside cudaMalloc's
+// granularity, a silent wrong read that only compute-sanitizer reports.
 #include "kernels/cuda_emu/emulator.h"
 
 #include <signal.h>

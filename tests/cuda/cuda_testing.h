@@ -79,12 +79,6 @@ inline bool bits_equal(const std::vector<float>& a, const std::vector<float>& b)
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
-// Restores TF32 off (the default) even when a REQUIRE throws.
-struct Tf32Guard {
-  explicit Tf32Guard(bool on) { dsk::cuda::set_tf32(on); }
-  ~Tf32Guard() { dsk::cuda::set_tf32(false); }
-};
-
 // The grouped expert GEMMs' tiles, for tests that force each in turn (dsk::cuda::ScopedExpertTile), so that both
 // are covered on any device.
 struct NamedExpertTile {

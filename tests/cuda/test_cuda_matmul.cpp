@@ -71,7 +71,7 @@ TEST_CASE("cuda gemm: TF32 on stays within 3e-3 of the CPU", "[cuda][matmul]") {
   std::vector<float> expect(M * N);
   gemm<Backend::CPU>(false, false, M, N, K, 1.0f, A.data(), K, 0, B.data(), N, 0, 0.0f, expect.data(), N, 0);
   {
-    Tf32Guard tf32(true);
+    cuda::ScopedTf32 tf32(true);
     REQUIRE(cuda::tf32_enabled());
     gemm<Backend::CUDA>(false, false, M, N, K, 1.0f, dA.ptr, K, 0, dB.ptr, N, 0, 0.0f, dC.ptr, N, 0);
   }
@@ -85,7 +85,7 @@ TEST_CASE("cuda gemm: TF32 on stays within 3e-3 of the CPU", "[cuda][matmul]") {
   linear_forward<Backend::CPU>(y.data(), A.data(), w.data(), b.data(), M, K, N);
   dy.poison();
   {
-    Tf32Guard tf32(true);
+    cuda::ScopedTf32 tf32(true);
     linear_forward<Backend::CUDA>(dy.ptr, dA.ptr, dw.ptr, db.ptr, M, K, N);
   }
   require_close(dy.download(), y, kTf32Tol, "y (TF32)");

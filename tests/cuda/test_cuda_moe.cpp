@@ -437,7 +437,7 @@ TEST_CASE("cuda expert_ffn with TF32 (tensor-core tiles) vs CPU, forward and bac
     INFO("case " << c.name << ", TF32");
     const FfnProblem p = ffn_problem(c, rng);
     FfnDevice g(p);
-    Tf32Guard tf32(true);
+    cuda::ScopedTf32 tf32(true);
     each_tile_twice_identical([&] { return forward_backward_checked(g, p, kTf32Tol); });
   }
 }
