@@ -378,17 +378,17 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
     r["max_rel_diff_dlogits"] = max_rel_diff(grouped.dlogits.get(), looped.dlogits.get(), NE);
     // Each record with its arithmetic pinned (a forced cuda::expert_math would otherwise override the tf32 switch).
     {
-      cuda::ScopedExpertMath ffma(cuda::ExpertMath::kFfma);
+      cuda::ScopedExpertMath ffma(cuda::Math::kFfma);
       r["grouped_gemm"] = grouped_vs_dense(grouped);
     }
     {
-      cuda::ScopedExpertMath tf32(cuda::ExpertMath::kTf32);
+      cuda::ScopedExpertMath tf32(cuda::Math::kTf32);
       cuda::ScopedTf32 dense_tf32(true);  // the dense side: cuBLAS TF32
       r["grouped_gemm_tf32"] = grouped_vs_dense(grouped);
     }
     {
       // Near-fp32 accuracy on the tensor cores, against the same fp32 cuBLAS GEMMs as grouped_gemm.
-      cuda::ScopedExpertMath x3(cuda::ExpertMath::kTf32x3);
+      cuda::ScopedExpertMath x3(cuda::Math::kTf32x3);
       r["grouped_gemm_3xtf32"] = grouped_vs_dense(grouped);
     }
     results.push_back(r);

@@ -32,7 +32,7 @@ struct TrainConfig {
   int log_every = 10;
   int64_t data_stride = 0;  // 0 = random windows; s > 0 = every window with stride s
   bool tf32 = false;        // CUDA only: TF32 tensor cores for fp32 GEMMs (faster, ~1e-3 relative error)
-  // CUDA only: the grouped expert GEMMs' arithmetic (kernels/device.h ExpertMath): auto (follows tf32), ffma,
+  // CUDA only: the grouped expert GEMMs' arithmetic (kernels/device.h Math): auto (follows tf32), ffma,
   // tf32, 3xtf32 (near-fp32 accuracy on the tensor cores); a forced choice takes precedence over tf32.
   std::string expert_math = "auto";
 

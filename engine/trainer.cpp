@@ -121,7 +121,7 @@ TrainSummary run_training(const TrainRun& run) {
   // ---- model, optimizer, state ------------------------------------------------------------------------
   if (run.device == Backend::CUDA) {
     cuda::set_tf32(tc.tf32);
-    cuda::set_expert_math(*cuda::expert_math_named(tc.expert_math));  // validated with the config
+    cuda::set_expert_math(*cuda::math_named(tc.expert_math));  // validated with the config
   }
   Model model(mc, run.device);
   TrainerState state;

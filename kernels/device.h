@@ -55,46 +55,49 @@ enum class ExpertTile { kAuto, kSmall, kBig };
 void set_expert_tile(ExpertTile tile);
 ExpertTile expert_tile();
 
-// The grouped expert GEMMs' arithmetic (kernels/cuda/expert_ffn.cu): kAuto follows set_tf32 (TF32 tensor cores when
-// on, fp32 FFMA when off); kFfma, kTf32 and kTf32x3 force one, whatever set_tf32 says. kTf32x3 is near-fp32 on the
-// tensor cores: each operand split into a TF32 high part and a TF32 remainder (x to ~2^-22), three products
+// The arithmetic of dsk's own fp32 matrix tiles, chosen separately for the grouped expert GEMMs
+// (kernels/cuda/expert_ffn.cu; the `expert_math` training key) and for the attention kernels
+// (kernels/cuda/attention.cu; the `attention_math` key). kAuto follows set_tf32 (TF32 tensor cores when on, fp32
+// FFMA when off); kFfma, kTf32 and kTf32x3 force one, whatever set_tf32 says. kTf32x3 is near-fp32 on the tensor
+// cores: each operand split into a TF32 high part and a TF32 remainder (x to ~2^-22), three products
 // (hi·hi + hi·lo + lo·hi; the dropped lo·lo is ~2^-22 relative): CUTLASS's "3xTF32", the arithmetic of PyTorch's
 // fp32 memory-efficient attention. Tensor-core tiles need compute capability 8.0+: there kAuto falls back to FFMA
-// and a forced kTf32 / kTf32x3 is an error. `dsk bench moe` times each; the `expert_math` training key sets it.
-// Without the CUDA backend a no-op.
-enum class ExpertMath { kAuto, kFfma, kTf32, kTf32x3 };
-void set_expert_math(ExpertMath math);
-ExpertMath expert_math();
+// and a forced kTf32 / kTf32x3 is an error. `dsk bench moe` and `dsk bench attention` time each.
+// Without the CUDA backend the setters are no-ops.
+enum class Math { kAuto, kFfma, kTf32, kTf32x3 };
+void set_expert_math(Math math);
+Math expert_math();
+void set_attention_math(Math math);
+Math attention_math();
 // What kAuto means: TF32 when tf32 is on, FFMA when not; any other choice stands.
-inline ExpertMath resolve_expert_math(ExpertMath math, bool tf32) {
-  if (math != ExpertMath::kAuto) return math;
-  return tf32 ? ExpertMath::kTf32 : ExpertMath::kFfma;
+inline Math resolve_math(Math math, bool tf32) {
+  if (math != Math::kAuto) return math;
+  return tf32 ? Math::kTf32 : Math::kFfma;
 }
-// The name of each choice, as the `expert_math` key and --expert-math take it.
-inline const char* expert_math_name(ExpertMath math) {
+// The name of each choice, as the `expert_math` / `attention_math` keys and --expert-math / --attention-math take it.
+inline const char* math_name(Math math) {
   switch (math) {
-    case ExpertMath::kAuto: return "auto";
-    case ExpertMath::kFfma: return "ffma";
-    case ExpertMath::kTf32: return "tf32";
-    case ExpertMath::kTf32x3: return "3xtf32";
+    case Math::kAuto: return "auto";
+    case Math::kFfma: return "ffma";
+    case Math::kTf32: return "tf32";
+    case Math::kTf32x3: return "3xtf32";
   }
   return "?";
 }
-inline constexpr ExpertMath kExpertMaths[] = {ExpertMath::kAuto, ExpertMath::kFfma, ExpertMath::kTf32,
-                                              ExpertMath::kTf32x3};
+inline constexpr Math kMaths[] = {Math::kAuto, Math::kFfma, Math::kTf32, Math::kTf32x3};
 // The choice with that name; nullopt for any other name.
-inline std::optional<ExpertMath> expert_math_named(std::string_view name) {
-  for (ExpertMath m : kExpertMaths)
-    if (name == expert_math_name(m)) return m;
+inline std::optional<Math> math_named(std::string_view name) {
+  for (Math m : kMaths)
+    if (name == math_name(m)) return m;
   return std::nullopt;
 }
 // "auto, ffma, tf32 or 3xtf32": the names, for error messages.
-inline std::string expert_math_choices() {
-  const size_t n = std::size(kExpertMaths);
+inline std::string math_choices() {
+  const size_t n = std::size(kMaths);
   std::string s;
   for (size_t i = 0; i < n; ++i) {
     if (i > 0) s += i + 1 == n ? " or " : ", ";
-    s += expert_math_name(kExpertMaths[i]);
+    s += math_name(kMaths[i]);
   }
   return s;
 }
@@ -114,7 +117,8 @@ class ScopedSetting {
 };
 using ScopedTf32 = ScopedSetting<bool, tf32_enabled, set_tf32>;
 using ScopedExpertTile = ScopedSetting<ExpertTile, expert_tile, set_expert_tile>;
-using ScopedExpertMath = ScopedSetting<ExpertMath, expert_math, set_expert_math>;
+using ScopedExpertMath = ScopedSetting<Math, expert_math, set_expert_math>;
+using ScopedAttentionMath = ScopedSetting<Math, attention_math, set_attention_math>;
 }  // namespace cuda
 
 }  // namespace dsk

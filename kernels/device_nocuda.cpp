@@ -26,8 +26,10 @@ void set_tf32(bool) {}
 bool tf32_enabled() { return false; }
 void set_expert_tile(ExpertTile) {}
 ExpertTile expert_tile() { return ExpertTile::kAuto; }
-void set_expert_math(ExpertMath) {}
-ExpertMath expert_math() { return ExpertMath::kAuto; }
+void set_expert_math(Math) {}
+Math expert_math() { return Math::kAuto; }
+void set_attention_math(Math) {}
+Math attention_math() { return Math::kAuto; }
 }  // namespace cuda
 
 }  // namespace dsk

@@ -61,9 +61,9 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
               "auto")
       .option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;
-  const auto expert_math = cuda::expert_math_named(a.get("expert-math"));
+  const auto expert_math = cuda::math_named(a.get("expert-math"));
   if (!expert_math)
-    throw cli::UsageError(fmt::format("bench train: --expert-math must be {}, got '{}'", cuda::expert_math_choices(),
+    throw cli::UsageError(fmt::format("bench train: --expert-math must be {}, got '{}'", cuda::math_choices(),
                                       a.get("expert-math")));
   cuda::set_tf32(a.has("tf32"));
   cuda::set_expert_math(*expert_math);
@@ -84,7 +84,7 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
   nlohmann::json r = bench_train(c, cli::resolve_device(a.get("device")), o);
   r["config_name"] = a.get("config");
   r["tf32"] = a.has("tf32");
-  r["expert_math"] = cuda::expert_math_name(cuda::resolve_expert_math(*expert_math, a.has("tf32")));
+  r["expert_math"] = cuda::math_name(cuda::resolve_math(*expert_math, a.has("tf32")));
   return emit(a, r);
 }
 

@@ -45,6 +45,7 @@
 #include "kernels/attention.h"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/runtime.cuh"
+#include "kernels/cuda/tensor_math.cuh"
 #include "kernels/rng.h"
 
 #include <algorithm>
@@ -61,6 +62,11 @@ constexpr int kKeysPerThread = kKeyTile / kTx;  // 4
 constexpr int kPStride = kKeyTile + 16;         // probability tile row stride (see the header comment)
 constexpr int kMaxNm = 4;                        // widths up to 256
 constexpr float kLog2e = 1.4426950408889634f;
+// The dynamic shared memory's declared type: 32-byte aligned, as wmma's fragment pointers must be (every tile in it
+// starts at a multiple of 8 floats).
+struct alignas(32) SharedBase {
+  float x[8];
+};
 constexpr float kLn2 = 0.6931471805599453f;
 
 // Everything a kernel needs to know about the problem.
@@ -172,6 +178,97 @@ __device__ __forceinline__ void tile_pv(float (&acc)[RA][NM][4], const float* P,
   }
 }
 
+// ---- the same products on the tensor cores (TF32 / 3xTF32: cuda::attention_math, tensor_math.cuh) -----------------
+// The tensor-core forms of tile_dot and tile_pv hand back exactly what those do, in the same register layout, so the
+// softmax, masking, dropout and determinism around them are unchanged: wmma m16n16k8 fragments write the block's
+// BR x 64 product into a shared staging tile [BR][kPStride], and every thread adds its own elements from there.
+// Warp w of the NW = TY/2 warps owns row block w % RB (RB = BR/16) and column blocks w / RB + i NW/RB, so its A
+// fragment serves all its products. Every operand pointer is 32-byte aligned (tile rows are multiples of 16, strides
+// multiples of 4 floats, column offsets multiples of 8). Costs two block barriers per 64-column product.
+
+// stage[r][c] (stride kPStride) = Σ_d A[r][d] B(d, c) for r < BR, c < 64, with d < dim rounded up to 8 (the tiles'
+// padding is zero). B_ROWS: B(d, c) = Bm[c*ldb + d] (tile_dot's operand: 64 rows of Bm) else Bm[d*ldb + c] (tile_pv's).
+template <int TY, int BR, bool kSplit, bool B_ROWS>
+__device__ __forceinline__ void tc_product(float* stage, const float* A, int lda, const float* Bm, int ldb, int dim) {
+#if defined(DSK_CUDA_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
+  namespace wmma = nvcuda::wmma;
+  constexpr int NW = TY * kTx / 32, RB = BR / 16, FPW = RB * 4 / NW, CSTEP = NW / RB;
+  static_assert(BR % 16 == 0 && NW % RB == 0 && FPW >= 1, "tensor-core attention tiling");
+  using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+  using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32,
+                               std::conditional_t<B_ROWS, wmma::col_major, wmma::row_major>>;
+  const int warp = threadIdx.x / 32, rb = warp % RB, cb0 = warp / RB;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> fc[FPW];
+#pragma unroll
+  for (int i = 0; i < FPW; ++i) wmma::fill_fragment(fc[i], 0.0f);
+  for (int d = 0; d < dim; d += 8) {
+    FragA fa, fa_lo;
+    wmma::load_matrix_sync(fa, A + 16 * rb * lda + d, lda);
+    prepare_tf32<kSplit>(fa, fa_lo);
+#pragma unroll
+    for (int i = 0; i < FPW; ++i) {
+      const int c0 = 16 * (cb0 + i * CSTEP);
+      FragB fb, fb_lo;
+      wmma::load_matrix_sync(fb, B_ROWS ? Bm + c0 * ldb + d : Bm + d * ldb + c0, ldb);
+      prepare_tf32<kSplit>(fb, fb_lo);
+      mma_tf32<kSplit>(fc[i], fa, fa_lo, fb, fb_lo);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < FPW; ++i)
+    wmma::store_matrix_sync(stage + 16 * rb * kPStride + 16 * (cb0 + i * CSTEP), fc[i], kPStride,
+                            wmma::mem_row_major);
+#else
+  __trap();  // compiled for an architecture below sm_80 (attention_tile_math never picks it on such a GPU)
+#endif
+}
+
+// tile_dot in the arithmetic MATH (stage: [TY*RA][kPStride] shared floats, unused by FFMA). Called by every thread.
+template <int MATH, int TY, int RA>
+__device__ __forceinline__ void any_tile_dot(float (&acc)[RA][kKeysPerThread], const float* A, int lda, const float* Bm,
+                                             int ldb, int dim, float* stage) {
+  if constexpr (MATH == kFfmaMath) {
+    tile_dot<TY, RA>(acc, A, lda, Bm, ldb, dim);
+  } else {
+    const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
+    tc_product<TY, TY * RA, MATH == kTf32x3Math, true>(stage, A, lda, Bm, ldb, dim);
+    __syncthreads();  // the product is in stage
+#pragma unroll
+    for (int a = 0; a < RA; ++a)
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerThread; ++kk) acc[a][kk] += stage[(ty + TY * a) * kPStride + tx + kTx * kk];
+    __syncthreads();  // stage free for the next product
+  }
+}
+
+// tile_pv in the arithmetic MATH, one 64-column block of Vm at a time (stage as any_tile_dot).
+template <int MATH, int TY, int RA, int NM>
+__device__ __forceinline__ void any_tile_pv(float (&acc)[RA][NM][4], const float* P, const float* Vm, int ldv,
+                                            float* stage) {
+  if constexpr (MATH == kFfmaMath) {
+    tile_pv<TY, RA, NM>(acc, P, Vm, ldv);
+  } else {
+    const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
+#pragma unroll
+    for (int m = 0; m < NM; ++m) {
+      tc_product<TY, TY * RA, MATH == kTf32x3Math, false>(stage, P, kPStride, Vm + 64 * m, ldv, kKeyTile);
+      __syncthreads();
+#pragma unroll
+      for (int a = 0; a < RA; ++a) {
+        const float4 t = ld4(stage + (ty + TY * a) * kPStride + 4 * tx);
+        acc[a][m][0] += t.x;
+        acc[a][m][1] += t.y;
+        acc[a][m][2] += t.z;
+        acc[a][m][3] += t.w;
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// Shared floats the staging tile adds to a kernel of BR-row blocks in the arithmetic math.
+size_t stage_floats(TileMath math, int BR) { return math == kFfmaMath ? 0 : static_cast<size_t>(BR) * kPStride; }
+
 // Reductions over the 16 lanes of a half warp (the threads sharing a row).
 __device__ __forceinline__ float half_warp_max(float v) {
 #pragma unroll
@@ -215,7 +312,7 @@ __device__ __forceinline__ ThreadRows<RA> thread_rows(const Geometry& g, int b, 
 // blocks 64 registers and spills (8-28 bytes), aiming at 8 blocks per SM that their shared memory (~41 KB at
 // width 128) never allows; they ask for 5, what that memory allows: 80-95 registers, no spills
 // (scripts/kernel_resources.sh).
-template <int TY, int RA, int NMV>
+template <int TY, int RA, int NMV, int MATH>
 __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_kernel(float* __restrict__ out, float* __restrict__ lse,
                                                                    float* __restrict__ part_o,
                                                                    float* __restrict__ part_lse,
@@ -224,13 +321,14 @@ __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_ke
                                                                    const float* __restrict__ v,
                                                                    const int32_t* __restrict__ kv_start, Geometry g) {
   constexpr int BR = TY * RA;
-  DSK_DYNAMIC_SHARED(float4, smem4);
-  float* smem = reinterpret_cast<float*>(smem4);
+  DSK_DYNAMIC_SHARED(SharedBase, smem_base);
+  float* smem = reinterpret_cast<float*>(smem_base);
   const int ldq = g.wq + 4, ldv = g.wv + 4;
   float* Qs = smem;                                  // [BR][ldq]
   float* Ks = Qs + BR * ldq;                         // [64][ldq]
   float* Vs = g.shared_kv ? Ks : Ks + kKeyTile * ldq;  // [64][ldv] (the K tile itself when shared)
   float* Ps = (g.shared_kv ? Ks + kKeyTile * ldq : Vs + kKeyTile * ldv);  // [BR][kPStride]
+  float* stage = Ps + BR * kPStride;  // [BR][kPStride] tensor-core products (none with FFMA)
 
   const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
   const int bk = blockIdx.y, b = bk / g.Hk, hk = bk % g.Hk;
@@ -279,7 +377,7 @@ __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_ke
     for (int a = 0; a < RA; ++a)
 #pragma unroll
       for (int kk = 0; kk < kKeysPerThread; ++kk) s[a][kk] = 0.0f;
-    tile_dot<TY, RA>(s, Qs, ldq, Ks, ldq, g.dqk);
+    any_tile_dot<MATH, TY, RA>(s, Qs, ldq, Ks, ldq, g.dqk, stage);
 
 #pragma unroll
     for (int a = 0; a < RA; ++a) {
@@ -312,7 +410,7 @@ __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_ke
         for (int e = 0; e < 4; ++e) acc_o[a][m][e] *= alpha;
     }
     __syncthreads();  // P visible
-    tile_pv<TY, RA, NMV>(acc_o, Ps, Vs, ldv);
+    any_tile_pv<MATH, TY, RA, NMV>(acc_o, Ps, Vs, ldv, stage);
     __syncthreads();  // K, V, P free for the next tile
   }
 
@@ -398,20 +496,21 @@ __global__ void attention_row_dot_kernel(float* __restrict__ D, const float* __r
 
 // dQ for 64 query rows per block: grid (ceil(rows / 64), B * Hk); block 128 threads (TY = 8, RA = 8).
 // Loops over the key tiles the rows see; dq = scale Σ_j dS_ij k_j, set.
-template <int NMQ>
+template <int NMQ, int MATH>
 __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ dq, const float* __restrict__ dout,
                                                           const float* __restrict__ q, const float* __restrict__ k,
                                                           const float* __restrict__ v, const float* __restrict__ lse,
                                                           const float* __restrict__ D, Geometry g) {
   constexpr int TY = 8, RA = 8, BR = TY * RA;
-  DSK_DYNAMIC_SHARED(float4, smem4);
-  float* smem = reinterpret_cast<float*>(smem4);
+  DSK_DYNAMIC_SHARED(SharedBase, smem_base);
+  float* smem = reinterpret_cast<float*>(smem_base);
   const int ldq = g.wq + 4, ldv = g.wv + 4;
   float* Qs = smem;                                    // [64][ldq]
   float* dOs = Qs + BR * ldq;                          // [64][ldv]
   float* Ks = dOs + BR * ldv;                          // [64][ldq]
   float* Vs = g.shared_kv ? Ks : Ks + kKeyTile * ldq;  // [64][ldv]
   float* dSs = g.shared_kv ? Ks + kKeyTile * ldq : Vs + kKeyTile * ldv;  // [64][kPStride]
+  float* stage = dSs + BR * kPStride;                                    // [64][kPStride] (none with FFMA)
 
   const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
   const int bk = blockIdx.y, b = bk / g.Hk, hk = bk % g.Hk;
@@ -455,8 +554,8 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
     for (int a = 0; a < RA; ++a)
 #pragma unroll
       for (int kk = 0; kk < kKeysPerThread; ++kk) s[a][kk] = dp[a][kk] = 0.0f;
-    tile_dot<TY, RA>(s, Qs, ldq, Ks, ldq, g.dqk);
-    tile_dot<TY, RA>(dp, dOs, ldv, Vs, ldv, g.dv);
+    any_tile_dot<MATH, TY, RA>(s, Qs, ldq, Ks, ldq, g.dqk, stage);
+    any_tile_dot<MATH, TY, RA>(dp, dOs, ldv, Vs, ldv, g.dv, stage);
 #pragma unroll
     for (int a = 0; a < RA; ++a)
 #pragma unroll
@@ -470,7 +569,7 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
         dSs[(ty + TY * a) * kPStride + tx + kTx * kk] = ds;
       }
     __syncthreads();
-    tile_pv<TY, RA, NMQ>(acc, dSs, Ks, ldq);  // dQ += dS K
+    any_tile_pv<MATH, TY, RA, NMQ>(acc, dSs, Ks, ldq, stage);  // dQ += dS K
     __syncthreads();
   }
 
@@ -491,15 +590,15 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
 // dK, dV for one 64-key tile per block: grid (ceil(Tk / 64), B * Hk); block 256 threads (TY = 16, RA = 4: each
 // thread owns 4 keys). Loops over the query-row tiles that see the keys in ascending order; all G heads sharing
 // the K/V are in those rows, so the sum over heads is this fixed-order loop. dk = scale Σ dS^T q, dv = Σ (P∘M)^T dout.
-template <int NMQ, int NMV>
+template <int NMQ, int NMV, int MATH>
 __global__ void __launch_bounds__(256) attention_dkv_kernel(float* __restrict__ dk, float* __restrict__ dv,
                                                            const float* __restrict__ dout,
                                                            const float* __restrict__ q, const float* __restrict__ k,
                                                            const float* __restrict__ v, const float* __restrict__ lse,
                                                            const float* __restrict__ D, Geometry g) {
   constexpr int TY = 16, RA = 4, BQ = 64;  // BQ: query rows per inner tile
-  DSK_DYNAMIC_SHARED(float4, smem4);
-  float* smem = reinterpret_cast<float*>(smem4);
+  DSK_DYNAMIC_SHARED(SharedBase, smem_base);
+  float* smem = reinterpret_cast<float*>(smem_base);
   const int ldq = g.wq + 4, ldv = g.wv + 4;
   float* Ks = smem;                                    // [64][ldq]  this block's keys
   float* Vs = g.shared_kv ? Ks : Ks + kKeyTile * ldq;  // [64][ldv]
@@ -507,7 +606,8 @@ __global__ void __launch_bounds__(256) attention_dkv_kernel(float* __restrict__ 
   float* dOs = Qs + BQ * ldq;                          // [BQ][ldv]
   float* Ps = dOs + BQ * ldv;                          // [64 keys][kPStride]  (P∘M)^T
   float* dSs = Ps + kKeyTile * kPStride;                // [64 keys][kPStride]  dS^T
-  float* lse2s = dSs + kKeyTile * kPStride;            // [BQ] row lse in base 2
+  float* stage = dSs + kKeyTile * kPStride;            // [64][kPStride] tensor-core products (none with FFMA)
+  float* lse2s = stage + (MATH == kFfmaMath ? 0 : kKeyTile * kPStride);  // [BQ] row lse in base 2
   float* Ds = lse2s + BQ;                              // [BQ]
   int* lasts = reinterpret_cast<int*>(Ds + BQ);        // [BQ] last key each row sees (-1: no row)
   long long* stats = reinterpret_cast<long long*>(lasts + BQ);  // [BQ] statistics index (8-byte aligned: see size)
@@ -569,8 +669,8 @@ __global__ void __launch_bounds__(256) attention_dkv_kernel(float* __restrict__ 
     for (int a = 0; a < RA; ++a)
 #pragma unroll
       for (int kk = 0; kk < kKeysPerThread; ++kk) s[a][kk] = dp[a][kk] = 0.0f;
-    tile_dot<TY, RA>(s, Ks, ldq, Qs, ldq, g.dqk);
-    tile_dot<TY, RA>(dp, Vs, ldv, dOs, ldv, g.dv);
+    any_tile_dot<MATH, TY, RA>(s, Ks, ldq, Qs, ldq, g.dqk, stage);
+    any_tile_dot<MATH, TY, RA>(dp, Vs, ldv, dOs, ldv, g.dv, stage);
 #pragma unroll
     for (int a = 0; a < RA; ++a) {
       const int key = ty + TY * a, j = j0 + key;
@@ -589,8 +689,8 @@ __global__ void __launch_bounds__(256) attention_dkv_kernel(float* __restrict__ 
       }
     }
     __syncthreads();
-    tile_pv<TY, RA, NMV>(acc_v, Ps, dOs, ldv);  // dV += (P∘M)^T dO
-    tile_pv<TY, RA, NMQ>(acc_k, dSs, Qs, ldq);  // dK += dS^T Q
+    any_tile_pv<MATH, TY, RA, NMV>(acc_v, Ps, dOs, ldv, stage);  // dV += (P∘M)^T dO
+    any_tile_pv<MATH, TY, RA, NMQ>(acc_k, dSs, Qs, ldq, stage);  // dK += dS^T Q
     __syncthreads();  // Q, dO, P, dS free for the next row tile
   }
 
@@ -655,6 +755,9 @@ Geometry make_geometry(const AttentionShape& s, const AttentionDropout& drop, bo
   return g;
 }
 
+// The arithmetic of the 64-row kernels: cuda::attention_math resolved (tensor_math.cuh).
+TileMath attention_tile_math() { return tile_math(cuda::attention_math(), "attention_math"); }
+
 int max_shared_bytes() {
   static int bytes = [] {
     int dev = 0, v = 0;
@@ -687,7 +790,7 @@ void with_nm(int nm, F&& f) {
 }
 
 // Forward with BR = TY*RA rows per block; splits the key range when the grid would not fill the GPU.
-template <int TY, int RA>
+template <int TY, int RA, int MATH>
 void launch_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* kv_start,
                     const Geometry& g) {
   constexpr int BR = TY * RA;
@@ -702,7 +805,8 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
   splits = std::max(1, std::min(splits, 64));
 
   const size_t ldq = g.wq + 4, ldv = g.wv + 4;
-  const size_t floats = BR * ldq + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + BR * kPStride;
+  const size_t floats = BR * ldq + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + BR * kPStride +
+                        stage_floats(TileMath(MATH), BR);
   const size_t bytes = floats * sizeof(float);
 
   float *part_o = nullptr, *part_lse = nullptr;
@@ -713,7 +817,7 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
   }
   with_nm(g.wv / 64, [&](auto nmv) {
     constexpr int NMV = decltype(nmv)::value;
-    auto kernel = attention_forward_kernel<TY, RA, NMV>;
+    auto kernel = attention_forward_kernel<TY, RA, NMV, MATH>;
     allow_shared(kernel, bytes, "attention_forward");
     dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(g.B * g.Hk), static_cast<unsigned>(splits));
     DSK_LAUNCH(grid, TY * kTx, bytes, kernel)(out, lse, part_o, part_lse, q, k, v, kv_start, g);
@@ -740,12 +844,15 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
   // Decode-like shapes (a few query rows per (b, kv head)) use 8- or 16-row blocks, training 64. Every block row
   // costs its multiply-adds whether or not it is a real query row: absorbed decode of the default config has 8
   // rows (its heads), and with 16-row blocks half of the work would be padding.
+  // The tensor cores (attention_math) take the 64-row blocks only: wmma works on 16-row blocks.
   if (g.rows <= 8)
-    launch_forward<8, 1>(out, lse, q, k, v, kv_start, g);
+    launch_forward<8, 1, kFfmaMath>(out, lse, q, k, v, kv_start, g);
   else if (g.rows <= 16)
-    launch_forward<8, 2>(out, lse, q, k, v, kv_start, g);
+    launch_forward<8, 2, kFfmaMath>(out, lse, q, k, v, kv_start, g);
   else
-    launch_forward<8, 8>(out, lse, q, k, v, kv_start, g);
+    with_tile_math(attention_tile_math(), [&](auto math) {
+      launch_forward<8, 8, decltype(math)::value>(out, lse, q, k, v, kv_start, g);
+    });
 }
 
 template <>
@@ -760,6 +867,7 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   DSK_CHECK(lse != nullptr, "attention_backward: needs the log-sum-exp saved by the forward");
   const Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
   const size_t ldq = g.wq + 4, ldv = g.wv + 4;
+  const TileMath math = attention_tile_math();
 
   // D = dout · out per row (B, H, T), in scratch (kernels below only read it).
   const int64_t nrows = static_cast<int64_t>(s.batch) * T * s.heads;
@@ -774,15 +882,17 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   // dQ: 64 query rows per block.
   {
     const size_t floats = 64 * ldq + 64 * ldv + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) +
-                          64 * kPStride;
+                          64 * kPStride + stage_floats(math, 64);
     const size_t bytes = floats * sizeof(float);
+    with_tile_math(math, [&](auto mt) {
     with_nm(g.wq / 64, [&](auto nmq) {
       constexpr int NMQ = decltype(nmq)::value;
-      auto kernel = attention_dq_kernel<NMQ>;
+      auto kernel = attention_dq_kernel<NMQ, decltype(mt)::value>;
       allow_shared(kernel, bytes, "attention_backward (dq)");
       dim3 grid(static_cast<unsigned>(cuda::ceil_div(g.rows, 64)), static_cast<unsigned>(g.B * g.Hk));
       DSK_LAUNCH(grid, 128, bytes, kernel)(dq, dout, q, k, v, lse, D, g);
       DSK_CUDA_CHECK_LAUNCH();
+    });
     });
   }
 
@@ -790,17 +900,19 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   {
     const size_t floats = kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * ldq + 64 * ldv +
                           2 * kKeyTile * kPStride + 2 * 64 /* lse2s, Ds */ + 64 /* lasts */ + 1 /* align */ +
-                          2 * 64 /* stats: 64 int64 */;
+                          2 * 64 /* stats: 64 int64 */ + stage_floats(math, kKeyTile);
     const size_t bytes = floats * sizeof(float);
+    with_tile_math(math, [&](auto mt) {
     with_nm(g.wq / 64, [&](auto nmq) {
       with_nm(g.wv / 64, [&](auto nmv) {
         constexpr int NMQ = decltype(nmq)::value, NMV = decltype(nmv)::value;
-        auto kernel = attention_dkv_kernel<NMQ, NMV>;
+        auto kernel = attention_dkv_kernel<NMQ, NMV, decltype(mt)::value>;
         allow_shared(kernel, bytes, "attention_backward (dk, dv)");
         dim3 grid(static_cast<unsigned>(cuda::ceil_div(T, kKeyTile)), static_cast<unsigned>(g.B * g.Hk));
         DSK_LAUNCH(grid, 256, bytes, kernel)(dk, dv, dout, q, k, v, lse, D, g);
         DSK_CUDA_CHECK_LAUNCH();
       });
+    });
     });
   }
 }

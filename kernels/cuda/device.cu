@@ -75,7 +75,8 @@ Runtime& runtime() {
 
 std::atomic<bool> g_tf32{false};
 std::atomic<ExpertTile> g_expert_tile{ExpertTile::kAuto};
-std::atomic<ExpertMath> g_expert_math{ExpertMath::kAuto};
+std::atomic<Math> g_expert_math{Math::kAuto};
+std::atomic<Math> g_attention_math{Math::kAuto};
 
 std::mutex g_scratch_mutex;
 void* g_scratch = nullptr;
@@ -112,8 +113,10 @@ bool tf32_enabled() { return g_tf32.load(); }
 
 void set_expert_tile(ExpertTile tile) { g_expert_tile.store(tile); }
 ExpertTile expert_tile() { return g_expert_tile.load(); }
-void set_expert_math(ExpertMath math) { g_expert_math.store(math); }
-ExpertMath expert_math() { return g_expert_math.load(); }
+void set_expert_math(Math math) { g_expert_math.store(math); }
+Math expert_math() { return g_expert_math.load(); }
+void set_attention_math(Math math) { g_attention_math.store(math); }
+Math attention_math() { return g_attention_math.load(); }
 
 // Transfers go through dsk's stream so they are ordered with its kernels. Host<->device copies wait for
 // completion (the host buffer may be reused or freed as soon as they return); device copies and memsets are

@@ -24,23 +24,18 @@
 // Expected efficiency (not yet measured): such kernels reach roughly half to two thirds of cuBLAS's fp32 SGEMM on
 // large tiles; scalar global loads and one shared buffer cost more on small K.
 //
-// With TF32 on (cuda::set_tf32, the `tf32` training key; or cuda::ExpertMath::kTf32, which takes precedence) the same
-// kernels take a tensor-core tile instead
-// (tile_gemm_tc, both sizes): the shared-memory operands go through wmma m16n16k8 TF32 (inputs rounded to TF32,
-// fp32 accumulation), and the finished tile is handed back in the SIMT register layout, so the loads, the tile
-// scheduling, the epilogues and the determinism are the ones above. The same tile in 3xTF32 (cuda::ExpertMath::
-// kTf32x3) splits every operand x into hi = tf32(x) and lo = tf32(x - hi) and accumulates lo·hi + hi·lo + hi·hi:
-// hi + lo holds x to ~2^-22 and the dropped lo·lo is ~2^-22 relative, so each product is good to ~2^-21 (fp32:
-// 2^-24), near-fp32 accuracy at three tensor-core products per one (on an H200, dense TF32 is ~7x the fp32 FFMA
-// rate, so 3xTF32 can still beat FFMA; the report will say). An infinite operand gives NaN there (lo = inf - inf)
-// where FFMA gives inf: no finite training step has one.
+// With TF32 on (cuda::set_tf32, the `tf32` training key; or cuda::Math::kTf32 / kTf32x3 via cuda::set_expert_math,
+// which takes precedence) the same kernels take a tensor-core tile instead (tile_gemm_tc, both sizes): the
+// shared-memory operands go through wmma m16n16k8 in TF32 or 3xTF32 (kernels/cuda/tensor_math.cuh: near-fp32 at
+// three tensor-core products per one; on an H200 dense TF32 is ~7x the fp32 FFMA rate, so 3xTF32 can still beat
+// FFMA; the report will say), and the finished tile is handed back in the SIMT register layout, so the loads, the
+// tile scheduling, the epilogues and the determinism are the ones above.
 // cuda::set_expert_tile forces one tile size (tests run both on any device; `dsk bench moe` times both).
 // Follow-ups: cp.async/TMA multi-stage loads and bigger tensor-core tiles (wgmma), which is where the H200's
 // speed is.
 #include "kernels/cuda/runtime.cuh"
+#include "kernels/cuda/tensor_math.cuh"
 #include "kernels/moe.h"
-
-#include <mma.h>
 
 #include <type_traits>
 
@@ -181,23 +176,7 @@ __device__ __forceinline__ int tile_col(int y) { return (y / 4) * 64 + (threadId
 // and every fragment pointer is 32-byte aligned: 8 rows of the tile are 32 (BM + 4) bytes, 16 columns 64 bytes).
 // The finished tile goes through shared memory into the SIMT register layout, 64 rows at a time (a 128 x 128
 // staging buffer would not fit the 48 KB of static shared memory), so the epilogues are the FFMA tile's.
-// kSplit (3xTF32): each loaded fragment f becomes hi (f rounded to TF32) and lo (the remainder, rounded), and every
-// product is three mma: lo·hi and hi·lo first (the small terms), then hi·hi.
-template <class Frag>
-__device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
-#pragma unroll
-  for (int t = 0; t < hi.num_elements; ++t) {
-    const float x = hi.x[t];
-    hi.x[t] = nvcuda::wmma::__float_to_tf32(x);
-    lo.x[t] = nvcuda::wmma::__float_to_tf32(x - hi.x[t]);
-  }
-}
-template <class Frag>
-__device__ __forceinline__ void round_tf32(Frag& f) {
-#pragma unroll
-  for (int t = 0; t < f.num_elements; ++t) f.x[t] = nvcuda::wmma::__float_to_tf32(f.x[t]);
-}
-
+// kSplit: 3xTF32 (prepare_tf32 / mma_tf32 in tensor_math.cuh).
 template <class Cfg, bool A_KC, bool B_KC, bool kSplit>
 __device__ __forceinline__ void tile_gemm_tc(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
                                              int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
@@ -228,27 +207,15 @@ __device__ __forceinline__ void tile_gemm_tc(float (&acc)[Cfg::TM][Cfg::TN], con
 #pragma unroll
       for (int i = 0; i < FM; ++i) {
         wmma::load_matrix_sync(fa[i], As + kk * SA + WM * wr + 16 * i, SA);
-        if constexpr (kSplit)
-          split_tf32(fa[i], fa_lo[i]);
-        else
-          round_tf32(fa[i]);
+        prepare_tf32<kSplit>(fa[i], fa_lo[kSplit ? i : 0]);
       }
 #pragma unroll
       for (int j = 0; j < FN; ++j) {
         FragB fb, fb_lo;
         wmma::load_matrix_sync(fb, Bs + kk * SB + WN * wc + 16 * j, SB);
-        if constexpr (kSplit)
-          split_tf32(fb, fb_lo);
-        else
-          round_tf32(fb);
+        prepare_tf32<kSplit>(fb, fb_lo);
 #pragma unroll
-        for (int i = 0; i < FM; ++i) {
-          if constexpr (kSplit) {
-            wmma::mma_sync(fc[i][j], fa_lo[i], fb, fc[i][j]);
-            wmma::mma_sync(fc[i][j], fa[i], fb_lo, fc[i][j]);
-          }
-          wmma::mma_sync(fc[i][j], fa[i], fb, fc[i][j]);
-        }
+        for (int i = 0; i < FM; ++i) mma_tf32<kSplit>(fc[i][j], fa[i], fa_lo[kSplit ? i : 0], fb, fb_lo);
       }
     }
   });
@@ -279,9 +246,6 @@ __device__ __forceinline__ void tile_gemm_tc(float (&acc)[Cfg::TM][Cfg::TN], con
   __trap();  // compiled for an architecture below sm_80 (tile_math never picks it on such a GPU)
 #endif
 }
-
-// A tile's arithmetic (a template argument of the kernels).
-enum TileMath { kFfmaMath, kTf32Math, kTf32x3Math };
 
 // One tile in the arithmetic MATH.
 template <class Cfg, int MATH, bool A_KC, bool B_KC>
@@ -419,47 +383,14 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // ---- launch helpers -----------------------------------------------------------------------------------------------
 
-// Whether the current GPU has TF32 tensor cores (compute capability 8.0+).
-bool tf32_tensor_cores() {
-  static const bool yes = [] {
-    int dev = 0;
-    DSK_CUDA_CHECK(cudaGetDevice(&dev));
-    cudaDeviceProp p;
-    DSK_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
-    return p.major >= 8;
-  }();
-  return yes;
-}
-
-// The arithmetic: cuda::expert_math resolved (kAuto: TF32 when it is on, FFMA when not). Without TF32 tensor cores
-// kAuto runs FFMA and a forced tensor-core choice is an error (the device code would trap).
-TileMath tile_math() {
-  const cuda::ExpertMath math = cuda::resolve_expert_math(cuda::expert_math(), cuda::tf32_enabled());
-  if (math != cuda::ExpertMath::kFfma && !tf32_tensor_cores()) {
-    DSK_CHECK(cuda::expert_math() == cuda::ExpertMath::kAuto,
-              "expert_math={} needs TF32 tensor cores (compute capability 8.0 or newer); use expert_math=ffma",
-              cuda::expert_math_name(cuda::expert_math()));
-    return kFfmaMath;
-  }
-  switch (math) {
-    case cuda::ExpertMath::kTf32: return kTf32Math;
-    case cuda::ExpertMath::kTf32x3: return kTf32x3Math;
-    default: return kFfmaMath;
-  }
-}
-
 template <class Cfg, class F>
 void with_math(F&& f) {
-  switch (tile_math()) {
-    case kFfmaMath: f(Cfg{}, std::integral_constant<int, kFfmaMath>{}); break;
-    case kTf32Math: f(Cfg{}, std::integral_constant<int, kTf32Math>{}); break;
-    case kTf32x3Math: f(Cfg{}, std::integral_constant<int, kTf32x3Math>{}); break;
-  }
+  with_tile_math(tile_math(cuda::expert_math(), "expert_math"), [&](auto math) { f(Cfg{}, math); });
 }
 
 // Calls f(Cfg{}, std::integral_constant<int, MATH>{}) with the tile for a launch that would have `big_blocks` blocks
 // of the big tile: the big tile when that still gives two blocks per multiprocessor (small layers take the small
-// one), unless cuda::set_expert_tile forces one; the arithmetic of tile_math().
+// one), unless cuda::set_expert_tile forces one; the arithmetic cuda::expert_math() resolves to (tensor_math.cuh).
 template <class F>
 void with_tile(int64_t big_blocks, F&& f) {
   bool big = big_blocks >= 2LL * cuda::sm_count();

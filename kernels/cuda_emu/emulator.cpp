@@ -348,11 +348,12 @@ void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kern
   g_block.block_dim = block;
   g_block.grid_dim = grid;
   g_block.body = &body;
-  // Dynamic shared memory ends at a guard page: reading past what the launch asked for faults (16-byte granules,
-  // as float4 accesses need). A launch without any gets a pointer to the guard itself.
+  // Dynamic shared memory ends at a guard page: reading past what the launch asked for faults (32-byte granules:
+  // the base has the alignment a kernel may declare for it, 32 bytes for wmma's fragment pointers, 16 for float4).
+  // A launch without any gets a pointer to the guard itself.
   g_block.dynamic_shared_bytes = dynamic_shared_bytes;
   g_block.dynamic_shared =
-      static_cast<unsigned char*>(guarded_alloc(dynamic_shared_bytes, 16, "dynamic shared memory"));
+      static_cast<unsigned char*>(guarded_alloc(dynamic_shared_bytes, 32, "dynamic shared memory"));
   if (!g_block.dynamic_shared) fail("cannot map dynamic shared memory");
   g_in_kernel = true;
   auto finish = [&] {

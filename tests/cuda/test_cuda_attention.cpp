@@ -5,6 +5,7 @@
 // poisoned outputs.
 #ifdef DSK_HAVE_CUDA
 #include "kernels/attention.h"
+#include "kernels/device.h"
 #include "kernels/rng.h"
 
 #include "tests/cuda/cuda_testing.h"
@@ -69,8 +70,9 @@ Inputs make_inputs(const Case& c, std::mt19937_64& rng) {
   return in;
 }
 
-// Runs the forward on both backends and compares out and lse; returns the GPU output.
-std::vector<float> check_forward(const Case& c, const Inputs& in, const std::vector<int32_t>* kv_start = nullptr) {
+// Runs the forward on both backends and compares out and lse within tol; returns the GPU output.
+std::vector<float> check_forward(const Case& c, const Inputs& in, const std::vector<int32_t>* kv_start = nullptr,
+                                 double tol = kForwardTol) {
   INFO(c.what << ": B " << c.B << " Tq " << c.Tq << " Tk " << c.Tk << " cap " << c.cap << " H " << c.H << " Hk "
                 << c.Hk << " dqk " << c.dqk << " dv " << c.dv << " p " << c.p << (c.shared ? " shared" : ""));
   const AttentionShape s = shape_of(c);
@@ -85,9 +87,57 @@ std::vector<float> check_forward(const Case& c, const Inputs& in, const std::vec
   const float* vptr = c.shared ? dk.ptr : dv.ptr;
   attention_forward<Backend::CUDA>(dout.ptr, dlse.ptr, dq.ptr, dk.ptr, vptr, kv_start ? dstart.ptr : nullptr, s, drop);
   auto gout = dout.download();
-  require_close(gout, out, kForwardTol, "out");
-  require_lse_close(dlse.download(), lse, kForwardTol);
+  require_close(gout, out, tol, "out");
+  require_lse_close(dlse.download(), lse, tol);
   return gout;
+}
+
+// Runs the backward on both backends (the GPU gets the CPU's out and lse, so only backward is under test), twice on
+// the GPU with poisoned outputs: dq, dk, dv close to the CPU within tol and bit-identical across the runs. Returns
+// the GPU's dq, dk, dv.
+std::vector<std::vector<float>> check_backward(const Case& c, const Inputs& in, std::mt19937_64& rng,
+                                               double tol = kBackwardTol) {
+  INFO(c.what << ": B " << c.B << " T " << c.Tq << " H " << c.H << " Hk " << c.Hk << " dqk " << c.dqk << " dv "
+                << c.dv << " p " << c.p);
+  const AttentionShape s = shape_of(c);
+  const AttentionDropout drop = dropout_of(c);
+  const size_t n_out = size_t(c.B) * c.Tq * c.H * c.dv;
+  std::vector<float> out(n_out), lse(size_t(c.B) * c.H * c.Tq);
+  auto dout = randn(n_out, rng);
+  attention_forward<Backend::CPU>(out.data(), lse.data(), in.q.data(), in.k.data(), in.v.data(), nullptr, s, drop);
+  std::vector<float> dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
+  attention_backward<Backend::CPU>(dq.data(), dk.data(), dv.data(), dout.data(), in.q.data(), in.k.data(),
+                                   in.v.data(), out.data(), lse.data(), s, drop);
+
+  DeviceBuffer<float> g_q(in.q), g_k(in.k), g_v(in.v), g_out(out), g_lse(lse), g_dout(dout);
+  DeviceBuffer<float> g_dq(dq.size()), g_dk(dk.size()), g_dv(dv.size());
+  std::vector<std::vector<float>> first;
+  for (int run = 0; run < 2; ++run) {
+    INFO("run " << run);
+    g_dq.poison();
+    g_dk.poison();
+    g_dv.poison();
+    attention_backward<Backend::CUDA>(g_dq.ptr, g_dk.ptr, g_dv.ptr, g_dout.ptr, g_q.ptr, g_k.ptr,
+                                      c.shared ? g_k.ptr : g_v.ptr, g_out.ptr, g_lse.ptr, s, drop);
+    std::vector<std::vector<float>> got = {g_dq.download(), g_dk.download(), g_dv.download()};
+    if (c.Tk == 1) {
+      // One key: p = 1, so dS = dP - D = 0 and dq, dk are exactly zero; both sides hold rounding noise (~1e-8)
+      // that a relative comparison would blow up (the CPU emulator run found this).
+      for (int t = 0; t < 2; ++t) {
+        REQUIRE(count_unwritten(got[t]) == 0);
+        for (float x : got[t]) REQUIRE(std::abs(x) < 1e-5f);
+      }
+    } else {
+      require_close(got[0], dq, tol, "dq");
+      require_close(got[1], dk, tol, "dk");
+    }
+    require_close(got[2], dv, tol, "dv");
+    if (run == 0)
+      first = got;
+    else
+      for (int t = 0; t < 3; ++t) REQUIRE(bits_equal(got[t], first[t]));
+  }
+  return first;
 }
 
 }  // namespace
@@ -220,52 +270,50 @@ TEST_CASE("cuda attention_backward vs CPU, deterministic", "[cuda][attention]") 
       {"odd widths", 2, 70, 70, 0, 3, 3, 37, 21, 0.3f},
   };
   for (const Case& c : cases) {
-    INFO(c.what << ": B " << c.B << " T " << c.Tq << " H " << c.H << " Hk " << c.Hk << " dqk " << c.dqk << " dv "
-                  << c.dv << " p " << c.p);
     auto in = make_inputs(c, rng);
-    const AttentionShape s = shape_of(c);
-    const AttentionDropout drop = dropout_of(c);
-    const size_t n_out = size_t(c.B) * c.Tq * c.H * c.dv;
-    std::vector<float> out(n_out), lse(size_t(c.B) * c.H * c.Tq);
-    auto dout = randn(n_out, rng);
-    attention_forward<Backend::CPU>(out.data(), lse.data(), in.q.data(), in.k.data(), in.v.data(), nullptr, s, drop);
-    std::vector<float> dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
-    attention_backward<Backend::CPU>(dq.data(), dk.data(), dv.data(), dout.data(), in.q.data(), in.k.data(),
-                                     in.v.data(), out.data(), lse.data(), s, drop);
+    check_backward(c, in, rng);
+  }
+}
 
-    // The GPU backward gets the CPU's out and lse, so only backward is under test.
-    DeviceBuffer<float> g_q(in.q), g_k(in.k), g_v(in.v), g_out(out), g_lse(lse), g_dout(dout);
-    DeviceBuffer<float> g_dq(dq.size()), g_dk(dk.size()), g_dv(dv.size());
-    std::vector<float> first_dq, first_dk, first_dv;
-    for (int run = 0; run < 2; ++run) {
-      INFO("run " << run);
-      g_dq.poison();
-      g_dk.poison();
-      g_dv.poison();
-      attention_backward<Backend::CUDA>(g_dq.ptr, g_dk.ptr, g_dv.ptr, g_dout.ptr, g_q.ptr, g_k.ptr,
-                                        c.shared ? g_k.ptr : g_v.ptr, g_out.ptr, g_lse.ptr, s, drop);
-      auto gdq = g_dq.download(), gdk = g_dk.download(), gdv = g_dv.download();
-      if (c.Tk == 1) {
-        // One key: p = 1, so dS = dP - D = 0 and dq, dk are exactly zero; both sides hold rounding noise (~1e-8)
-        // that a relative comparison would blow up (the CPU emulator run found this).
-        for (const auto* g : {&gdq, &gdk}) {
-          REQUIRE(count_unwritten(*g) == 0);
-          for (float x : *g) REQUIRE(std::abs(x) < 1e-5f);
-        }
-      } else {
-        require_close(gdq, dq, kBackwardTol, "dq");
-        require_close(gdk, dk, kBackwardTol, "dk");
-      }
-      require_close(gdv, dv, kBackwardTol, "dv");
-      if (run == 0) {
-        first_dq = gdq;
-        first_dk = gdk;
-        first_dv = gdv;
-      } else {
-        REQUIRE(bits_equal(gdq, first_dq));
-        REQUIRE(bits_equal(gdk, first_dk));
-        REQUIRE(bits_equal(gdv, first_dv));
-      }
+// The tensor-core arithmetic of the 64-row kernels (cuda::attention_math): 3xTF32 at fp32's tolerances, TF32 at
+// TF32's. Each must also differ from the FFMA result in some bit, or the setting did not reach the kernels.
+TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs CPU, deterministic",
+          "[cuda][attention]") {
+  if (!dsk::testing::gpu_available()) return;
+  auto rng = test_rng(78);
+  struct NamedMath {
+    cuda::Math math;
+    double forward_tol, backward_tol;
+  };
+  const NamedMath maths[] = {{cuda::Math::kTf32x3, kForwardTol, kBackwardTol}, {cuda::Math::kTf32, kTf32Tol, kTf32Tol}};
+  const Case cases[] = {
+      {"explicit small", 2, 128, 128, 0, 4, 4, 64, 64, 0.125f},
+      {"absorbed default, dropout", 1, 130, 130, 0, 8, 1, 128, 128, 0.125f, 0.1f, true},
+      {"odd widths, T = 70", 2, 70, 70, 0, 3, 3, 37, 21, 0.3f},
+      {"qk 192, v 128, shared head", 1, 66, 66, 0, 4, 1, 192, 128, 0.125f},
+  };
+  for (const Case& c : cases) {
+    auto in = make_inputs(c, rng);
+    const std::mt19937_64 dout_rng = rng;  // every arithmetic gets the same dout
+    rng.discard(1);
+    std::vector<float> ffma_out;
+    std::vector<std::vector<float>> ffma_grads;
+    {
+      cuda::ScopedAttentionMath ffma(cuda::Math::kFfma);
+      ffma_out = check_forward(c, in);
+      auto r = dout_rng;
+      ffma_grads = check_backward(c, in, r);
+    }
+    for (const NamedMath& m : maths) {
+      INFO("attention_math " << cuda::math_name(m.math));
+      cuda::ScopedAttentionMath math(m.math);
+      const auto out = check_forward(c, in, nullptr, m.forward_tol);
+      auto r = dout_rng;
+      const auto grads = check_backward(c, in, r, m.backward_tol);
+      CHECK_FALSE(bits_equal(out, ffma_out));
+      CHECK_FALSE(bits_equal(grads[0], ffma_grads[0]));
+      CHECK_FALSE(bits_equal(grads[1], ffma_grads[1]));
+      CHECK_FALSE(bits_equal(grads[2], ffma_grads[2]));
     }
   }
 }

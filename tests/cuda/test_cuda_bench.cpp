@@ -84,7 +84,7 @@ TEST_CASE("cuda bench: MoE layer (grouped vs loop, grouped GEMM vs dense, fp32 a
       for (const char* key : {"forward_ms", "backward_ms"}) require_positive(r.at(g).at("forced_tiles").at(tile), key);
   REQUIRE(!cuda::tf32_enabled());
   REQUIRE(cuda::expert_tile() == cuda::ExpertTile::kAuto);  // the bench leaves the automatic choices behind
-  REQUIRE(cuda::expert_math() == cuda::ExpertMath::kAuto);
+  REQUIRE(cuda::expert_math() == cuda::Math::kAuto);
 }
 
 TEST_CASE("cuda bench: a training step of a tiny model, with the MFU fields", "[cuda][bench]") {

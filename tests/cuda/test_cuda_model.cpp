@@ -110,13 +110,13 @@ TEST_CASE("cuda model: with expert_math = 3xtf32 training matches the CPU within
   TempDir d("cuda_model_3xtf32");
   const std::string data = tiny_data(d);
   train_on(Backend::CPU, data, d / "cpu", "explicit");
-  cuda::ExpertMath used;
+  cuda::Math used;
   {
-    cuda::ScopedExpertMath restore(cuda::ExpertMath::kAuto);  // the trainer leaves its choice set: undone here
+    cuda::ScopedExpertMath restore(cuda::Math::kAuto);  // the trainer leaves its choice set: undone here
     train_on(Backend::CUDA, data, d / "gpu", "explicit", [](TrainConfig& t) { t.expert_math = "3xtf32"; });
     used = cuda::expert_math();
   }
-  REQUIRE(used == cuda::ExpertMath::kTf32x3);  // the key reached the expert GEMMs
+  REQUIRE(used == cuda::Math::kTf32x3);  // the key reached the expert GEMMs
   // The fp32 bound: 3xTF32 keeps near-fp32 accuracy (one TF32 product per term drifts past it, see the TF32 test).
   require_losses_close(d / "cpu", d / "gpu", 1e-3);
 }

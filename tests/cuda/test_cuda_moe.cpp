@@ -453,7 +453,7 @@ TEST_CASE("cuda expert_ffn in 3xTF32 (fp32 on the tensor cores) vs CPU at fp32 t
     INFO("case " << c.name << ", 3xTF32");
     const FfnProblem p = ffn_problem(c, rng);
     FfnDevice g(p);
-    cuda::ScopedExpertMath x3(cuda::ExpertMath::kTf32x3);
+    cuda::ScopedExpertMath x3(cuda::Math::kTf32x3);
     // fp32's tolerance: one TF32 product per term (error ~1e-4 here) fails it, so this passes only if the
     // remainders are multiplied in.
     each_tile_twice_identical([&] { return forward_backward_checked(g, p, kGemmTol); });

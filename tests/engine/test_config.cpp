@@ -69,13 +69,13 @@ TEST_CASE("config: the expert_math training key takes the four names and rejects
     t.max_steps = 1;
     t.set("expert_math", name);
     CHECK_NOTHROW(t.validate());
-    CHECK(cuda::expert_math_named(name).has_value());
+    CHECK(cuda::math_named(name).has_value());
   }
   TrainConfig t;
   t.max_steps = 1;
   t.set("expert_math", "fp16");
   CHECK_THROWS_WITH(t.validate(), Catch::Contains("training key 'expert_math' must be") && Catch::Contains("fp16"));
-  CHECK(cuda::expert_math_named("3xTF32") == std::nullopt);  // names are exact
+  CHECK(cuda::math_named("3xTF32") == std::nullopt);  // names are exact
 }
 
 TEST_CASE("config: set() parses JSON values and bare words; to_json round trips", "[config]") {

@@ -1,0 +1,103 @@
+#pragma once
+// The arithmetic of dsk's own fp32 matrix tiles (kernels/device.h cuda::Math), shared by the grouped expert GEMMs
+// (expert_ffn.cu) and the attention kernels (attention.cu): which arithmetic a launch runs (host), and the wmma
+// m16n16k8 TF32 operand handling both use (device).
+//
+// TF32: operands rounded to TF32 (10 mantissa bits), products accumulated in fp32: ~1e-3 relative error.
+// 3xTF32: each operand x split into hi = tf32(x) and lo = tf32(x - hi) and every product taken as
+// lo·hi + hi·lo + hi·hi (the small terms first): hi + lo holds x to ~2^-22 and the dropped lo·lo is ~2^-22
+// relative, so each product is good to ~2^-21 (fp32: 2^-24). An infinite operand gives NaN there (lo = inf - inf)
+// where FFMA gives inf: no finite training step has one.
+#include "kernels/cuda/runtime.cuh"
+#include "kernels/device.h"
+
+#include <mma.h>
+
+#include <type_traits>
+
+namespace dsk {
+
+// A tile's arithmetic (a template argument of the kernels).
+enum TileMath { kFfmaMath, kTf32Math, kTf32x3Math };
+
+// ---- host: which arithmetic ---------------------------------------------------------------------------------------
+
+// Whether the current GPU has TF32 tensor cores (compute capability 8.0+).
+inline bool tf32_tensor_cores() {
+  static const bool yes = [] {
+    int dev = 0;
+    DSK_CUDA_CHECK(cudaGetDevice(&dev));
+    cudaDeviceProp p;
+    DSK_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+    return p.major >= 8;
+  }();
+  return yes;
+}
+
+// The arithmetic for a setting (`key` names it in the error): kAuto resolved against tf32 (TF32 when it is on, FFMA
+// when not). Without TF32 tensor cores kAuto runs FFMA and a forced tensor-core choice is an error (the device code
+// would trap).
+inline TileMath tile_math(cuda::Math chosen, const char* key) {
+  const cuda::Math math = cuda::resolve_math(chosen, cuda::tf32_enabled());
+  if (math != cuda::Math::kFfma && !tf32_tensor_cores()) {
+    DSK_CHECK(chosen == cuda::Math::kAuto,
+              "{}={} needs TF32 tensor cores (compute capability 8.0 or newer); use {}=ffma", key,
+              cuda::math_name(chosen), key);
+    return kFfmaMath;
+  }
+  switch (math) {
+    case cuda::Math::kTf32: return kTf32Math;
+    case cuda::Math::kTf32x3: return kTf32x3Math;
+    default: return kFfmaMath;
+  }
+}
+
+// Calls f(std::integral_constant<int, MATH>{}) for the run-time choice `math`.
+template <class F>
+void with_tile_math(TileMath math, F&& f) {
+  switch (math) {
+    case kFfmaMath: f(std::integral_constant<int, kFfmaMath>{}); break;
+    case kTf32Math: f(std::integral_constant<int, kTf32Math>{}); break;
+    case kTf32x3Math: f(std::integral_constant<int, kTf32x3Math>{}); break;
+  }
+}
+
+// ---- device: wmma m16n16k8 TF32 operands ---------------------------------------------------------------------------
+
+// hi = TF32(x) in place, lo = TF32(x - hi).
+template <class Frag>
+__device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
+#pragma unroll
+  for (int t = 0; t < hi.num_elements; ++t) {
+    const float x = hi.x[t];
+    hi.x[t] = nvcuda::wmma::__float_to_tf32(x);
+    lo.x[t] = nvcuda::wmma::__float_to_tf32(x - hi.x[t]);
+  }
+}
+template <class Frag>
+__device__ __forceinline__ void round_tf32(Frag& f) {
+#pragma unroll
+  for (int t = 0; t < f.num_elements; ++t) f.x[t] = nvcuda::wmma::__float_to_tf32(f.x[t]);
+}
+
+// A loaded operand made ready for kSplit (3xTF32: split into hi and lo) or not (TF32: rounded; lo unused).
+template <bool kSplit, class Frag>
+__device__ __forceinline__ void prepare_tf32(Frag& hi, Frag& lo) {
+  if constexpr (kSplit)
+    split_tf32(hi, lo);
+  else
+    round_tf32(hi);
+}
+
+// c += a · b in TF32 (one mma) or 3xTF32 (three: lo·hi, hi·lo, then hi·hi), operands from prepare_tf32.
+template <bool kSplit, class FragC, class FragA, class FragB>
+__device__ __forceinline__ void mma_tf32(FragC& c, const FragA& a, const FragA& a_lo, const FragB& b,
+                                         const FragB& b_lo) {
+  if constexpr (kSplit) {
+    nvcuda::wmma::mma_sync(c, a_lo, b, c);
+    nvcuda::wmma::mma_sync(c, a, b_lo, c);
+  }
+  nvcuda::wmma::mma_sync(c, a, b, c);
+}
+
+}  // namespace dsk
