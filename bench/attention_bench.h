@@ -2,6 +2,7 @@
 // Attention kernel micro-benchmarks: forward and backward on the small and default model shapes, for the
 // explicit (Hk = H, per-head K/V of head_dim) and the absorbed (Hk = 1, one shared latent of d_c) forms.
 #include "kernels/attention.h"
+#include "kernels/device.h"
 
 #include <nlohmann/json.hpp>
 
@@ -39,10 +40,15 @@ struct AttentionBenchSizes {
   long long copy_bytes = 1LL << 30;    // the copy bandwidth measurement
 };
 
+// The arithmetics each training shape is timed in (the record's "math").
+inline constexpr cuda::Math kAttentionBenchMaths[] = {cuda::Math::kFfma, cuda::Math::kTf32, cuda::Math::kTf32x3};
+
 // The CUDA kernels (bench/attention_bench_cuda.cpp): forward/backward TFLOP/s on the training shapes (explicit
-// and absorbed), and decode GB/s of KV-cache read against the measured copy bandwidth.
-// {"benchmark", "backend": "cuda", "gpu", "copy_gbps", "training": [{model, form, ..., forward_ms, backward_ms,
-//  forward_tflops, backward_tflops}], "decode": [{model, form, batch, kv_len, ..., ms, gbps, fraction_of_copy}]}
+// and absorbed) in each of kAttentionBenchMaths, and decode GB/s of KV-cache read against the measured copy
+// bandwidth.
+// {"benchmark", "backend": "cuda", "gpu", "copy_gbps", "training": [{model, form, math, ..., forward_ms,
+//  backward_ms, forward_tflops, backward_tflops}], "decode": [{model, form, batch, kv_len, ..., ms, gbps,
+//  fraction_of_copy}]}
 // Throws dsk::Error when no GPU is usable.
 nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes = {});
 #endif

@@ -55,7 +55,9 @@ double copy_gbps(size_t bytes) {
   return 2.0 * bytes / (ms * 1e6);
 }
 
-nlohmann::json bench_training(const AttentionModelShape& m, bool absorbed, float p) {
+// One training shape timed in one arithmetic (cuda::attention_math, pinned for the record).
+nlohmann::json bench_training(const AttentionModelShape& m, bool absorbed, float p, cuda::Math math) {
+  cuda::ScopedAttentionMath pinned(math);
   AttentionShape s;
   s.batch = m.batch;
   s.q_len = s.kv_len = m.seq;
@@ -78,7 +80,9 @@ nlohmann::json bench_training(const AttentionModelShape& m, bool absorbed, float
                                       lse.get(), s, drop);
   };
   const double fwd_ms = median_ms(fwd), bwd_ms = median_ms(bwd);
-  return attention_bench_record(m.model, absorbed, s, p, fwd_ms, bwd_ms, "tflops");
+  nlohmann::json r = attention_bench_record(m.model, absorbed, s, p, fwd_ms, bwd_ms, "tflops");
+  r["math"] = cuda::math_name(math);
+  return r;
 }
 
 // One decode step (q_len 1) for `batch` sequences against a cache of kv_len tokens. The compulsory traffic is the
@@ -119,11 +123,14 @@ nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
   const double copy = copy_gbps(static_cast<size_t>(sizes.copy_bytes));
   const auto& models = sizes.models;
   nlohmann::json training = nlohmann::json::array(), decode = nlohmann::json::array();
-  for (const AttentionModelShape& m : models)
-    for (bool absorbed : {false, true}) training.push_back(bench_training(m, absorbed, 0.0f));
-  const AttentionModelShape& dropout_model = models[std::min<size_t>(1, models.size() - 1)];
-  training.push_back(bench_training(dropout_model, true, 0.1f));  // the cost of in-kernel dropout
-  training.push_back(bench_training(dropout_model, false, 0.1f));
+  // Every training record in each arithmetic of the 64-row kernels: FFMA, TF32 and 3xTF32 (tensor cores).
+  for (cuda::Math math : kAttentionBenchMaths) {
+    for (const AttentionModelShape& m : models)
+      for (bool absorbed : {false, true}) training.push_back(bench_training(m, absorbed, 0.0f, math));
+    const AttentionModelShape& dropout_model = models[std::min<size_t>(1, models.size() - 1)];
+    training.push_back(bench_training(dropout_model, true, 0.1f, math));  // the cost of in-kernel dropout
+    training.push_back(bench_training(dropout_model, false, 0.1f, math));
+  }
   // Decode: a batch large enough that the cache is far beyond L2, and one sequence (latency, split-K).
   for (const AttentionModelShape& m : models) {
     decode.push_back(bench_decode(m.model.c_str(), true, sizes.decode_batch_absorbed, sizes.decode_kv, m.heads,
@@ -138,7 +145,8 @@ nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
           {"backend", "cuda"},
           {"gpu", gpus.empty() ? "" : gpus[0].name},
           {"timing", fmt::format("CUDA events, median of {} after {} warm-ups", kReps, kWarmups)},
-          {"flops", "useful causal flops (visible score entries only); fp32 CUDA-core kernels"},
+          {"flops", "useful causal flops (visible score entries only); training records per arithmetic ('math': "
+                    "ffma on the CUDA cores, tf32 / 3xtf32 on the tensor cores); decode: ffma"},
           {"copy_gbps", copy},
           {"training", training},
           {"decode", decode}};

@@ -32,8 +32,8 @@ void TrainConfig::validate() const {
   check(dropout < 1, "dropout", "must be < 1 (negative = use the model's drop_rate)");
   check(log_every > 0, "log_every", "must be positive");
   check(data_stride >= 0, "data_stride", "must be >= 0 (0 = random windows)");
-  check(cuda::math_named(expert_math).has_value(), "expert_math",
-        "must be " + cuda::math_choices() + ", got \"" + expert_math + "\"");
+  for (const auto& [key, value] : {std::pair{"expert_math", &expert_math}, std::pair{"attention_math", &attention_math}})
+    check(cuda::math_named(*value).has_value(), key, "must be " + cuda::math_choices() + ", got \"" + *value + "\"");
 }
 
 nlohmann::json TrainConfig::to_json() const { return keyed::to_json(*this); }

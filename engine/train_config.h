@@ -32,9 +32,11 @@ struct TrainConfig {
   int log_every = 10;
   int64_t data_stride = 0;  // 0 = random windows; s > 0 = every window with stride s
   bool tf32 = false;        // CUDA only: TF32 tensor cores for fp32 GEMMs (faster, ~1e-3 relative error)
-  // CUDA only: the grouped expert GEMMs' arithmetic (kernels/device.h Math): auto (follows tf32), ffma,
-  // tf32, 3xtf32 (near-fp32 accuracy on the tensor cores); a forced choice takes precedence over tf32.
+  // CUDA only: the arithmetic of the grouped expert GEMMs and of the attention kernels (kernels/device.h Math):
+  // auto (follows tf32), ffma, tf32, 3xtf32 (near-fp32 accuracy on the tensor cores); a forced choice takes
+  // precedence over tf32.
   std::string expert_math = "auto";
+  std::string attention_math = "auto";
 
   // The one table of keys (engine/keyed_config.h): adding a key means adding one line here.
   template <class C, class F>
@@ -63,6 +65,7 @@ struct TrainConfig {
     f("data_stride", c.data_stride);
     f("tf32", c.tf32);
     f("expert_math", c.expert_math);
+    f("attention_math", c.attention_math);
   }
 
   void validate() const;

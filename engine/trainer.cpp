@@ -122,6 +122,7 @@ TrainSummary run_training(const TrainRun& run) {
   if (run.device == Backend::CUDA) {
     cuda::set_tf32(tc.tf32);
     cuda::set_expert_math(*cuda::math_named(tc.expert_math));  // validated with the config
+    cuda::set_attention_math(*cuda::math_named(tc.attention_math));
   }
   Model model(mc, run.device);
   TrainerState state;

@@ -59,14 +59,22 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
       .flag("tf32", "CUDA: TF32 tensor cores for the fp32 GEMMs")
       .option("expert-math", "NAME", "CUDA: grouped expert GEMMs in auto (follows --tf32), ffma, tf32 or 3xtf32",
               "auto")
+      .option("attention-math", "NAME", "CUDA: attention kernels in auto (follows --tf32), ffma, tf32 or 3xtf32",
+              "auto")
       .option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;
-  const auto expert_math = cuda::math_named(a.get("expert-math"));
-  if (!expert_math)
-    throw cli::UsageError(fmt::format("bench train: --expert-math must be {}, got '{}'", cuda::math_choices(),
-                                      a.get("expert-math")));
+  // --expert-math and --attention-math: the name checked, the setting made.
+  auto math_option = [&](const char* option, void (*set)(cuda::Math)) {
+    const auto math = cuda::math_named(a.get(option));
+    if (!math)
+      throw cli::UsageError(fmt::format("bench train: --{} must be {}, got '{}'", option, cuda::math_choices(),
+                                        a.get(option)));
+    set(*math);
+    return *math;
+  };
   cuda::set_tf32(a.has("tf32"));
-  cuda::set_expert_math(*expert_math);
+  const cuda::Math expert_math = math_option("expert-math", cuda::set_expert_math);
+  const cuda::Math attention_math = math_option("attention-math", cuda::set_attention_math);
   ModelConfig c = load_model_config(a.get("config"));
   cli::apply_overrides(a.all("set"), c, nullptr);
   c.validate();
@@ -84,7 +92,8 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
   nlohmann::json r = bench_train(c, cli::resolve_device(a.get("device")), o);
   r["config_name"] = a.get("config");
   r["tf32"] = a.has("tf32");
-  r["expert_math"] = cuda::math_name(cuda::resolve_math(*expert_math, a.has("tf32")));
+  r["expert_math"] = cuda::math_name(cuda::resolve_math(expert_math, a.has("tf32")));
+  r["attention_math"] = cuda::math_name(cuda::resolve_math(attention_math, a.has("tf32")));
   return emit(a, r);
 }
 

@@ -12,6 +12,8 @@
 #include "tests/train_testing.h"
 
 #include <cmath>
+#include <iterator>
+#include <map>
 #include <string>
 
 using namespace dsk;
@@ -56,10 +58,15 @@ TEST_CASE("cuda bench: attention kernels (training and decode records) at tiny s
   sizes.copy_bytes = 1 << 20;
   const auto j = bench_attention_kernels_cuda(sizes);
   require_positive(j, "copy_gbps");
-  REQUIRE(j.at("training").size() == 2 * sizes.models.size() + 2);
+  const size_t n_maths = std::size(kAttentionBenchMaths);
+  REQUIRE(j.at("training").size() == n_maths * (2 * sizes.models.size() + 2));
+  std::map<std::string, size_t> per_math;
   for (const auto& r : j.at("training")) {
     for (const char* key : {"forward_ms", "backward_ms", "forward_tflops", "backward_tflops"}) require_positive(r, key);
+    ++per_math[r.at("math").get<std::string>()];
   }
+  for (cuda::Math m : kAttentionBenchMaths) CHECK(per_math[cuda::math_name(m)] == 2 * sizes.models.size() + 2);
+  REQUIRE(cuda::attention_math() == cuda::Math::kAuto);  // each record's pinned choice was undone
   REQUIRE(j.at("decode").size() == 2 * sizes.models.size() + 1);
   for (const auto& r : j.at("decode")) {
     for (const char* key : {"ms", "gbps", "fraction_of_copy", "cache_bytes"}) require_positive(r, key);

@@ -63,18 +63,23 @@ TEST_CASE("config: bad keys and values are rejected naming the key", "[config]")
   CHECK_THROWS_WITH(load_model_config(path), Catch::Contains("not valid JSON"));
 }
 
-TEST_CASE("config: the expert_math training key takes the four names and rejects others", "[config]") {
-  for (const char* name : {"auto", "ffma", "tf32", "3xtf32"}) {
+TEST_CASE("config: the expert_math and attention_math training keys take the four names and reject others",
+          "[config]") {
+  for (const char* key : {"expert_math", "attention_math"}) {
+    INFO(key);
+    for (const char* name : {"auto", "ffma", "tf32", "3xtf32"}) {
+      TrainConfig t;
+      t.max_steps = 1;
+      t.set(key, name);
+      CHECK_NOTHROW(t.validate());
+      CHECK(t.to_json()[key] == name);
+    }
     TrainConfig t;
     t.max_steps = 1;
-    t.set("expert_math", name);
-    CHECK_NOTHROW(t.validate());
-    CHECK(cuda::math_named(name).has_value());
+    t.set(key, "fp16");
+    CHECK_THROWS_WITH(t.validate(), Catch::Contains(std::string("training key '") + key + "' must be") &&
+                                        Catch::Contains("fp16"));
   }
-  TrainConfig t;
-  t.max_steps = 1;
-  t.set("expert_math", "fp16");
-  CHECK_THROWS_WITH(t.validate(), Catch::Contains("training key 'expert_math' must be") && Catch::Contains("fp16"));
   CHECK(cuda::math_named("3xTF32") == std::nullopt);  // names are exact
 }
 
