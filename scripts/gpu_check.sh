@@ -141,9 +141,9 @@ if ((built)); then
   # ---- the training step again with TF32 tensor cores on both sides (dsk: cuBLAS TF32 + the grouped TF32 tile) --
   stage bench_train_tf32 60 "$BUILD/dsk" bench train --config default --device cuda --steps 10 --warmup 2 --tf32 \
     --json "$WORK/bench_train_tf32.json"
-  # ---- fp32 again, the expert GEMMs in 3xTF32 (near-fp32 accuracy on the tensor cores) ---------------------------
+  # ---- fp32 again, dsk's own tiles (expert GEMMs, attention) in 3xTF32: near-fp32 accuracy on the tensor cores --
   stage bench_train_3xtf32 60 "$BUILD/dsk" bench train --config default --device cuda --steps 10 --warmup 2 \
-    --expert-math 3xtf32 --json "$WORK/bench_train_3xtf32.json"
+    --expert-math 3xtf32 --attention-math 3xtf32 --json "$WORK/bench_train_3xtf32.json"
 fi
 stage bench_torch_train_tf32 90 python3 scripts/bench_torch_train.py --config default --device cuda --steps 10 \
   --warmup 2 --tf32 --json "$WORK/bench_torch_train_tf32.json"

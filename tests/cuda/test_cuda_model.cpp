@@ -40,7 +40,7 @@ std::string tiny_data(const TempDir& d) {
 
 std::vector<double> losses_of(const std::string& run) { return dsk::testing::train_losses(run); }
 
-// 20 steps of the tiny model; `tweak` changes training keys (tf32, expert_math) before the run.
+// 20 steps of the tiny model; `tweak` changes training keys (tf32, expert_math, attention_math) before the run.
 void train_on(Backend device, const std::string& data, const std::string& out, const std::string& attention,
               const std::function<void(TrainConfig&)>& tweak = nullptr) {
   TrainRun r;
@@ -104,19 +104,28 @@ TEST_CASE("cuda model: training with TF32 tensor cores tracks the CPU and repeat
   CHECK(losses_of(d / "gpu2") == losses_of(d / "gpu"));
 }
 
-TEST_CASE("cuda model: with expert_math = 3xtf32 training matches the CPU within 1e-3, as in fp32", "[cuda][model]") {
+TEST_CASE("cuda model: with expert_math and attention_math = 3xtf32 training matches the CPU within 1e-3, as in fp32",
+          "[cuda][model]") {
   if (!dsk::testing::gpu_available()) return;
   cuda::set_tf32(false);
   TempDir d("cuda_model_3xtf32");
   const std::string data = tiny_data(d);
   train_on(Backend::CPU, data, d / "cpu", "explicit");
-  cuda::Math used;
+  cuda::Math expert_used, attention_used;
   {
-    cuda::ScopedExpertMath restore(cuda::Math::kAuto);  // the trainer leaves its choice set: undone here
-    train_on(Backend::CUDA, data, d / "gpu", "explicit", [](TrainConfig& t) { t.expert_math = "3xtf32"; });
-    used = cuda::expert_math();
+    // The trainer leaves its choices set: undone here.
+    cuda::ScopedExpertMath restore_experts(cuda::Math::kAuto);
+    cuda::ScopedAttentionMath restore_attention(cuda::Math::kAuto);
+    train_on(Backend::CUDA, data, d / "gpu", "explicit", [](TrainConfig& t) {
+      t.expert_math = "3xtf32";
+      t.attention_math = "3xtf32";
+    });
+    expert_used = cuda::expert_math();
+    attention_used = cuda::attention_math();
   }
-  REQUIRE(used == cuda::Math::kTf32x3);  // the key reached the expert GEMMs
+  // The keys reached the kernels (context 32 > 16 rows per head: the tensor-core attention blocks run).
+  REQUIRE(expert_used == cuda::Math::kTf32x3);
+  REQUIRE(attention_used == cuda::Math::kTf32x3);
   // The fp32 bound: 3xTF32 keeps near-fp32 accuracy (one TF32 product per term drifts past it, see the TF32 test).
   require_losses_close(d / "cpu", d / "gpu", 1e-3);
 }
