@@ -1,6 +1,8 @@
 // Causal attention on the GPU (the contract is kernels/attention.h; kernels/cpu/attention.cpp is the spec).
 //
-// One flash-style design, fp32 on the CUDA cores (FFMA), for every form the model uses:
+// One flash-style design for every form the model uses, fp32 on the CUDA cores (FFMA) or, for the 64-row blocks
+// (training and prefill), with its products on the tensor cores in TF32 or 3xTF32 (cuda::attention_math; see
+// "the same products on the tensor cores" below):
 //
 // Flattened query rows. Query heads h = hk*G + g share kv head hk (G = H / Hk: G = 1 for per-head K/V, G = H
 // for the shared latent). For one (batch b, kv head hk) the kernels see Tq*G "rows" rho = i*G + g (query
@@ -40,8 +42,10 @@
 //   forward: Q [BR][Wq+4] + K [64][Wq+4] + V [64][Wv+4] + P [BR][80]       (dqk = dv = 128, shared: 88 KB)
 //   dq:      Q, dO [64][W+4] + K, V [64][W+4] + dS [64][80]                 (explicit hd 64: 90 KB)
 //   dkv:     K, V, Q, dO [64][W+4] + P, dS [64][80] + lse, D [64]            (explicit hd 64: 111 KB)
-// Loads are plain coalesced loads staged through registers (no cp.async/TMA pipelining yet) and the math is
-// fp32 FFMA; a TF32/bf16 tensor-core (mma/wgmma) path is later work.
+//   the tensor-core kernels add a staging tile [64][80] (20 KB) each.
+// Loads are plain coalesced loads staged through registers (no cp.async/TMA pipelining yet). The tensor-core path
+// uses wmma (mma.sync) through a shared staging tile; register-resident mma fragments (flash-attention-2's layout)
+// and wgmma are the next steps if a GPU report shows the staging is the bottleneck.
 #include "kernels/attention.h"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/runtime.cuh"
