@@ -595,7 +595,7 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
 // thread owns 4 keys). Loops over the query-row tiles that see the keys in ascending order; all G heads sharing
 // the K/V are in those rows, so the sum over heads is this fixed-order loop. dk = scale Σ dS^T q, dv = Σ (P∘M)^T dout.
 template <int NMQ, int NMV, int MATH>
-__global__ void __launch_bounds__(256) attention_dkv_kernel(float* __restrict__ dk, float* __restrict__ dv,
+__global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict__ dk, float* __restrict__ dv,
                                                            const float* __restrict__ dout,
                                                            const float* __restrict__ q, const float* __restrict__ k,
                                                            const float* __restrict__ v, const float* __restrict__ lse,
@@ -855,7 +855,13 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
     launch_forward<8, 2, kFfmaMath>(out, lse, q, k, v, kv_start, g);
   else
     with_tile_math(attention_tile_math(), [&](auto math) {
-      launch_forward<8, 8, decltype(math)::value>(out, lse, q, k, v, kv_start, g);
+      // The tensor-core blocks spread the 64 rows over 8 warps (4 rows per thread): with 4 the 3xTF32 fragments
+      // on top of the output accumulators spilled at width 128 (scripts/kernel_resources.sh).
+      constexpr int MATH = decltype(math)::value;
+      if constexpr (MATH == kFfmaMath)
+        launch_forward<8, 8, MATH>(out, lse, q, k, v, kv_start, g);
+      else
+        launch_forward<16, 4, MATH>(out, lse, q, k, v, kv_start, g);
     });
 }
 
