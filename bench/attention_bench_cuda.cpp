@@ -85,9 +85,13 @@ nlohmann::json bench_training(const AttentionModelShape& m, bool absorbed, float
   return r;
 }
 
-// One decode step (q_len 1) for `batch` sequences against a cache of kv_len tokens. The compulsory traffic is the
-// cache read (K, plus V when it is a separate tensor) plus q and out; GB/s is compared with the copy bandwidth.
-nlohmann::json bench_decode(const char* model, bool absorbed, int batch, int kv_len, int heads, int dim, double copy) {
+// One decode step (q_len 1) for `batch` sequences against a cache of kv_len tokens, in the arithmetic `math`. The
+// compulsory traffic is the cache read (K, plus V when it is a separate tensor) plus q and out; GB/s is compared
+// with the copy bandwidth. "tensor_cores": whether that arithmetic reached the tensor cores (decode blocks of 9-16
+// query rows, i.e. absorbed decode of 9-16 heads; fewer rows always run FFMA).
+nlohmann::json bench_decode(const char* model, bool absorbed, int batch, int kv_len, int heads, int dim, double copy,
+                            cuda::Math math = cuda::Math::kFfma) {
+  cuda::ScopedAttentionMath pinned(math);
   AttentionShape s;
   s.batch = batch;
   s.q_len = 1;
@@ -111,7 +115,9 @@ nlohmann::json bench_decode(const char* model, bool absorbed, int batch, int kv_
           {"heads", heads},       {"kv_heads", s.kv_heads},
           {"dim", dim},           {"ms", ms},
           {"cache_bytes", 4.0 * (absorbed ? 1.0 : 2.0) * nkv},
-          {"gbps", gbps},         {"fraction_of_copy", gbps / copy}};
+          {"gbps", gbps},         {"fraction_of_copy", gbps / copy},
+          {"math", cuda::math_name(math)},
+          {"tensor_cores", math != cuda::Math::kFfma && heads / s.kv_heads > 8}};
 }
 
 }  // namespace
@@ -131,10 +137,12 @@ nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
     training.push_back(bench_training(dropout_model, true, 0.1f, math));  // the cost of in-kernel dropout
     training.push_back(bench_training(dropout_model, false, 0.1f, math));
   }
-  // Decode: a batch large enough that the cache is far beyond L2, and one sequence (latency, split-K).
+  // Decode: a batch large enough that the cache is far beyond L2, and one sequence (latency, split-K). The absorbed
+  // form (what `dsk sample` runs) in each arithmetic.
   for (const AttentionModelShape& m : models) {
-    decode.push_back(bench_decode(m.model.c_str(), true, sizes.decode_batch_absorbed, sizes.decode_kv, m.heads,
-                                  m.latent_dim, copy));
+    for (cuda::Math math : kAttentionBenchMaths)
+      decode.push_back(bench_decode(m.model.c_str(), true, sizes.decode_batch_absorbed, sizes.decode_kv, m.heads,
+                                    m.latent_dim, copy, math));
     decode.push_back(bench_decode(m.model.c_str(), false, sizes.decode_batch_explicit, sizes.decode_kv, m.heads,
                                   m.head_dim, copy));
   }
@@ -145,8 +153,8 @@ nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
           {"backend", "cuda"},
           {"gpu", gpus.empty() ? "" : gpus[0].name},
           {"timing", fmt::format("CUDA events, median of {} after {} warm-ups", kReps, kWarmups)},
-          {"flops", "useful causal flops (visible score entries only); training records per arithmetic ('math': "
-                    "ffma on the CUDA cores, tf32 / 3xtf32 on the tensor cores); decode: ffma"},
+          {"flops", "useful causal flops (visible score entries only); training and absorbed decode records per "
+                    "arithmetic ('math': ffma on the CUDA cores, tf32 / 3xtf32 on the tensor cores)"},
           {"copy_gbps", copy},
           {"training", training},
           {"decode", decode}};

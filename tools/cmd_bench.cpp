@@ -63,18 +63,11 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
               "auto")
       .option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;
-  // --expert-math and --attention-math: the name checked, the setting made.
-  auto math_option = [&](const char* option, void (*set)(cuda::Math)) {
-    const auto math = cuda::math_named(a.get(option));
-    if (!math)
-      throw cli::UsageError(fmt::format("bench train: --{} must be {}, got '{}'", option, cuda::math_choices(),
-                                        a.get(option)));
-    set(*math);
-    return *math;
-  };
+  const cuda::Math expert_math = cli::parse_math("expert-math", a.get("expert-math"));
+  const cuda::Math attention_math = cli::parse_math("attention-math", a.get("attention-math"));
   cuda::set_tf32(a.has("tf32"));
-  const cuda::Math expert_math = math_option("expert-math", cuda::set_expert_math);
-  const cuda::Math attention_math = math_option("attention-math", cuda::set_attention_math);
+  cuda::set_expert_math(expert_math);
+  cuda::set_attention_math(attention_math);
   ModelConfig c = load_model_config(a.get("config"));
   cli::apply_overrides(a.all("set"), c, nullptr);
   c.validate();

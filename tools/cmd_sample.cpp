@@ -285,6 +285,8 @@ int run_sample(const std::vector<std::string>& argv) {
       .repeated("stop", "TEXT", "stop when the text contains TEXT (may repeat)")
       .option("device", "DEV", "cpu, cuda or auto", "auto")
       .option("attention", "MODE", "absorbed (latent cache), explicit (K/V rebuilt per step) or mha", "absorbed")
+      .option("attention-math", "NAME",
+              "CUDA: attention kernels in ffma, tf32 or 3xtf32 (tensor cores; auto = ffma: sampling runs fp32)", "auto")
       .flag("verbose", "report window slides")
       .flag("interactive", "read prompts from stdin in a loop");
   if (!a.parse(argv)) return 0;
@@ -326,6 +328,7 @@ int run_sample(const std::vector<std::string>& argv) {
   } catch (const Error& e) {
     throw cli::UsageError(fmt::format("dsk sample: {}", e.what()));
   }
+  cuda::set_attention_math(cli::parse_math("attention-math", a.get("attention-math")));
   SampleRunner r(a, mode);
   install_sigint_handler();
   if (a.has("interactive")) return run_interactive(r, s);

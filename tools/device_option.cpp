@@ -18,4 +18,10 @@ Backend resolve_device(const std::string& choice) {
   return Backend::CPU;
 }
 
+cuda::Math parse_math(const std::string& option, const std::string& value) {
+  const auto math = cuda::math_named(value);
+  if (!math) throw UsageError(fmt::format("--{} must be {}, got '{}'", option, cuda::math_choices(), value));
+  return *math;
+}
+
 }  // namespace dsk::cli

@@ -848,11 +848,14 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
   // Decode-like shapes (a few query rows per (b, kv head)) use 8- or 16-row blocks, training 64. Every block row
   // costs its multiply-adds whether or not it is a real query row: absorbed decode of the default config has 8
   // rows (its heads), and with 16-row blocks half of the work would be padding.
-  // The tensor cores (attention_math) take the 64-row blocks only: wmma works on 16-row blocks.
+  // The tensor cores (attention_math) take the 16- and 64-row blocks: wmma's fragments have 16 rows, and an 8-row
+  // block on them would multiply as many padding rows as real ones.
   if (g.rows <= 8)
     launch_forward<8, 1, kFfmaMath>(out, lse, q, k, v, kv_start, g);
   else if (g.rows <= 16)
-    launch_forward<8, 2, kFfmaMath>(out, lse, q, k, v, kv_start, g);
+    with_tile_math(attention_tile_math(), [&](auto math) {
+      launch_forward<8, 2, decltype(math)::value>(out, lse, q, k, v, kv_start, g);
+    });
   else
     with_tile_math(attention_tile_math(), [&](auto math) {
       // The tensor-core blocks spread the 64 rows over 8 warps (4 rows per thread): with 4 the 3xTF32 fragments

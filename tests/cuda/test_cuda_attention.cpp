@@ -316,6 +316,26 @@ TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs 
       CHECK_FALSE(bits_equal(grads[2], ffma_grads[2]));
     }
   }
+  // Decode and prefill shapes with 9-16 query rows per (batch, kv head) take the 16-row blocks (also on the tensor
+  // cores), split over the keys when the grid is small.
+  const Case decode_cases[] = {
+      {"decode, 16 heads on one latent", 2, 1, 300, 320, 16, 1, 128, 128, 0.125f, 0.0f, true},
+      {"decode, 12 heads, dropout", 1, 1, 150, 150, 12, 1, 64, 64, 0.125f, 0.2f, true},
+      {"3 new tokens x 4 heads, per-head odd width", 2, 3, 90, 90, 4, 1, 37, 37, 0.3f},
+  };
+  for (const Case& c : decode_cases) {
+    auto in = make_inputs(c, rng);
+    std::vector<float> ffma_out;
+    {
+      cuda::ScopedAttentionMath ffma(cuda::Math::kFfma);
+      ffma_out = check_forward(c, in);
+    }
+    for (const NamedMath& m : maths) {
+      INFO("attention_math " << cuda::math_name(m.math));
+      cuda::ScopedAttentionMath math(m.math);
+      CHECK_FALSE(bits_equal(check_forward(c, in, nullptr, m.forward_tol), ffma_out));
+    }
+  }
 }
 
 TEST_CASE("cuda attention_forward is deterministic (training and split decode)", "[cuda][attention]") {

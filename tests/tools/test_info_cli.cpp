@@ -49,3 +49,14 @@ TEST_CASE("dsk --device cuda without a usable GPU is a one-line error; auto fall
   auto info = run_dsk("info");
   CHECK_THAT(info.output, Catch::Contains("GPUs            none ("));
 }
+
+TEST_CASE("dsk: a bad --expert-math / --attention-math is a one-line usage error naming the choices", "[info_cli]") {
+  for (const char* cmd : {"bench train --expert-math fp16", "bench train --attention-math fp16",
+                          "sample --model nowhere --attention-math fp16"}) {
+    INFO(cmd);
+    auto r = run_dsk(cmd);
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.output, Catch::Contains("must be auto, ffma, tf32 or 3xtf32, got 'fp16'"));
+    CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+  }
+}
