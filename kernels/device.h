@@ -57,7 +57,7 @@ ExpertTile expert_tile();
 
 // The arithmetic of dsk's own fp32 matrix tiles, chosen separately for the grouped expert GEMMs
 // (kernels/cuda/expert_ffn.cu; the `expert_math` training key) and for the attention kernels
-// (kernels/cuda/attention.cu; the `attention_math` key). kAuto follows set_tf32 (TF32 tensor cores when on, fp32
+// (kernels/cuda/attention_*.cu; the `attention_math` key). kAuto follows set_tf32 (TF32 tensor cores when on, fp32
 // FFMA when off); kFfma, kTf32 and kTf32x3 force one, whatever set_tf32 says. kTf32x3 is near-fp32 on the tensor
 // cores: each operand split into a TF32 high part and a TF32 remainder (x to ~2^-22), three products
 // (hi·hi + hi·lo + lo·hi; the dropped lo·lo is ~2^-22 relative): CUTLASS's "3xTF32", the arithmetic of PyTorch's

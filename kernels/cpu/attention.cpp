@@ -1,4 +1,4 @@
-// CPU causal attention (the specification for kernels/cuda/attention.cu).
+// CPU causal attention (the specification for kernels/cuda/attention_forward.cu and attention_backward.cu).
 //
 // One (batch, head) pair is one task. Its queries are processed in blocks of kQueryBlock rows so that the causal
 // mask lets each block skip the keys no row of it can see; per block the work is three small GEMMs on strided

@@ -1,6 +1,6 @@
 #pragma once
 // The arithmetic of dsk's own fp32 matrix tiles (kernels/device.h cuda::Math), shared by the grouped expert GEMMs
-// (expert_ffn.cu) and the attention kernels (attention.cu): which arithmetic a launch runs (host), and the wmma
+// (expert_ffn.cu) and the attention kernels (attention_*.cu): which arithmetic a launch runs (host), and the wmma
 // m16n16k8 TF32 operand handling both use (device).
 //
 // TF32: operands rounded to TF32 (10 mantissa bits), products accumulated in fp32: ~1e-3 relative error.

@@ -1,0 +1,321 @@
+// Causal attention backward on the GPU: D = dout · out, the dQ and the dK/dV kernels, and their launch (the
+// design is in kernels/cuda/attention_common.cuh).
+#include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/reduce.cuh"
+
+namespace dsk {
+
+namespace {
+
+using namespace attn;
+
+// ---- backward ----------------------------------------------------------------------------------------------
+
+// D (B, H, Tq): D = dout · out per query row; one warp per row of the (B, Tq, H) layout.
+__global__ void attention_row_dot_kernel(float* __restrict__ D, const float* __restrict__ dout,
+                                         const float* __restrict__ out, Geometry g) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);  // (b, i, h)
+  const int64_t total = static_cast<int64_t>(g.B) * g.Tq * g.H;
+  if (n >= total) return;
+  float s = 0.0f;
+  for (int c = lane; c < g.dv; c += 32) s = fmaf(dout[n * g.dv + c], out[n * g.dv + c], s);
+  s = cuda::warp_sum(s);
+  if (lane == 0) {
+    const int h = static_cast<int>(n % g.H);
+    const int64_t bi = n / g.H;
+    const int i = static_cast<int>(bi % g.Tq), b = static_cast<int>(bi / g.Tq);
+    D[(static_cast<int64_t>(b) * g.H + h) * g.Tq + i] = s;
+  }
+}
+
+// dQ for 64 query rows per block: grid (ceil(rows / 64), B * Hk); block 128 threads (TY = 8, RA = 8).
+// Loops over the key tiles the rows see; dq = scale Σ_j dS_ij k_j, set.
+template <int NMQ, int MATH>
+__global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ dq, const float* __restrict__ dout,
+                                                          const float* __restrict__ q, const float* __restrict__ k,
+                                                          const float* __restrict__ v, const float* __restrict__ lse,
+                                                          const float* __restrict__ D, Geometry g) {
+  constexpr int TY = 8, RA = 8, BR = TY * RA;
+  DSK_DYNAMIC_SHARED(SharedBase, smem_base);
+  float* smem = reinterpret_cast<float*>(smem_base);
+  const int ldq = g.wq + 4, ldv = g.wv + 4;
+  float* Qs = smem;                                    // [64][ldq]
+  float* dOs = Qs + BR * ldq;                          // [64][ldv]
+  float* Ks = dOs + BR * ldv;                          // [64][ldq]
+  float* Vs = g.shared_kv ? Ks : Ks + kKeyTile * ldq;  // [64][ldv]
+  float* dSs = g.shared_kv ? Ks + kKeyTile * ldq : Vs + kKeyTile * ldv;  // [64][kPStride]
+  float* stage = dSs + BR * kPStride;                                    // [64][kPStride] (none with FFMA)
+
+  const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
+  const int bk = blockIdx.y, b = bk / g.Hk, hk = bk % g.Hk;
+  const int rho0 = blockIdx.x * BR;
+  const int rho_last = min(rho0 + BR, g.rows) - 1;
+  const int kend = min(g.Tk, rho_last / g.G + g.offset + 1);
+  const int ntiles = (kend + kKeyTile - 1) / kKeyTile;
+
+  const ThreadRows<RA> rows = thread_rows<TY, RA>(g, b, hk, rho0);
+  float row_lse2[RA], row_D[RA], acc[RA][NMQ][4];
+#pragma unroll
+  for (int a = 0; a < RA; ++a) {
+    row_lse2[a] = rows.ok[a] ? lse[rows.stat[a]] * kLog2e : 0.0f;
+    row_D[a] = rows.ok[a] ? D[rows.stat[a]] : 0.0f;
+#pragma unroll
+    for (int m = 0; m < NMQ; ++m)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[a][m][e] = 0.0f;
+  }
+
+  load_tile(Qs, ldq, BR, g.wq, g.dqk, [&](int r) -> const float* {
+    return rho0 + r < g.rows ? q + q_row(g, b, hk, rho0 + r) * g.dqk : nullptr;
+  });
+  load_tile(dOs, ldv, BR, g.wv, g.dv, [&](int r) -> const float* {
+    return rho0 + r < g.rows ? dout + q_row(g, b, hk, rho0 + r) * g.dv : nullptr;
+  });
+
+  for (int t = 0; t < ntiles; ++t) {
+    const int j0 = t * kKeyTile;
+    load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, [&](int r) -> const float* {
+      return j0 + r < kend ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
+    });
+    if (!g.shared_kv)
+      load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, [&](int r) -> const float* {
+        return j0 + r < kend ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
+      });
+    __syncthreads();
+
+    float s[RA][kKeysPerThread], dp[RA][kKeysPerThread];
+#pragma unroll
+    for (int a = 0; a < RA; ++a)
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerThread; ++kk) s[a][kk] = dp[a][kk] = 0.0f;
+    any_tile_dot<MATH, TY, RA>(s, Qs, ldq, Ks, ldq, g.dqk, stage);
+    any_tile_dot<MATH, TY, RA>(dp, dOs, ldv, Vs, ldv, g.dv, stage);
+#pragma unroll
+    for (int a = 0; a < RA; ++a)
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerThread; ++kk) {
+        const int j = j0 + tx + kTx * kk;
+        float ds = 0.0f;
+        if (j <= rows.last_key[a] && j < kend && row_lse2[a] != -INFINITY) {
+          const float p = exp2f(s[a][kk] * g.scale2 - row_lse2[a]);
+          ds = p * (dp[a][kk] * drop_multiplier(g, rows.stat[a], j) - row_D[a]);
+        }
+        dSs[(ty + TY * a) * kPStride + tx + kTx * kk] = ds;
+      }
+    __syncthreads();
+    any_tile_pv<MATH, TY, RA, NMQ>(acc, dSs, Ks, ldq, stage);  // dQ += dS K
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int a = 0; a < RA; ++a) {
+    if (!rows.ok[a]) continue;
+    float* dst = dq + q_row(g, b, hk, rho0 + ty + TY * a) * g.dqk;
+#pragma unroll
+    for (int m = 0; m < NMQ; ++m)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = 4 * tx + 64 * m + e;
+        if (c < g.dqk) dst[c] = acc[a][m][e] * g.scale;
+      }
+  }
+}
+
+// dK, dV for one 64-key tile per block: grid (ceil(Tk / 64), B * Hk); block 256 threads (TY = 16, RA = 4: each
+// thread owns 4 keys). Loops over the query-row tiles that see the keys in ascending order; all G heads sharing
+// the K/V are in those rows, so the sum over heads is this fixed-order loop. dk = scale Σ dS^T q, dv = Σ (P∘M)^T dout.
+template <int NMQ, int NMV, int MATH>
+__global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict__ dk, float* __restrict__ dv,
+                                                           const float* __restrict__ dout,
+                                                           const float* __restrict__ q, const float* __restrict__ k,
+                                                           const float* __restrict__ v, const float* __restrict__ lse,
+                                                           const float* __restrict__ D, Geometry g) {
+  constexpr int TY = 16, RA = 4, BQ = 64;  // BQ: query rows per inner tile
+  DSK_DYNAMIC_SHARED(SharedBase, smem_base);
+  float* smem = reinterpret_cast<float*>(smem_base);
+  const int ldq = g.wq + 4, ldv = g.wv + 4;
+  float* Ks = smem;                                    // [64][ldq]  this block's keys
+  float* Vs = g.shared_kv ? Ks : Ks + kKeyTile * ldq;  // [64][ldv]
+  float* Qs = g.shared_kv ? Ks + kKeyTile * ldq : Vs + kKeyTile * ldv;  // [BQ][ldq]
+  float* dOs = Qs + BQ * ldq;                          // [BQ][ldv]
+  float* Ps = dOs + BQ * ldv;                          // [64 keys][kPStride]  (P∘M)^T
+  float* dSs = Ps + kKeyTile * kPStride;                // [64 keys][kPStride]  dS^T
+  float* stage = dSs + kKeyTile * kPStride;            // [64][kPStride] tensor-core products (none with FFMA)
+  float* lse2s = stage + (MATH == kFfmaMath ? 0 : kKeyTile * kPStride);  // [BQ] row lse in base 2
+  float* Ds = lse2s + BQ;                              // [BQ]
+  int* lasts = reinterpret_cast<int*>(Ds + BQ);        // [BQ] last key each row sees (-1: no row)
+  long long* stats = reinterpret_cast<long long*>(lasts + BQ);  // [BQ] statistics index (8-byte aligned: see size)
+
+  const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
+  const int bk = blockIdx.y, b = bk / g.Hk, hk = bk % g.Hk;
+  const int j0 = blockIdx.x * kKeyTile;
+
+  float acc_k[RA][NMQ][4], acc_v[RA][NMV][4];
+#pragma unroll
+  for (int a = 0; a < RA; ++a) {
+#pragma unroll
+    for (int m = 0; m < NMQ; ++m)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_k[a][m][e] = 0.0f;
+#pragma unroll
+    for (int m = 0; m < NMV; ++m)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_v[a][m][e] = 0.0f;
+  }
+
+  load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, [&](int r) -> const float* {
+    return j0 + r < g.Tk ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
+  });
+  if (!g.shared_kv)
+    load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, [&](int r) -> const float* {
+      return j0 + r < g.Tk ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
+    });
+
+  // The first query row that can see key j0 is position j0 - offset, i.e. rho = (j0 - offset) * G.
+  const int first_rho = max(0, j0 - g.offset) * g.G;
+  for (int rho0 = (first_rho / BQ) * BQ; rho0 < g.rows; rho0 += BQ) {
+    load_tile(Qs, ldq, BQ, g.wq, g.dqk, [&](int r) -> const float* {
+      return rho0 + r < g.rows ? q + q_row(g, b, hk, rho0 + r) * g.dqk : nullptr;
+    });
+    load_tile(dOs, ldv, BQ, g.wv, g.dv, [&](int r) -> const float* {
+      return rho0 + r < g.rows ? dout + q_row(g, b, hk, rho0 + r) * g.dv : nullptr;
+    });
+    for (int r = threadIdx.x; r < BQ; r += blockDim.x) {
+      const int rho = rho0 + r;
+      if (rho < g.rows) {
+        const int64_t st = stat_index(g, b, hk, rho);
+        stats[r] = st;
+        lasts[r] = rho / g.G + g.offset;
+        lse2s[r] = lse[st] * kLog2e;
+        Ds[r] = D[st];
+      } else {
+        stats[r] = 0;
+        lasts[r] = -1;
+        lse2s[r] = 0.0f;
+        Ds[r] = 0.0f;
+      }
+    }
+    __syncthreads();  // K, V (first pass), Q, dO, row data visible
+
+    // Transposed scores: s[a][kk] for key ty + 16a and query row tx + 16kk of this tile.
+    float s[RA][kKeysPerThread], dp[RA][kKeysPerThread];
+#pragma unroll
+    for (int a = 0; a < RA; ++a)
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerThread; ++kk) s[a][kk] = dp[a][kk] = 0.0f;
+    any_tile_dot<MATH, TY, RA>(s, Ks, ldq, Qs, ldq, g.dqk, stage);
+    any_tile_dot<MATH, TY, RA>(dp, Vs, ldv, dOs, ldv, g.dv, stage);
+#pragma unroll
+    for (int a = 0; a < RA; ++a) {
+      const int key = ty + TY * a, j = j0 + key;
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerThread; ++kk) {
+        const int r = tx + kTx * kk;
+        float pm = 0.0f, ds = 0.0f;
+        if (j < g.Tk && j <= lasts[r] && lse2s[r] != -INFINITY) {
+          const float p = exp2f(s[a][kk] * g.scale2 - lse2s[r]);
+          const float mult = drop_multiplier(g, stats[r], j);
+          pm = p * mult;
+          ds = p * (dp[a][kk] * mult - Ds[r]);
+        }
+        Ps[key * kPStride + r] = pm;
+        dSs[key * kPStride + r] = ds;
+      }
+    }
+    __syncthreads();
+    any_tile_pv<MATH, TY, RA, NMV>(acc_v, Ps, dOs, ldv, stage);  // dV += (P∘M)^T dO
+    any_tile_pv<MATH, TY, RA, NMQ>(acc_k, dSs, Qs, ldq, stage);  // dK += dS^T Q
+    __syncthreads();  // Q, dO, P, dS free for the next row tile
+  }
+
+#pragma unroll
+  for (int a = 0; a < RA; ++a) {
+    const int j = j0 + ty + TY * a;
+    if (j >= g.Tk) continue;
+    float* dkr = dk + kv_row(g, b, hk, j) * g.dqk;
+    float* dvr = dv + kv_row(g, b, hk, j) * g.dv;
+#pragma unroll
+    for (int m = 0; m < NMQ; ++m)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = 4 * tx + 64 * m + e;
+        if (c < g.dqk) dkr[c] = acc_k[a][m][e] * g.scale;
+      }
+#pragma unroll
+    for (int m = 0; m < NMV; ++m)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = 4 * tx + 64 * m + e;
+        if (c < g.dv) dvr[c] = acc_v[a][m][e];
+      }
+  }
+}
+
+
+}  // namespace
+
+template <>
+void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                                       const float* k, const float* v, const float* out, const float* lse,
+                                       const AttentionShape& s, const AttentionDropout& drop) {
+  check_shape(s, drop);
+  const int T = s.q_len;
+  DSK_CHECK(s.kv_len == T && capacity_of(s) == T,
+            "attention_backward: training shapes only (q_len = kv_len = kv_capacity), got {} / {} / {}", T, s.kv_len,
+            capacity_of(s));
+  DSK_CHECK(lse != nullptr, "attention_backward: needs the log-sum-exp saved by the forward");
+  const Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
+  const size_t ldq = g.wq + 4, ldv = g.wv + 4;
+  const TileMath math = attention_tile_math();
+
+  // D = dout · out per row (B, H, T), in scratch (kernels below only read it).
+  const int64_t nrows = static_cast<int64_t>(s.batch) * T * s.heads;
+  float* D = static_cast<float*>(cuda::scratch(static_cast<size_t>(nrows) * sizeof(float)));
+  {
+    constexpr int kWarps = 8;
+    DSK_LAUNCH(static_cast<unsigned>(cuda::ceil_div(nrows, kWarps)), kWarps * 32, 0, attention_row_dot_kernel)(
+        D, dout, out, g);
+    DSK_CUDA_CHECK_LAUNCH();
+  }
+
+  // dQ: 64 query rows per block.
+  {
+    const size_t floats = 64 * ldq + 64 * ldv + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) +
+                          64 * kPStride + stage_floats(math, 64);
+    const size_t bytes = floats * sizeof(float);
+    with_tile_math(math, [&](auto mt) {
+    with_nm(g.wq / 64, [&](auto nmq) {
+      constexpr int NMQ = decltype(nmq)::value;
+      auto kernel = attention_dq_kernel<NMQ, decltype(mt)::value>;
+      allow_shared(kernel, bytes, "attention_backward (dq)");
+      dim3 grid(static_cast<unsigned>(cuda::ceil_div(g.rows, 64)), static_cast<unsigned>(g.B * g.Hk));
+      DSK_LAUNCH(grid, 128, bytes, kernel)(dq, dout, q, k, v, lse, D, g);
+      DSK_CUDA_CHECK_LAUNCH();
+    });
+    });
+  }
+
+  // dK, dV: one 64-key tile per block.
+  {
+    const size_t floats = kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * ldq + 64 * ldv +
+                          2 * kKeyTile * kPStride + 2 * 64 /* lse2s, Ds */ + 64 /* lasts */ + 1 /* align */ +
+                          2 * 64 /* stats: 64 int64 */ + stage_floats(math, kKeyTile);
+    const size_t bytes = floats * sizeof(float);
+    with_tile_math(math, [&](auto mt) {
+    with_nm(g.wq / 64, [&](auto nmq) {
+      with_nm(g.wv / 64, [&](auto nmv) {
+        constexpr int NMQ = decltype(nmq)::value, NMV = decltype(nmv)::value;
+        auto kernel = attention_dkv_kernel<NMQ, NMV, decltype(mt)::value>;
+        allow_shared(kernel, bytes, "attention_backward (dk, dv)");
+        dim3 grid(static_cast<unsigned>(cuda::ceil_div(T, kKeyTile)), static_cast<unsigned>(g.B * g.Hk));
+        DSK_LAUNCH(grid, 256, bytes, kernel)(dk, dv, dout, q, k, v, lse, D, g);
+        DSK_CUDA_CHECK_LAUNCH();
+      });
+    });
+    });
+  }
+}
+
+
+}  // namespace dsk

@@ -1,0 +1,387 @@
+#pragma once
+// Causal attention on the GPU (the contract is kernels/attention.h; kernels/cpu/attention.cpp is the spec): what
+// the forward (attention_forward.cu) and the backward (attention_backward.cu) share: the design below, the
+// problem's geometry and indexing, the shared-memory tiles and their products (FFMA and tensor cores), and the host
+// helpers that size and launch the kernels.
+//
+// One flash-style design for every form the model uses, fp32 on the CUDA cores (FFMA) or, for the 64-row blocks
+// (training and prefill), with its products on the tensor cores in TF32 or 3xTF32 (cuda::attention_math; see
+// "the same products on the tensor cores" below):
+//
+// Flattened query rows. Query heads h = hk*G + g share kv head hk (G = H / Hk: G = 1 for per-head K/V, G = H
+// for the shared latent). For one (batch b, kv head hk) the kernels see Tq*G "rows" rho = i*G + g (query
+// position i = rho / G, head h = hk*G + rho % G). With Hk = 1 these rows are contiguous in q/out, and one block
+// of 64 rows covers 64/H positions of ALL heads, so every K/V tile loaded into shared memory serves all heads
+// (the absorbed-MLA reuse); with Hk = H a block is 64 positions of one head. Row rho sees key j when
+// kv_start[b] <= j <= i + (Tk - Tq).
+//
+// Thread layout (all kernels). A block has TY*16 threads: tx = tid % 16 runs across keys/columns, ty = tid / 16
+// across rows. A thread owns rows r = ty + TY*a (a < RA) of the block, keys c = tx + 16*kk (kk < 4) of a
+// 64-key tile, and output columns 4*tx + 64*m + e (m < NM, e < 4). The 16 lanes that share a row are one half
+// warp, so row reductions are 4 xor-shuffles. Shared-memory tiles are row-major with padded strides chosen so
+// that these accesses are bank-conflict free (float4 reads along the reduced dimension):
+//   "row" operands (Q in the forward) [rows][W + 4]  with W = 64*NM: stride ≡ 4 (mod 8) words, so the two
+//       half-warps' rows r, r+1 land on different banks and a key tile's 16 rows c = tx + 16kk hit all 32 banks;
+//   probability tiles [rows][64 + 16]: stride ≡ 16 (mod 32), rows r and r+1 on opposite bank halves.
+// Widths are padded with zeros to W = 64*NM (NM = ceil(dim / 64) <= 4), so any qk/v width up to 256 works.
+//
+// Forward (attention_forward_kernel): online softmax in base 2 (scores scaled by scale*log2(e), exp2f), per
+// key tile: S = Q K^T (registers), running max/sum update, P (with the dropout multiplier) to shared memory,
+// O += P V. Writes out = O / l and lse = ln2 * (m + log2 l); a row with no visible key writes 0 and -inf.
+// Decode / small grids: when the blocks would not fill the GPU, each block's key range is split over
+// gridDim.z blocks (flash-decoding); each writes its normalized partial output and partial lse, and
+// attention_combine_kernel merges them in split order (deterministic). Decode shapes (<= 8 or <= 16 rows per
+// (b, hk)) use 8- or 16-row blocks so the key tiles are not multiplied against empty rows.
+//
+// Backward (flash-attention-2 math, made deterministic by two kernels instead of atomics):
+//   D_i = dout_i · out_i                                          (attention_row_dot_kernel)
+//   P = exp(s - lse), dP = dout V^T, dS = P∘(dP∘M - D)            (recomputed in both kernels below)
+//   dQ = scale dS K          one block per 64 query rows, loops over the key tiles   (attention_dq_kernel)
+//   dK = scale dS^T Q, dV = (P∘M)^T dout   one block per 64-key tile, loops over every query row that sees it, in
+//       order, for all heads sharing the K/V tile (so the Hk = 1 sum over heads is a fixed-order register
+//       accumulation, no atomics)                                                          (attention_dkv_kernel)
+// The dropout mask M is regenerated from rng::keep with the same element index as the CPU; never stored.
+//
+// Shared memory per block (floats; Wq = 64*NMq, Wv = 64*NMv; Ks doubles as Vs when k == v and dqk == dv):
+//   forward: Q [BR][Wq+4] + K [64][Wq+4] + V [64][Wv+4] + P [BR][80]       (dqk = dv = 128, shared: 88 KB)
+//   dq:      Q, dO [64][W+4] + K, V [64][W+4] + dS [64][80]                 (explicit hd 64: 90 KB)
+//   dkv:     K, V, Q, dO [64][W+4] + P, dS [64][80] + lse, D [64]            (explicit hd 64: 111 KB)
+//   the tensor-core kernels add a staging tile [64][80] (20 KB) each.
+// Loads are plain coalesced loads staged through registers (no cp.async/TMA pipelining yet). The tensor-core path
+// uses wmma (mma.sync) through a shared staging tile; register-resident mma fragments (flash-attention-2's layout)
+// and wgmma are the next steps if a GPU report shows the staging is the bottleneck.
+#include "kernels/attention.h"
+#include "kernels/cuda/runtime.cuh"
+#include "kernels/cuda/tensor_math.cuh"
+#include "kernels/rng.h"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+namespace dsk::attn {
+
+constexpr int kKeyTile = 64;            // keys per K/V tile
+constexpr int kTx = 16;                 // threads across keys / columns
+constexpr int kKeysPerThread = kKeyTile / kTx;  // 4
+constexpr int kPStride = kKeyTile + 16;         // probability tile row stride (see the header comment)
+constexpr int kMaxNm = 4;                        // widths up to 256
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// The dynamic shared memory's declared type: 32-byte aligned, as wmma's fragment pointers must be (every tile in it
+// starts at a multiple of 8 floats).
+struct alignas(32) SharedBase {
+  float x[8];
+};
+
+// Everything a kernel needs to know about the problem.
+struct Geometry {
+  int B, Tq, Tk, cap, H, Hk, G;
+  int dqk, dv;
+  int wq, wv;    // padded widths 64 * ceil(dim / 64)
+  int rows;      // Tq * G flattened query rows per (b, hk)
+  int offset;    // Tk - Tq: query i sits at key position i + offset
+  float scale;   // softmax scale (natural units)
+  float scale2;  // scale * log2(e): scores in base-2 units
+  bool shared_kv;  // k == v and dqk == dv: the K tile serves as the V tile
+  float drop_p, drop_mult;  // dropout probability, 1 / (1 - p)
+  uint64_t seed, site;
+};
+
+// ---- indexing ----------------------------------------------------------------------------------------------
+
+// Element offset of query row rho of (b, hk) in q (stride dqk) / out (stride dv): row index in (B, Tq, H).
+__device__ __forceinline__ int64_t q_row(const Geometry& g, int b, int hk, int rho) {
+  const int i = rho / g.G, gi = rho - i * g.G;
+  return (static_cast<int64_t>(b) * g.Tq + i) * g.H + hk * g.G + gi;
+}
+// Index of row rho's statistics in lse / D: (b, h, i) in (B, H, Tq).
+__device__ __forceinline__ int64_t stat_index(const Geometry& g, int b, int hk, int rho) {
+  const int i = rho / g.G, gi = rho - i * g.G;
+  return (static_cast<int64_t>(b) * g.H + hk * g.G + gi) * g.Tq + i;
+}
+// Row index of key j of (b, hk) in k / v: (b, j, hk) in (B, cap, Hk).
+__device__ __forceinline__ int64_t kv_row(const Geometry& g, int b, int hk, int j) {
+  return (static_cast<int64_t>(b) * g.cap + j) * g.Hk + hk;
+}
+
+// The dropout multiplier of element (stat, j): 0 (dropped) or 1/(1-p); 1 without dropout. Same index as the CPU:
+// ((b*H + h)*Tq + i)*Tk + j = stat*Tk + j.
+__device__ __forceinline__ float drop_multiplier(const Geometry& g, int64_t stat, int j) {
+  if (g.drop_p == 0.0f) return 1.0f;
+  const uint64_t index = static_cast<uint64_t>(stat) * static_cast<uint64_t>(g.Tk) + static_cast<uint64_t>(j);
+  return rng::keep(g.seed, g.site, index, g.drop_p) ? g.drop_mult : 0.0f;
+}
+
+// ---- shared-memory tiles -----------------------------------------------------------------------------------
+
+// dst[r][c] (stride ld) = src row r, columns [0, width), for r < R; zero where src_row(r) is null (row outside the
+// problem) or c >= dim (padding). One warp per row: coalesced global reads, conflict-free shared stores.
+template <class SrcRow>
+__device__ __forceinline__ void load_tile(float* dst, int ld, int R, int width, int dim, SrcRow src_row) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (int r = warp; r < R; r += nwarps) {
+    const float* src = src_row(r);
+    for (int c = lane; c < width; c += 32) dst[r * ld + c] = (src != nullptr && c < dim) ? src[c] : 0.0f;
+  }
+}
+
+__device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+
+// acc[a][kk] += Σ_d A[ty + TY*a][d] * Bm[tx + 16*kk][d] over d < dim (dim rounded up to 4; the padding is zero).
+template <int TY, int RA>
+__device__ __forceinline__ void tile_dot(float (&acc)[RA][kKeysPerThread], const float* A, int lda, const float* Bm,
+                                         int ldb, int dim) {
+  const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
+  const float* a_base = A + ty * lda;
+  const float* b_base = Bm + tx * ldb;
+#pragma unroll 2
+  for (int d = 0; d < dim; d += 4) {
+    float4 av[RA], bv[kKeysPerThread];
+#pragma unroll
+    for (int a = 0; a < RA; ++a) av[a] = ld4(a_base + a * TY * lda + d);
+#pragma unroll
+    for (int kk = 0; kk < kKeysPerThread; ++kk) bv[kk] = ld4(b_base + kk * kTx * ldb + d);
+#pragma unroll
+    for (int a = 0; a < RA; ++a)
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerThread; ++kk) {
+        acc[a][kk] = fmaf(av[a].x, bv[kk].x, acc[a][kk]);
+        acc[a][kk] = fmaf(av[a].y, bv[kk].y, acc[a][kk]);
+        acc[a][kk] = fmaf(av[a].z, bv[kk].z, acc[a][kk]);
+        acc[a][kk] = fmaf(av[a].w, bv[kk].w, acc[a][kk]);
+      }
+  }
+}
+
+// acc[a][m][e] += Σ_j P[ty + TY*a][j] * Vm[j][4tx + 64m + e] over the 64 keys j of a tile.
+template <int TY, int RA, int NM>
+__device__ __forceinline__ void tile_pv(float (&acc)[RA][NM][4], const float* P, const float* Vm, int ldv) {
+  const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
+#pragma unroll 2
+  for (int j = 0; j < kKeyTile; j += 4) {
+    float4 pv[RA];
+#pragma unroll
+    for (int a = 0; a < RA; ++a) pv[a] = ld4(P + (ty + TY * a) * kPStride + j);
+#pragma unroll
+    for (int jj = 0; jj < 4; ++jj) {
+      float4 vv[NM];
+#pragma unroll
+      for (int m = 0; m < NM; ++m) vv[m] = ld4(Vm + (j + jj) * ldv + 4 * tx + 64 * m);
+#pragma unroll
+      for (int a = 0; a < RA; ++a) {
+        const float p = jj == 0 ? pv[a].x : jj == 1 ? pv[a].y : jj == 2 ? pv[a].z : pv[a].w;
+#pragma unroll
+        for (int m = 0; m < NM; ++m) {
+          acc[a][m][0] = fmaf(p, vv[m].x, acc[a][m][0]);
+          acc[a][m][1] = fmaf(p, vv[m].y, acc[a][m][1]);
+          acc[a][m][2] = fmaf(p, vv[m].z, acc[a][m][2]);
+          acc[a][m][3] = fmaf(p, vv[m].w, acc[a][m][3]);
+        }
+      }
+    }
+  }
+}
+
+// ---- the same products on the tensor cores (TF32 / 3xTF32: cuda::attention_math, tensor_math.cuh) -----------------
+// The tensor-core forms of tile_dot and tile_pv hand back exactly what those do, in the same register layout, so the
+// softmax, masking, dropout and determinism around them are unchanged: wmma m16n16k8 fragments write the block's
+// BR x 64 product into a shared staging tile [BR][kPStride], and every thread adds its own elements from there.
+// Warp w of the NW = TY/2 warps owns row block w % RB (RB = BR/16) and column blocks w / RB + i NW/RB, so its A
+// fragment serves all its products. Every operand pointer is 32-byte aligned (tile rows are multiples of 16, strides
+// multiples of 4 floats, column offsets multiples of 8). Costs two block barriers per 64-column product.
+
+// stage[r][c] (stride kPStride) = Σ_d A[r][d] B(d, c) for r < BR, c < 64, with d < dim rounded up to 8 (the tiles'
+// padding is zero). B_ROWS: B(d, c) = Bm[c*ldb + d] (tile_dot's operand: 64 rows of Bm) else Bm[d*ldb + c] (tile_pv's).
+template <int TY, int BR, bool kSplit, bool B_ROWS>
+__device__ __forceinline__ void tc_product(float* stage, const float* A, int lda, const float* Bm, int ldb, int dim) {
+#if defined(DSK_CUDA_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
+  namespace wmma = nvcuda::wmma;
+  constexpr int NW = TY * kTx / 32, RB = BR / 16, FPW = RB * 4 / NW, CSTEP = NW / RB;
+  static_assert(BR % 16 == 0 && NW % RB == 0 && FPW >= 1, "tensor-core attention tiling");
+  using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+  using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32,
+                               std::conditional_t<B_ROWS, wmma::col_major, wmma::row_major>>;
+  const int warp = threadIdx.x / 32, rb = warp % RB, cb0 = warp / RB;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> fc[FPW];
+#pragma unroll
+  for (int i = 0; i < FPW; ++i) wmma::fill_fragment(fc[i], 0.0f);
+  for (int d = 0; d < dim; d += 8) {
+    FragA fa, fa_lo;
+    wmma::load_matrix_sync(fa, A + 16 * rb * lda + d, lda);
+    prepare_tf32<kSplit>(fa, fa_lo);
+#pragma unroll
+    for (int i = 0; i < FPW; ++i) {
+      const int c0 = 16 * (cb0 + i * CSTEP);
+      FragB fb, fb_lo;
+      wmma::load_matrix_sync(fb, B_ROWS ? Bm + c0 * ldb + d : Bm + d * ldb + c0, ldb);
+      prepare_tf32<kSplit>(fb, fb_lo);
+      mma_tf32<kSplit>(fc[i], fa, fa_lo, fb, fb_lo);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < FPW; ++i)
+    wmma::store_matrix_sync(stage + 16 * rb * kPStride + 16 * (cb0 + i * CSTEP), fc[i], kPStride,
+                            wmma::mem_row_major);
+#else
+  __trap();  // compiled for an architecture below sm_80 (attention_tile_math never picks it on such a GPU)
+#endif
+}
+
+// tile_dot in the arithmetic MATH (stage: [TY*RA][kPStride] shared floats, unused by FFMA). Called by every thread.
+template <int MATH, int TY, int RA>
+__device__ __forceinline__ void any_tile_dot(float (&acc)[RA][kKeysPerThread], const float* A, int lda, const float* Bm,
+                                             int ldb, int dim, float* stage) {
+  if constexpr (MATH == kFfmaMath) {
+    tile_dot<TY, RA>(acc, A, lda, Bm, ldb, dim);
+  } else {
+    const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
+    tc_product<TY, TY * RA, MATH == kTf32x3Math, true>(stage, A, lda, Bm, ldb, dim);
+    __syncthreads();  // the product is in stage
+#pragma unroll
+    for (int a = 0; a < RA; ++a)
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerThread; ++kk) acc[a][kk] += stage[(ty + TY * a) * kPStride + tx + kTx * kk];
+    __syncthreads();  // stage free for the next product
+  }
+}
+
+// tile_pv in the arithmetic MATH, one 64-column block of Vm at a time (stage as any_tile_dot).
+template <int MATH, int TY, int RA, int NM>
+__device__ __forceinline__ void any_tile_pv(float (&acc)[RA][NM][4], const float* P, const float* Vm, int ldv,
+                                            float* stage) {
+  if constexpr (MATH == kFfmaMath) {
+    tile_pv<TY, RA, NM>(acc, P, Vm, ldv);
+  } else {
+    const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
+#pragma unroll
+    for (int m = 0; m < NM; ++m) {
+      tc_product<TY, TY * RA, MATH == kTf32x3Math, false>(stage, P, kPStride, Vm + 64 * m, ldv, kKeyTile);
+      __syncthreads();
+#pragma unroll
+      for (int a = 0; a < RA; ++a) {
+        const float4 t = ld4(stage + (ty + TY * a) * kPStride + 4 * tx);
+        acc[a][m][0] += t.x;
+        acc[a][m][1] += t.y;
+        acc[a][m][2] += t.z;
+        acc[a][m][3] += t.w;
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// Shared floats the staging tile adds to a kernel of BR-row blocks in the arithmetic math.
+inline size_t stage_floats(TileMath math, int BR) { return math == kFfmaMath ? 0 : static_cast<size_t>(BR) * kPStride; }
+
+// Reductions over the 16 lanes of a half warp (the threads sharing a row).
+__device__ __forceinline__ float half_warp_max(float v) {
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float half_warp_sum(float v) {
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// The query rows a thread owns in a block: row a (a < RA) is block row ty + TY*a, i.e. flattened row rho0 + ty + TY*a
+// of (b, hk). Whether it exists, the last key it sees (causal; -1 if none) and its statistics index (lse / D).
+template <int RA>
+struct ThreadRows {
+  bool ok[RA];
+  int last_key[RA];
+  int64_t stat[RA];
+};
+template <int TY, int RA>
+__device__ __forceinline__ ThreadRows<RA> thread_rows(const Geometry& g, int b, int hk, int rho0) {
+  ThreadRows<RA> r;
+  const int ty = threadIdx.x / kTx;
+#pragma unroll
+  for (int a = 0; a < RA; ++a) {
+    const int rho = rho0 + ty + TY * a;
+    r.ok[a] = rho < g.rows;
+    r.last_key[a] = r.ok[a] ? rho / g.G + g.offset : -1;
+    r.stat[a] = r.ok[a] ? stat_index(g, b, hk, rho) : 0;
+  }
+  return r;
+}
+
+
+// ---- host side ---------------------------------------------------------------------------------------------
+
+inline int capacity_of(const AttentionShape& s) { return kv_capacity_of(s); }
+inline int width_blocks(int dim) { return (dim + 63) / 64; }
+
+inline void check_shape(const AttentionShape& s, const AttentionDropout& drop) {
+  check_attention_shape(s, drop);
+  DSK_CHECK(s.qk_dim <= 64 * kMaxNm && s.v_dim <= 64 * kMaxNm,
+            "attention (CUDA): qk_dim {} and v_dim {} must be at most {}", s.qk_dim, s.v_dim, 64 * kMaxNm);
+  DSK_CHECK(static_cast<int64_t>(s.batch) * s.kv_heads <= 65535, "attention (CUDA): batch * kv_heads {} exceeds "
+            "the grid limit 65535", static_cast<int64_t>(s.batch) * s.kv_heads);
+}
+
+inline Geometry make_geometry(const AttentionShape& s, const AttentionDropout& drop, bool shared_kv) {
+  Geometry g;
+  g.B = s.batch;
+  g.Tq = s.q_len;
+  g.Tk = s.kv_len;
+  g.cap = capacity_of(s);
+  g.H = s.heads;
+  g.Hk = s.kv_heads;
+  g.G = s.heads / s.kv_heads;
+  g.dqk = s.qk_dim;
+  g.dv = s.v_dim;
+  g.wq = 64 * width_blocks(s.qk_dim);
+  g.wv = 64 * width_blocks(s.v_dim);
+  g.rows = s.q_len * g.G;
+  g.offset = s.kv_len - s.q_len;
+  g.scale = s.scale;
+  g.scale2 = s.scale * kLog2e;
+  g.shared_kv = shared_kv;
+  g.drop_p = drop.p;
+  g.drop_mult = 1.0f / (1.0f - drop.p);
+  g.seed = drop.seed;
+  g.site = drop.site;
+  return g;
+}
+
+// The arithmetic of the 64-row kernels: cuda::attention_math resolved (tensor_math.cuh).
+inline TileMath attention_tile_math() { return tile_math(cuda::attention_math(), "attention_math"); }
+
+inline int max_shared_bytes() {
+  static int bytes = [] {
+    int dev = 0, v = 0;
+    DSK_CUDA_CHECK(cudaGetDevice(&dev));
+    DSK_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return v;
+  }();
+  return bytes;
+}
+
+// Raises a kernel's dynamic shared-memory limit (needed above 48 KB) and checks the device has that much.
+template <class Kernel>
+inline void allow_shared(Kernel kernel, size_t bytes, const char* what) {
+  DSK_CHECK(bytes <= static_cast<size_t>(max_shared_bytes()),
+            "{}: needs {} bytes of shared memory per block, the device allows {} (qk/v widths too large)", what,
+            bytes, max_shared_bytes());
+  DSK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
+// Calls f(std::integral_constant<int, NM>{}) for NM = nm in 1..4.
+template <class F>
+inline void with_nm(int nm, F&& f) {
+  switch (nm) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    default: DSK_FAIL("attention (CUDA): unsupported width block count {}", nm);
+  }
+}
+
+// Forward with BR = TY*RA rows per block; splits the key range when the grid would not fill the GPU.
+
+}  // namespace dsk::attn

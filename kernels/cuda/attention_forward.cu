@@ -1,0 +1,259 @@
+// Causal attention forward on the GPU: the flash kernel, the split combine and their launch (the design is in
+// kernels/cuda/attention_common.cuh).
+#include "kernels/cuda/attention_common.cuh"
+
+namespace dsk {
+
+namespace {
+
+using namespace attn;
+
+// ---- forward -----------------------------------------------------------------------------------------------
+
+// grid (ceil(rows / BR), B * Hk, splits); block TY*16 threads; BR = TY*RA query rows per block.
+// splits == 1: writes out / lse. splits > 1: writes the split's normalized output part_o
+// ((split, B*Hk, rows, dv)) and log-sum-exp part_lse ((split, B*Hk, rows)) for attention_combine_kernel.
+// Launch bounds: with the block size alone, ptxas traded registers for resident blocks and gave the 8-row decode
+// blocks 64 registers and spills (8-28 bytes), aiming at 8 blocks per SM that their shared memory (~41 KB at
+// width 128) never allows; they ask for 5, what that memory allows: 80-95 registers, no spills
+// (scripts/kernel_resources.sh).
+template <int TY, int RA, int NMV, int MATH>
+__global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_kernel(float* __restrict__ out, float* __restrict__ lse,
+                                                                   float* __restrict__ part_o,
+                                                                   float* __restrict__ part_lse,
+                                                                   const float* __restrict__ q,
+                                                                   const float* __restrict__ k,
+                                                                   const float* __restrict__ v,
+                                                                   const int32_t* __restrict__ kv_start, Geometry g) {
+  constexpr int BR = TY * RA;
+  DSK_DYNAMIC_SHARED(SharedBase, smem_base);
+  float* smem = reinterpret_cast<float*>(smem_base);
+  const int ldq = g.wq + 4, ldv = g.wv + 4;
+  float* Qs = smem;                                  // [BR][ldq]
+  float* Ks = Qs + BR * ldq;                         // [64][ldq]
+  float* Vs = g.shared_kv ? Ks : Ks + kKeyTile * ldq;  // [64][ldv] (the K tile itself when shared)
+  float* Ps = (g.shared_kv ? Ks + kKeyTile * ldq : Vs + kKeyTile * ldv);  // [BR][kPStride]
+  float* stage = Ps + BR * kPStride;  // [BR][kPStride] tensor-core products (none with FFMA)
+
+  const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
+  const int bk = blockIdx.y, b = bk / g.Hk, hk = bk % g.Hk;
+  const int rho0 = blockIdx.x * BR;
+  const int split = blockIdx.z, splits = gridDim.z;
+
+  // This block's key range [start, kend): from kv_start to the last key its last row sees.
+  const int start = kv_start ? kv_start[b] : 0;
+  const int rho_last = min(rho0 + BR, g.rows) - 1;
+  const int kend = min(g.Tk, rho_last / g.G + g.offset + 1);
+  const int ntiles = kend > start ? (kend - start + kKeyTile - 1) / kKeyTile : 0;
+  const int per_split = (ntiles + splits - 1) / splits;
+  const int t_begin = split * per_split, t_end = min(ntiles, t_begin + per_split);
+
+  // Per-row state: the rows, running max (base 2) and this thread's partial sum.
+  const ThreadRows<RA> rows = thread_rows<TY, RA>(g, b, hk, rho0);
+  float row_max[RA], row_sum[RA], acc_o[RA][NMV][4];
+#pragma unroll
+  for (int a = 0; a < RA; ++a) {
+    row_max[a] = -INFINITY;
+    row_sum[a] = 0.0f;
+#pragma unroll
+    for (int m = 0; m < NMV; ++m)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_o[a][m][e] = 0.0f;
+  }
+
+  load_tile(Qs, ldq, BR, g.wq, g.dqk, [&](int r) -> const float* {
+    const int rho = rho0 + r;
+    return rho < g.rows ? q + q_row(g, b, hk, rho) * g.dqk : nullptr;
+  });
+
+  for (int t = t_begin; t < t_end; ++t) {
+    const int j0 = start + t * kKeyTile;
+    load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, [&](int r) -> const float* {
+      return j0 + r < kend ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
+    });
+    if (!g.shared_kv)
+      load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, [&](int r) -> const float* {
+        return j0 + r < kend ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
+      });
+    __syncthreads();  // Q (first tile), K, V visible
+
+    float s[RA][kKeysPerThread];
+#pragma unroll
+    for (int a = 0; a < RA; ++a)
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerThread; ++kk) s[a][kk] = 0.0f;
+    any_tile_dot<MATH, TY, RA>(s, Qs, ldq, Ks, ldq, g.dqk, stage);
+
+#pragma unroll
+    for (int a = 0; a < RA; ++a) {
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerThread; ++kk) {
+        const int j = j0 + tx + kTx * kk;  // j >= start by construction
+        s[a][kk] = (j <= rows.last_key[a] && j < kend) ? s[a][kk] * g.scale2 : -INFINITY;
+        tile_max = fmaxf(tile_max, s[a][kk]);
+      }
+      tile_max = half_warp_max(tile_max);
+      const float new_max = fmaxf(row_max[a], tile_max);
+      // A row that has seen no key yet keeps max -inf: use 0 so that exp2f gives 0, not NaN.
+      const float ref = new_max == -INFINITY ? 0.0f : new_max;
+      const float alpha = exp2f(row_max[a] - ref);  // rescales the old sum and output (0 when there were none)
+      row_max[a] = new_max;
+      float psum = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerThread; ++kk) {
+        const float p = exp2f(s[a][kk] - ref);
+        psum += p;
+        // Dropout acts on the probabilities that multiply V; the normalizer l stays un-dropped (as on the CPU).
+        const float pm = p == 0.0f ? 0.0f : p * drop_multiplier(g, rows.stat[a], j0 + tx + kTx * kk);
+        Ps[(ty + TY * a) * kPStride + tx + kTx * kk] = pm;
+      }
+      row_sum[a] = row_sum[a] * alpha + psum;
+#pragma unroll
+      for (int m = 0; m < NMV; ++m)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_o[a][m][e] *= alpha;
+    }
+    __syncthreads();  // P visible
+    any_tile_pv<MATH, TY, RA, NMV>(acc_o, Ps, Vs, ldv, stage);
+    __syncthreads();  // K, V, P free for the next tile
+  }
+
+  // Finish: the row sums are per-thread partials over this thread's keys; add the half warp's.
+#pragma unroll
+  for (int a = 0; a < RA; ++a) {
+    const float l = half_warp_sum(row_sum[a]);
+    if (!rows.ok[a]) continue;
+    const int rho = rho0 + ty + TY * a;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const float row_lse = l > 0.0f ? (row_max[a] + log2f(l)) * kLn2 : -INFINITY;
+    float* dst;
+    if (splits == 1) {
+      dst = out + q_row(g, b, hk, rho) * g.dv;
+      if (lse && tx == 0) lse[rows.stat[a]] = row_lse;
+    } else {
+      const int64_t prow = (static_cast<int64_t>(split) * gridDim.y + bk) * g.rows + rho;
+      dst = part_o + prow * g.dv;
+      if (tx == 0) part_lse[prow] = row_lse;
+    }
+#pragma unroll
+    for (int m = 0; m < NMV; ++m)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = 4 * tx + 64 * m + e;
+        if (c < g.dv) dst[c] = acc_o[a][m][e] * inv;
+      }
+  }
+}
+
+// Merges the split partials of one query row per warp, in split order:
+//   lse = M + ln Σ_z exp(lse_z - M),  out = Σ_z exp(lse_z - lse) out_z;  no visible key anywhere: 0 and -inf.
+__global__ void attention_combine_kernel(float* __restrict__ out, float* __restrict__ lse,
+                                         const float* __restrict__ part_o, const float* __restrict__ part_lse,
+                                         int splits, Geometry g) {
+  const int lane = threadIdx.x & 31;
+  const int64_t total = static_cast<int64_t>(g.B) * g.Hk * g.rows;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= total) return;
+  const int bk = static_cast<int>(row / g.rows), rho = static_cast<int>(row % g.rows);
+  const int b = bk / g.Hk, hk = bk % g.Hk;
+  float M = -INFINITY;
+  for (int z = 0; z < splits; ++z) M = fmaxf(M, part_lse[static_cast<int64_t>(z) * total + row]);
+  float* dst = out + q_row(g, b, hk, rho) * g.dv;
+  if (M == -INFINITY) {
+    for (int c = lane; c < g.dv; c += 32) dst[c] = 0.0f;
+    if (lse && lane == 0) lse[stat_index(g, b, hk, rho)] = -INFINITY;
+    return;
+  }
+  float wsum = 0.0f;
+  for (int z = 0; z < splits; ++z) wsum += expf(part_lse[static_cast<int64_t>(z) * total + row] - M);
+  const float row_lse = M + logf(wsum);
+  for (int c = lane; c < g.dv; c += 32) {
+    float o = 0.0f;
+    for (int z = 0; z < splits; ++z) {
+      const float w = expf(part_lse[static_cast<int64_t>(z) * total + row] - row_lse);  // 0 for an empty split
+      o = fmaf(w, part_o[(static_cast<int64_t>(z) * total + row) * g.dv + c], o);
+    }
+    dst[c] = o;
+  }
+  if (lse && lane == 0) lse[stat_index(g, b, hk, rho)] = row_lse;
+}
+
+
+template <int TY, int RA, int MATH>
+void launch_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* kv_start,
+                    const Geometry& g) {
+  constexpr int BR = TY * RA;
+  const int row_blocks = static_cast<int>(cuda::ceil_div(g.rows, BR));
+  const int64_t blocks = static_cast<int64_t>(row_blocks) * g.B * g.Hk;
+  DSK_CHECK(row_blocks <= 0x7fffffff, "attention: too many rows");
+  // Split the keys when fewer than two waves of blocks would run, keeping at least 2 key tiles per split.
+  const int max_tiles = static_cast<int>(cuda::ceil_div(g.Tk, kKeyTile));
+  const int64_t target = 2LL * cuda::sm_count();
+  int splits = 1;
+  if (blocks < target) splits = static_cast<int>(std::min<int64_t>(cuda::ceil_div(target, blocks), max_tiles / 2));
+  splits = std::max(1, std::min(splits, 64));
+
+  const size_t ldq = g.wq + 4, ldv = g.wv + 4;
+  const size_t floats = BR * ldq + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + BR * kPStride +
+                        stage_floats(TileMath(MATH), BR);
+  const size_t bytes = floats * sizeof(float);
+
+  float *part_o = nullptr, *part_lse = nullptr;
+  if (splits > 1) {
+    const size_t prow = static_cast<size_t>(splits) * g.B * g.Hk * g.rows;
+    part_o = static_cast<float*>(cuda::scratch(prow * (g.dv + 1) * sizeof(float)));
+    part_lse = part_o + prow * g.dv;
+  }
+  with_nm(g.wv / 64, [&](auto nmv) {
+    constexpr int NMV = decltype(nmv)::value;
+    auto kernel = attention_forward_kernel<TY, RA, NMV, MATH>;
+    allow_shared(kernel, bytes, "attention_forward");
+    dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(g.B * g.Hk), static_cast<unsigned>(splits));
+    DSK_LAUNCH(grid, TY * kTx, bytes, kernel)(out, lse, part_o, part_lse, q, k, v, kv_start, g);
+    DSK_CUDA_CHECK_LAUNCH();
+  });
+  if (splits > 1) {
+    const int64_t rows_total = static_cast<int64_t>(g.B) * g.Hk * g.rows;
+    constexpr int kWarps = 4;
+    DSK_LAUNCH(static_cast<unsigned>(cuda::ceil_div(rows_total, kWarps)), kWarps * 32, 0, attention_combine_kernel)(
+        out, lse, part_o, part_lse, splits, g);
+    DSK_CUDA_CHECK_LAUNCH();
+  }
+}
+
+
+}  // namespace
+
+template <>
+void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, const float* k, const float* v,
+                                      const int32_t* kv_start, const AttentionShape& s, const AttentionDropout& drop) {
+  check_shape(s, drop);
+  // kv_start lives on the device; its range is the caller's responsibility (the CPU checks it on the host).
+  const Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
+  DSK_CHECK(cuda::ceil_div(g.rows, 16) <= 0x7fffffff, "attention: too many rows");
+  // Decode-like shapes (a few query rows per (b, kv head)) use 8- or 16-row blocks, training 64. Every block row
+  // costs its multiply-adds whether or not it is a real query row: absorbed decode of the default config has 8
+  // rows (its heads), and with 16-row blocks half of the work would be padding.
+  // The tensor cores (attention_math) take the 16- and 64-row blocks: wmma's fragments have 16 rows, and an 8-row
+  // block on them would multiply as many padding rows as real ones.
+  if (g.rows <= 8)
+    launch_forward<8, 1, kFfmaMath>(out, lse, q, k, v, kv_start, g);
+  else if (g.rows <= 16)
+    with_tile_math(attention_tile_math(), [&](auto math) {
+      launch_forward<8, 2, decltype(math)::value>(out, lse, q, k, v, kv_start, g);
+    });
+  else
+    with_tile_math(attention_tile_math(), [&](auto math) {
+      // The tensor-core blocks spread the 64 rows over 8 warps (4 rows per thread): with 4 the 3xTF32 fragments
+      // on top of the output accumulators spilled at width 128 (scripts/kernel_resources.sh).
+      constexpr int MATH = decltype(math)::value;
+      if constexpr (MATH == kFfmaMath)
+        launch_forward<8, 8, MATH>(out, lse, q, k, v, kv_start, g);
+      else
+        launch_forward<16, 4, MATH>(out, lse, q, k, v, kv_start, g);
+    });
+}
+
+
+}  // namespace dsk
