@@ -56,14 +56,11 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
 
   const ThreadRows<RA> rows = thread_rows<TY, RA>(g, b, hk, rho0);
   float row_lse2[RA], row_D[RA], acc[RA][NMQ][4];
+  zero(acc);
 #pragma unroll
   for (int a = 0; a < RA; ++a) {
     row_lse2[a] = rows.ok[a] ? lse[rows.stat[a]] * kLog2e : 0.0f;
     row_D[a] = rows.ok[a] ? D[rows.stat[a]] : 0.0f;
-#pragma unroll
-    for (int m = 0; m < NMQ; ++m)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[a][m][e] = 0.0f;
   }
 
   load_tile(Qs, ldq, BR, g.wq, g.dqk, [&](int r) -> const float* {
@@ -85,10 +82,8 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
     __syncthreads();
 
     float s[RA][kKeysPerThread], dp[RA][kKeysPerThread];
-#pragma unroll
-    for (int a = 0; a < RA; ++a)
-#pragma unroll
-      for (int kk = 0; kk < kKeysPerThread; ++kk) s[a][kk] = dp[a][kk] = 0.0f;
+    zero(s);
+    zero(dp);
     any_tile_dot<MATH, TY, RA>(s, Qs, ldq, Ks, ldq, g.dqk, stage);
     any_tile_dot<MATH, TY, RA>(dp, dOs, ldv, Vs, ldv, g.dv, stage);
 #pragma unroll
@@ -152,17 +147,8 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
   const int j0 = blockIdx.x * kKeyTile;
 
   float acc_k[RA][NMQ][4], acc_v[RA][NMV][4];
-#pragma unroll
-  for (int a = 0; a < RA; ++a) {
-#pragma unroll
-    for (int m = 0; m < NMQ; ++m)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc_k[a][m][e] = 0.0f;
-#pragma unroll
-    for (int m = 0; m < NMV; ++m)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc_v[a][m][e] = 0.0f;
-  }
+  zero(acc_k);
+  zero(acc_v);
 
   load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, [&](int r) -> const float* {
     return j0 + r < g.Tk ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
@@ -200,10 +186,8 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
 
     // Transposed scores: s[a][kk] for key ty + 16a and query row tx + 16kk of this tile.
     float s[RA][kKeysPerThread], dp[RA][kKeysPerThread];
-#pragma unroll
-    for (int a = 0; a < RA; ++a)
-#pragma unroll
-      for (int kk = 0; kk < kKeysPerThread; ++kk) s[a][kk] = dp[a][kk] = 0.0f;
+    zero(s);
+    zero(dp);
     any_tile_dot<MATH, TY, RA>(s, Ks, ldq, Qs, ldq, g.dqk, stage);
     any_tile_dot<MATH, TY, RA>(dp, Vs, ldv, dOs, ldv, g.dv, stage);
 #pragma unroll

@@ -275,6 +275,18 @@ __device__ __forceinline__ void any_tile_pv(float (&acc)[RA][NM][4], const float
 // Shared floats the staging tile adds to a kernel of BR-row blocks in the arithmetic math.
 inline size_t stage_floats(TileMath math, int BR) { return math == kFfmaMath ? 0 : static_cast<size_t>(BR) * kPStride; }
 
+// Zeroes a thread's register accumulator (any shape: the output columns acc[RA][NM][4], the scores acc[RA][4]).
+template <class T, size_t N>
+__device__ __forceinline__ void zero(T (&acc)[N]) {
+#pragma unroll
+  for (size_t i = 0; i < N; ++i) {
+    if constexpr (std::is_array_v<T>)
+      zero(acc[i]);
+    else
+      acc[i] = 0.0f;
+  }
+}
+
 // Reductions over the 16 lanes of a half warp (the threads sharing a row).
 __device__ __forceinline__ float half_warp_max(float v) {
 #pragma unroll

@@ -51,15 +51,10 @@ __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_ke
   // Per-row state: the rows, running max (base 2) and this thread's partial sum.
   const ThreadRows<RA> rows = thread_rows<TY, RA>(g, b, hk, rho0);
   float row_max[RA], row_sum[RA], acc_o[RA][NMV][4];
+  zero(row_sum);
+  zero(acc_o);
 #pragma unroll
-  for (int a = 0; a < RA; ++a) {
-    row_max[a] = -INFINITY;
-    row_sum[a] = 0.0f;
-#pragma unroll
-    for (int m = 0; m < NMV; ++m)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc_o[a][m][e] = 0.0f;
-  }
+  for (int a = 0; a < RA; ++a) row_max[a] = -INFINITY;
 
   load_tile(Qs, ldq, BR, g.wq, g.dqk, [&](int r) -> const float* {
     const int rho = rho0 + r;
@@ -78,10 +73,7 @@ __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_ke
     __syncthreads();  // Q (first tile), K, V visible
 
     float s[RA][kKeysPerThread];
-#pragma unroll
-    for (int a = 0; a < RA; ++a)
-#pragma unroll
-      for (int kk = 0; kk < kKeysPerThread; ++kk) s[a][kk] = 0.0f;
+    zero(s);
     any_tile_dot<MATH, TY, RA>(s, Qs, ldq, Ks, ldq, g.dqk, stage);
 
 #pragma unroll
