@@ -87,8 +87,7 @@ nlohmann::json bench_training(const AttentionModelShape& m, bool absorbed, float
 
 // One decode step (q_len 1) for `batch` sequences against a cache of kv_len tokens, in the arithmetic `math`. The
 // compulsory traffic is the cache read (K, plus V when it is a separate tensor) plus q and out; GB/s is compared
-// with the copy bandwidth. "tensor_cores": whether that arithmetic reached the tensor cores (decode blocks of 9-16
-// query rows, i.e. absorbed decode of 9-16 heads; fewer rows always run FFMA).
+// with the copy bandwidth.
 nlohmann::json bench_decode(const char* model, bool absorbed, int batch, int kv_len, int heads, int dim, double copy,
                             cuda::Math math = cuda::Math::kFfma) {
   cuda::ScopedAttentionMath pinned(math);
@@ -116,8 +115,7 @@ nlohmann::json bench_decode(const char* model, bool absorbed, int batch, int kv_
           {"dim", dim},           {"ms", ms},
           {"cache_bytes", 4.0 * (absorbed ? 1.0 : 2.0) * nkv},
           {"gbps", gbps},         {"fraction_of_copy", gbps / copy},
-          {"math", cuda::math_name(math)},
-          {"tensor_cores", math != cuda::Math::kFfma && heads / s.kv_heads > 8}};
+          {"math", cuda::math_name(math)}};
 }
 
 }  // namespace

@@ -120,11 +120,10 @@ def attention_markdown(attn, torch_attn):
                       f"{r['batch']}×{r['seq']}×{r['heads']} (Hk {r['kv_heads']}) | "
                       f"{r['qk_dim']}/{r['v_dim']} | {r['dropout']} | {r['forward_ms']:.3f} | {r['backward_ms']:.3f} | "
                       f"{r['forward_tflops']:.2f} | {r['backward_tflops']:.2f} |")
-        md.append("\n| decode | form | math (tensor cores?) | batch | kv_len | H (Hk) | dim | ms | GB/s | of copy |\n"
+        md.append("\n| decode | form | math | batch | kv_len | H (Hk) | dim | ms | GB/s | of copy |\n"
                   "|---|---|---|---|---|---|---|---|---|---|")
         for r in attn.get("decode", []):
-            tc = " (yes)" if r.get("tensor_cores") else (" (no)" if r.get("math", "ffma") != "ffma" else "")
-            md.append(f"| {r['model']} | {r['form']} | {r.get('math', 'ffma')}{tc} | {r['batch']} | {r['kv_len']} | "
+            md.append(f"| {r['model']} | {r['form']} | {r.get('math', 'ffma')} | {r['batch']} | {r['kv_len']} | "
                       f"{r['heads']} ({r['kv_heads']}) | "
                       f"{r['dim']} | {r['ms']:.4f} | {r['gbps']:.0f} | {100 * r['fraction_of_copy']:.0f}% |")
     md.append("\n### dsk vs PyTorch scaled_dot_product_attention (explicit shapes, forward + backward ms)")

@@ -214,7 +214,6 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
   }
 }
 
-
 }  // namespace
 
 template <>
@@ -226,26 +225,27 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
   DSK_CHECK(cuda::ceil_div(g.rows, 16) <= 0x7fffffff, "attention: too many rows");
   // Decode-like shapes (a few query rows per (b, kv head)) use 8- or 16-row blocks, training 64. Every block row
   // costs its multiply-adds whether or not it is a real query row: absorbed decode of the default config has 8
-  // rows (its heads), and with 16-row blocks half of the work would be padding.
-  // The tensor cores (attention_math) take the 16- and 64-row blocks: wmma's fragments have 16 rows, and an 8-row
-  // block on them would multiply as many padding rows as real ones.
-  if (g.rows <= 8)
-    launch_forward<8, 1, kFfmaMath>(out, lse, q, k, v, kv_start, g);
-  else if (g.rows <= 16)
-    with_tile_math(attention_tile_math(), [&](auto math) {
-      launch_forward<8, 2, decltype(math)::value>(out, lse, q, k, v, kv_start, g);
-    });
-  else
-    with_tile_math(attention_tile_math(), [&](auto math) {
-      // The tensor-core blocks spread the 64 rows over 8 warps (4 rows per thread): with 4 the 3xTF32 fragments
-      // on top of the output accumulators spilled at width 128 (scripts/kernel_resources.sh).
-      constexpr int MATH = decltype(math)::value;
-      if constexpr (MATH == kFfmaMath)
+  // rows (its heads), and with 16-row blocks half of the work would be padding on the CUDA cores. On the tensor
+  // cores (attention_math) the smallest block is 16 rows, wmma's fragment height: there padding rows are cheap next
+  // to the key tiles' loads (the benchmark's decode records compare).
+  with_tile_math(attention_tile_math(), [&](auto math) {
+    constexpr int MATH = decltype(math)::value;
+    if constexpr (MATH == kFfmaMath) {
+      if (g.rows <= 8)
+        launch_forward<8, 1, MATH>(out, lse, q, k, v, kv_start, g);
+      else if (g.rows <= 16)
+        launch_forward<8, 2, MATH>(out, lse, q, k, v, kv_start, g);
+      else
         launch_forward<8, 8, MATH>(out, lse, q, k, v, kv_start, g);
+    } else {
+      // The 64-row tensor-core blocks spread their rows over 8 warps (4 rows per thread): with 4 warps the 3xTF32
+      // fragments on top of the output accumulators spilled at width 128 (scripts/kernel_resources.sh).
+      if (g.rows <= 16)
+        launch_forward<8, 2, MATH>(out, lse, q, k, v, kv_start, g);
       else
         launch_forward<16, 4, MATH>(out, lse, q, k, v, kv_start, g);
-    });
+    }
+  });
 }
-
 
 }  // namespace dsk

@@ -316,9 +316,11 @@ TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs 
       CHECK_FALSE(bits_equal(grads[2], ffma_grads[2]));
     }
   }
-  // Decode and prefill shapes with 9-16 query rows per (batch, kv head) take the 16-row blocks (also on the tensor
-  // cores), split over the keys when the grid is small.
+  // Decode and prefill shapes with up to 16 query rows per (batch, kv head) take the 16-row blocks on the tensor
+  // cores (the CUDA cores use 8-row blocks up to 8), split over the keys when the grid is small.
   const Case decode_cases[] = {
+      {"decode, 8 heads on one latent", 3, 1, 200, 256, 8, 1, 128, 128, 0.125f, 0.0f, true},
+      {"explicit decode, one row per head", 2, 1, 100, 100, 4, 4, 64, 64, 0.125f},
       {"decode, 16 heads on one latent", 2, 1, 300, 320, 16, 1, 128, 128, 0.125f, 0.0f, true},
       {"decode, 12 heads, dropout", 1, 1, 150, 150, 12, 1, 64, 64, 0.125f, 0.2f, true},
       {"3 new tokens x 4 heads, per-head odd width", 2, 3, 90, 90, 4, 1, 37, 37, 0.3f},
