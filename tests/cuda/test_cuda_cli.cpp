@@ -48,10 +48,12 @@ TEST_CASE("cuda cli: info, train, eval, sample and resume with --device cuda", "
 
   const std::string run = d / "run";
   auto train = run_dsk(fmt::format("train --config {} --data {} --out {} --device cuda --sample-tokens 8 "
-                                   "--set max_steps=4 --set batch_size=2 --set eval_batches=0 --set eval_every=2",
+                                   "--set max_steps=4 --set batch_size=2 --set eval_batches=0 --set eval_every=2 "
+                                   "--set attention_math=3xtf32",
                                    config, data, run));
   INFO(train.output);
   REQUIRE(train.exit_code == 0);
+  CHECK_THAT(train.output, Catch::Contains("CUDA arithmetic: cuBLAS GEMMs fp32, expert GEMMs ffma, attention 3xtf32"));
   CHECK_THAT(train.output, Catch::Contains("done: 4 steps"));
   CHECK_THAT(train.output, Catch::Contains("--- sample"));
   REQUIRE(fs::exists(fs::path(run) / "best/model.safetensors"));
