@@ -40,11 +40,15 @@ struct AttentionBenchSizes {
   long long copy_bytes = 1LL << 30;    // the copy bandwidth measurement
 };
 
-// The arithmetics each training shape is timed in (the record's "math").
-inline constexpr cuda::Math kAttentionBenchMaths[] = {cuda::Math::kFfma, cuda::Math::kTf32, cuda::Math::kTf32x3};
+// The arithmetics each training shape is timed in (the record's "math"): FFMA, and TF32 and 3xTF32 where the GPU
+// has TF32 tensor cores (compute capability 8.0+).
+inline std::vector<cuda::Math> attention_bench_maths() {
+  if (!cuda::tf32_tensor_cores()) return {cuda::Math::kFfma};
+  return {cuda::Math::kFfma, cuda::Math::kTf32, cuda::Math::kTf32x3};
+}
 
 // The CUDA kernels (bench/attention_bench_cuda.cpp): forward/backward TFLOP/s on the training shapes (explicit
-// and absorbed) in each of kAttentionBenchMaths, and decode GB/s of KV-cache read against the measured copy
+// and absorbed) in each of attention_bench_maths(), and decode GB/s of KV-cache read against the measured copy
 // bandwidth.
 // {"benchmark", "backend": "cuda", "gpu", "copy_gbps", "training": [{model, form, math, ..., forward_ms,
 //  backward_ms, forward_tflops, backward_tflops}], "decode": [{model, form, batch, kv_len, ..., ms, gbps,

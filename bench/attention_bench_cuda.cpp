@@ -128,7 +128,7 @@ nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
   const auto& models = sizes.models;
   nlohmann::json training = nlohmann::json::array(), decode = nlohmann::json::array();
   // Every training record in each arithmetic of the 64-row kernels: FFMA, TF32 and 3xTF32 (tensor cores).
-  for (cuda::Math math : kAttentionBenchMaths) {
+  for (cuda::Math math : attention_bench_maths()) {
     for (const AttentionModelShape& m : models)
       for (bool absorbed : {false, true}) training.push_back(bench_training(m, absorbed, 0.0f, math));
     const AttentionModelShape& dropout_model = models[std::min<size_t>(1, models.size() - 1)];
@@ -138,7 +138,7 @@ nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
   // Decode: a batch large enough that the cache is far beyond L2, and one sequence (latency, split-K). The absorbed
   // form (what `dsk sample` runs) in each arithmetic.
   for (const AttentionModelShape& m : models) {
-    for (cuda::Math math : kAttentionBenchMaths)
+    for (cuda::Math math : attention_bench_maths())
       decode.push_back(bench_decode(m.model.c_str(), true, sizes.decode_batch_absorbed, sizes.decode_kv, m.heads,
                                     m.latent_dim, copy, math));
     decode.push_back(bench_decode(m.model.c_str(), false, sizes.decode_batch_explicit, sizes.decode_kv, m.heads,

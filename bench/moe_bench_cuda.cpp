@@ -381,15 +381,17 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
       cuda::ScopedExpertMath ffma(cuda::Math::kFfma);
       r["grouped_gemm"] = grouped_vs_dense(grouped);
     }
-    {
-      cuda::ScopedExpertMath tf32(cuda::Math::kTf32);
-      cuda::ScopedTf32 dense_tf32(true);  // the dense side: cuBLAS TF32
-      r["grouped_gemm_tf32"] = grouped_vs_dense(grouped);
-    }
-    {
-      // Near-fp32 accuracy on the tensor cores, against the same fp32 cuBLAS GEMMs as grouped_gemm.
-      cuda::ScopedExpertMath x3(cuda::Math::kTf32x3);
-      r["grouped_gemm_3xtf32"] = grouped_vs_dense(grouped);
+    if (cuda::tf32_tensor_cores()) {  // compute capability 8.0+
+      {
+        cuda::ScopedExpertMath tf32(cuda::Math::kTf32);
+        cuda::ScopedTf32 dense_tf32(true);  // the dense side: cuBLAS TF32
+        r["grouped_gemm_tf32"] = grouped_vs_dense(grouped);
+      }
+      {
+        // Near-fp32 accuracy on the tensor cores, against the same fp32 cuBLAS GEMMs as grouped_gemm.
+        cuda::ScopedExpertMath x3(cuda::Math::kTf32x3);
+        r["grouped_gemm_3xtf32"] = grouped_vs_dense(grouped);
+      }
     }
     results.push_back(r);
   }

@@ -1,6 +1,8 @@
 #pragma once
 // Device runtime: discovery, memory and transfers. The CPU side always exists; the CUDA side is compiled
 // when nvcc is found (DSK_HAVE_CUDA) and answers "no device" at run time on machines without a usable GPU.
+#include "kernels/common.h"
+
 #include <cstddef>
 #include <iterator>
 #include <optional>
@@ -47,6 +49,9 @@ void destroy_marker(void* marker);
 // Without the CUDA backend set_tf32 is a no-op and tf32_enabled() is false.
 void set_tf32(bool on);
 bool tf32_enabled();
+// Whether the current GPU has TF32 tensor cores (compute capability 8.0+): what the kTf32 / kTf32x3 tiles below need.
+// False without the CUDA backend.
+bool tf32_tensor_cores();
 
 // The grouped expert GEMMs' tile (kernels/cuda/expert_ffn.cu): kAuto takes 128 x 128 when a launch has enough of
 // them to give every multiprocessor two, else 64 x 64; kSmall / kBig force one (tests cover both tiles whatever
@@ -83,6 +88,16 @@ inline const char* math_name(Math math) {
     case Math::kTf32x3: return "3xtf32";
   }
   return "?";
+}
+// What a tile runs for the choice `chosen` of the setting named `key`: kAuto resolved against tf32; on a GPU without
+// TF32 tensor cores (compute capability below 8.0) kAuto gives FFMA and a forced tensor-core choice is a one-line
+// error (the device code would trap).
+inline Math effective_math(Math chosen, bool tf32, bool tensor_cores, const char* key) {
+  const Math math = resolve_math(chosen, tf32);
+  if (math == Math::kFfma || tensor_cores) return math;
+  DSK_CHECK(chosen == Math::kAuto, "{}={} needs TF32 tensor cores (compute capability 8.0 or newer); use {}=ffma", key,
+            math_name(chosen), key);
+  return Math::kFfma;
 }
 inline constexpr Math kMaths[] = {Math::kAuto, Math::kFfma, Math::kTf32, Math::kTf32x3};
 // The choice with that name; nullopt for any other name.

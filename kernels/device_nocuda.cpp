@@ -24,6 +24,7 @@ void destroy_marker(void*) { no_cuda(); }
 // Precision and tuning settings, not device calls: harmless (and ignored) on a CPU-only build.
 void set_tf32(bool) {}
 bool tf32_enabled() { return false; }
+bool tf32_tensor_cores() { return false; }
 void set_expert_tile(ExpertTile) {}
 ExpertTile expert_tile() { return ExpertTile::kAuto; }
 void set_expert_math(Math) {}

@@ -82,11 +82,16 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
     throw cli::UsageError(
         "bench train: --batch and --steps must be positive, --warmup and --profile-steps not negative, --seq-len "
         "within the context length");
-  nlohmann::json r = bench_train(c, cli::resolve_device(a.get("device")), o);
+  const Backend device = cli::resolve_device(a.get("device"));
+  nlohmann::json r = bench_train(c, device, o);
   r["config_name"] = a.get("config");
-  r["tf32"] = a.has("tf32");
-  r["expert_math"] = cuda::math_name(cuda::resolve_math(expert_math, a.has("tf32")));
-  r["attention_math"] = cuda::math_name(cuda::resolve_math(attention_math, a.has("tf32")));
+  if (device == Backend::CUDA) {  // the arithmetic that ran (what auto resolved to on this GPU)
+    r["tf32"] = a.has("tf32");
+    r["expert_math"] = cuda::math_name(
+        cuda::effective_math(expert_math, a.has("tf32"), cuda::tf32_tensor_cores(), "expert_math"));
+    r["attention_math"] = cuda::math_name(
+        cuda::effective_math(attention_math, a.has("tf32"), cuda::tf32_tensor_cores(), "attention_math"));
+  }
   return emit(a, r);
 }
 

@@ -252,6 +252,16 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   const Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
   const size_t ldq = g.wq + 4, ldv = g.wv + 4;
   const TileMath math = attention_tile_math();
+  // Shared floats of each kernel's block in the arithmetic m (see the kernels' carving).
+  auto dq_floats = [&](TileMath m) {
+    return 64 * ldq + 64 * ldv + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * kPStride +
+           stage_floats(m, 64);
+  };
+  auto dkv_floats = [&](TileMath m) {
+    return kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * ldq + 64 * ldv + 2 * kKeyTile * kPStride +
+           2 * 64 /* lse2s, Ds */ + 64 /* lasts */ + 1 /* align */ + 2 * 64 /* stats: 64 int64 */ +
+           stage_floats(m, kKeyTile);
+  };
 
   // D = dout · out per row (B, H, T), in scratch (kernels below only read it).
   const int64_t nrows = static_cast<int64_t>(s.batch) * T * s.heads;
@@ -265,10 +275,9 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
 
   // dQ: 64 query rows per block.
   {
-    const size_t floats = 64 * ldq + 64 * ldv + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) +
-                          64 * kPStride + stage_floats(math, 64);
-    const size_t bytes = floats * sizeof(float);
-    with_tile_math(math, [&](auto mt) {
+    const TileMath dq_math = fitting_math(math, dq_floats(math));
+    const size_t bytes = dq_floats(dq_math) * sizeof(float);
+    with_tile_math(dq_math, [&](auto mt) {
     with_nm(g.wq / 64, [&](auto nmq) {
       constexpr int NMQ = decltype(nmq)::value;
       auto kernel = attention_dq_kernel<NMQ, decltype(mt)::value>;
@@ -282,11 +291,9 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
 
   // dK, dV: one 64-key tile per block.
   {
-    const size_t floats = kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * ldq + 64 * ldv +
-                          2 * kKeyTile * kPStride + 2 * 64 /* lse2s, Ds */ + 64 /* lasts */ + 1 /* align */ +
-                          2 * 64 /* stats: 64 int64 */ + stage_floats(math, kKeyTile);
-    const size_t bytes = floats * sizeof(float);
-    with_tile_math(math, [&](auto mt) {
+    const TileMath dkv_math = fitting_math(math, dkv_floats(math));
+    const size_t bytes = dkv_floats(dkv_math) * sizeof(float);
+    with_tile_math(dkv_math, [&](auto mt) {
     with_nm(g.wq / 64, [&](auto nmq) {
       with_nm(g.wv / 64, [&](auto nmv) {
         constexpr int NMQ = decltype(nmq)::value, NMV = decltype(nmv)::value;
@@ -300,6 +307,5 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
     });
   }
 }
-
 
 }  // namespace dsk

@@ -4,9 +4,8 @@
 // problem's geometry and indexing, the shared-memory tiles and their products (FFMA and tensor cores), and the host
 // helpers that size and launch the kernels.
 //
-// One flash-style design for every form the model uses, fp32 on the CUDA cores (FFMA) or, for the 64-row blocks
-// (training and prefill), with its products on the tensor cores in TF32 or 3xTF32 (cuda::attention_math; see
-// "the same products on the tensor cores" below):
+// One flash-style design for every form the model uses, fp32 on the CUDA cores (FFMA) or with its products on the
+// tensor cores in TF32 or 3xTF32 (cuda::attention_math; see "the same products on the tensor cores" below):
 //
 // Flattened query rows. Query heads h = hk*G + g share kv head hk (G = H / Hk: G = 1 for per-head K/V, G = H
 // for the shared latent). For one (batch b, kv head hk) the kernels see Tq*G "rows" rho = i*G + g (query
@@ -23,7 +22,8 @@
 //   "row" operands (Q in the forward) [rows][W + 4]  with W = 64*NM: stride ≡ 4 (mod 8) words, so the two
 //       half-warps' rows r, r+1 land on different banks and a key tile's 16 rows c = tx + 16kk hit all 32 banks;
 //   probability tiles [rows][64 + 16]: stride ≡ 16 (mod 32), rows r and r+1 on opposite bank halves.
-// Widths are padded with zeros to W = 64*NM (NM = ceil(dim / 64) <= 4), so any qk/v width up to 256 works.
+// Widths are padded with zeros to W = 64*NM (NM = ceil(dim / 64) <= 4): qk/v widths up to 256 (shared memory
+// permitting, below).
 //
 // Forward (attention_forward_kernel): online softmax in base 2 (scores scaled by scale*log2(e), exp2f), per
 // key tile: S = Q K^T (registers), running max/sum update, P (with the dropout multiplier) to shared memory,
@@ -31,7 +31,8 @@
 // Decode / small grids: when the blocks would not fill the GPU, each block's key range is split over
 // gridDim.z blocks (flash-decoding); each writes its normalized partial output and partial lse, and
 // attention_combine_kernel merges them in split order (deterministic). Decode shapes (<= 8 or <= 16 rows per
-// (b, hk)) use 8- or 16-row blocks so the key tiles are not multiplied against empty rows.
+// (b, hk)) use 8- or 16-row blocks so the key tiles are not multiplied against empty rows (on the tensor cores
+// 16-row blocks, wmma's fragment height).
 //
 // Backward (flash-attention-2 math, made deterministic by two kernels instead of atomics):
 //   D_i = dout_i · out_i                                          (attention_row_dot_kernel)
@@ -46,7 +47,10 @@
 //   forward: Q [BR][Wq+4] + K [64][Wq+4] + V [64][Wv+4] + P [BR][80]       (dqk = dv = 128, shared: 88 KB)
 //   dq:      Q, dO [64][W+4] + K, V [64][W+4] + dS [64][80]                 (explicit hd 64: 90 KB)
 //   dkv:     K, V, Q, dO [64][W+4] + P, dS [64][80] + lse, D [64]            (explicit hd 64: 111 KB)
-//   the tensor-core kernels add a staging tile [64][80] (20 KB) each.
+//   the tensor-core kernels add a staging tile [BR][80] (BR = 64: 20 KB; the 16-row forward: 5 KB). Where that does
+//   not fit the device's 227 KB (widths over 192 with separate K and V) the FFMA kernel runs (fitting_math).
+//   Widths up to 256 work in the forward; the backward's blocks hold four or five tiles and fit up to 128, or 192
+//   with 128 (wider is a one-line error from allow_shared).
 // Loads are plain coalesced loads staged through registers (no cp.async/TMA pipelining yet). The tensor-core path
 // uses wmma (mma.sync) through a shared staging tile; register-resident mma fragments (flash-attention-2's layout)
 // and wgmma are the next steps if a GPU report shows the staging is the bottleneck.
@@ -360,7 +364,7 @@ inline Geometry make_geometry(const AttentionShape& s, const AttentionDropout& d
   return g;
 }
 
-// The arithmetic of the 64-row kernels: cuda::attention_math resolved (tensor_math.cuh).
+// The arithmetic of the attention kernels: cuda::attention_math resolved (tensor_math.cuh).
 inline TileMath attention_tile_math() { return tile_math(cuda::attention_math(), "attention_math"); }
 
 inline int max_shared_bytes() {
@@ -380,6 +384,13 @@ inline void allow_shared(Kernel kernel, size_t bytes, const char* what) {
             "{}: needs {} bytes of shared memory per block, the device allows {} (qk/v widths too large)", what,
             bytes, max_shared_bytes());
   DSK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
+// The arithmetic a kernel runs when its tensor-core form needs `tc_floats` of shared memory: that form adds a
+// staging tile, and at the widest shapes only the FFMA form fits the device (then that one runs).
+inline TileMath fitting_math(TileMath math, size_t tc_floats) {
+  const bool fits = tc_floats * sizeof(float) <= static_cast<size_t>(max_shared_bytes());
+  return math == kFfmaMath || fits ? math : kFfmaMath;
 }
 
 // Calls f(std::integral_constant<int, NM>{}) for NM = nm in 1..4.

@@ -172,6 +172,12 @@ __global__ void attention_combine_kernel(float* __restrict__ out, float* __restr
 }
 
 
+// Shared floats of a forward block of BR rows in the arithmetic math (see the kernel's carving).
+size_t forward_floats(const Geometry& g, int BR, TileMath math) {
+  const size_t ldq = g.wq + 4, ldv = g.wv + 4;
+  return BR * ldq + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + BR * kPStride + stage_floats(math, BR);
+}
+
 template <int TY, int RA, int MATH>
 void launch_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* kv_start,
                     const Geometry& g) {
@@ -186,10 +192,7 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
   if (blocks < target) splits = static_cast<int>(std::min<int64_t>(cuda::ceil_div(target, blocks), max_tiles / 2));
   splits = std::max(1, std::min(splits, 64));
 
-  const size_t ldq = g.wq + 4, ldv = g.wv + 4;
-  const size_t floats = BR * ldq + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + BR * kPStride +
-                        stage_floats(TileMath(MATH), BR);
-  const size_t bytes = floats * sizeof(float);
+  const size_t bytes = forward_floats(g, BR, TileMath(MATH)) * sizeof(float);
 
   float *part_o = nullptr, *part_lse = nullptr;
   if (splits > 1) {
@@ -228,8 +231,10 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
   // rows (its heads), and with 16-row blocks half of the work would be padding on the CUDA cores. On the tensor
   // cores (attention_math) the smallest block is 16 rows, wmma's fragment height: there padding rows are cheap next
   // to the key tiles' loads (the benchmark's decode records compare).
-  with_tile_math(attention_tile_math(), [&](auto math) {
-    constexpr int MATH = decltype(math)::value;
+  const TileMath tc_math = attention_tile_math();
+  const TileMath math = fitting_math(tc_math, forward_floats(g, g.rows <= 16 ? 16 : 64, tc_math));
+  with_tile_math(math, [&](auto mt) {
+    constexpr int MATH = decltype(mt)::value;
     if constexpr (MATH == kFfmaMath) {
       if (g.rows <= 8)
         launch_forward<8, 1, MATH>(out, lse, q, k, v, kv_start, g);

@@ -110,6 +110,16 @@ void* scratch(size_t bytes) {
 
 void set_tf32(bool on) { g_tf32.store(on); }
 bool tf32_enabled() { return g_tf32.load(); }
+bool tf32_tensor_cores() {
+  static const bool yes = [] {
+    int dev = 0;
+    DSK_CUDA_CHECK(cudaGetDevice(&dev));
+    cudaDeviceProp p;
+    DSK_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+    return p.major >= 8;
+  }();
+  return yes;
+}
 
 void set_expert_tile(ExpertTile tile) { g_expert_tile.store(tile); }
 ExpertTile expert_tile() { return g_expert_tile.load(); }

@@ -22,30 +22,9 @@ enum TileMath { kFfmaMath, kTf32Math, kTf32x3Math };
 
 // ---- host: which arithmetic ---------------------------------------------------------------------------------------
 
-// Whether the current GPU has TF32 tensor cores (compute capability 8.0+).
-inline bool tf32_tensor_cores() {
-  static const bool yes = [] {
-    int dev = 0;
-    DSK_CUDA_CHECK(cudaGetDevice(&dev));
-    cudaDeviceProp p;
-    DSK_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
-    return p.major >= 8;
-  }();
-  return yes;
-}
-
-// The arithmetic for a setting (`key` names it in the error): kAuto resolved against tf32 (TF32 when it is on, FFMA
-// when not). Without TF32 tensor cores kAuto runs FFMA and a forced tensor-core choice is an error (the device code
-// would trap).
+// The arithmetic for a setting on this GPU (cuda::effective_math; `key` names the setting in its error).
 inline TileMath tile_math(cuda::Math chosen, const char* key) {
-  const cuda::Math math = cuda::resolve_math(chosen, cuda::tf32_enabled());
-  if (math != cuda::Math::kFfma && !tf32_tensor_cores()) {
-    DSK_CHECK(chosen == cuda::Math::kAuto,
-              "{}={} needs TF32 tensor cores (compute capability 8.0 or newer); use {}=ffma", key,
-              cuda::math_name(chosen), key);
-    return kFfmaMath;
-  }
-  switch (math) {
+  switch (cuda::effective_math(chosen, cuda::tf32_enabled(), cuda::tf32_tensor_cores(), key)) {
     case cuda::Math::kTf32: return kTf32Math;
     case cuda::Math::kTf32x3: return kTf32x3Math;
     default: return kFfmaMath;

@@ -275,11 +275,15 @@ TEST_CASE("cuda attention_backward vs CPU, deterministic", "[cuda][attention]") 
   }
 }
 
-// The tensor-core arithmetic of the 64-row kernels (cuda::attention_math): 3xTF32 at fp32's tolerances, TF32 at
+// The tensor-core arithmetic of the attention kernels (cuda::attention_math): 3xTF32 at fp32's tolerances, TF32 at
 // TF32's. Each must also differ from the FFMA result in some bit, or the setting did not reach the kernels.
 TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs CPU, deterministic",
           "[cuda][attention]") {
   if (!dsk::testing::gpu_available()) return;
+  if (!cuda::tf32_tensor_cores()) {
+    WARN("this GPU has no TF32 tensor cores (compute capability below 8.0): the tensor-core attention is not run");
+    return;
+  }
   auto rng = test_rng(78);
   struct NamedMath {
     cuda::Math math;
@@ -315,6 +319,23 @@ TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs 
       CHECK_FALSE(bits_equal(grads[1], ffma_grads[1]));
       CHECK_FALSE(bits_equal(grads[2], ffma_grads[2]));
     }
+  }
+  // The widest shapes: 256 with one shared latent runs the tensor-core forward (the only width-256 instantiation),
+  // while its backward blocks, like the forward's with separate K and V, need more shared memory than the device
+  // has once the staging tile is added: those run the FFMA kernels (bit for bit the FFMA result).
+  {
+    const Case shared256{"widths 256, shared latent", 1, 40, 40, 0, 2, 1, 256, 256, 0.05f, 0.0f, true};
+    const Case separate256{"widths 256, separate K and V", 1, 40, 40, 0, 2, 1, 256, 256, 0.05f};
+    auto in_shared = make_inputs(shared256, rng), in_separate = make_inputs(separate256, rng);
+    std::vector<float> shared_ffma, separate_ffma;
+    {
+      cuda::ScopedAttentionMath ffma(cuda::Math::kFfma);
+      shared_ffma = check_forward(shared256, in_shared);
+      separate_ffma = check_forward(separate256, in_separate);
+    }
+    cuda::ScopedAttentionMath x3(cuda::Math::kTf32x3);
+    CHECK_FALSE(bits_equal(check_forward(shared256, in_shared), shared_ffma));
+    CHECK(bits_equal(check_forward(separate256, in_separate), separate_ffma));
   }
   // Decode and prefill shapes with up to 16 query rows per (batch, kv head) take the 16-row blocks on the tensor
   // cores (the CUDA cores use 8-row blocks up to 8), split over the keys when the grid is small.

@@ -58,14 +58,16 @@ TEST_CASE("cuda bench: attention kernels (training and decode records) at tiny s
   sizes.copy_bytes = 1 << 20;
   const auto j = bench_attention_kernels_cuda(sizes);
   require_positive(j, "copy_gbps");
-  const size_t n_maths = std::size(kAttentionBenchMaths);
+  const auto maths = attention_bench_maths();
+  const size_t n_maths = maths.size();
+  CHECK(n_maths == (cuda::tf32_tensor_cores() ? 3u : 1u));
   REQUIRE(j.at("training").size() == n_maths * (2 * sizes.models.size() + 2));
   std::map<std::string, size_t> per_math;
   for (const auto& r : j.at("training")) {
     for (const char* key : {"forward_ms", "backward_ms", "forward_tflops", "backward_tflops"}) require_positive(r, key);
     ++per_math[r.at("math").get<std::string>()];
   }
-  for (cuda::Math m : kAttentionBenchMaths) CHECK(per_math[cuda::math_name(m)] == 2 * sizes.models.size() + 2);
+  for (cuda::Math m : maths) CHECK(per_math[cuda::math_name(m)] == 2 * sizes.models.size() + 2);
   REQUIRE(cuda::attention_math() == cuda::Math::kAuto);  // each record's pinned choice was undone
   REQUIRE(j.at("decode").size() == (n_maths + 1) * sizes.models.size() + 1);
   for (const auto& r : j.at("decode")) {
@@ -83,10 +85,14 @@ TEST_CASE("cuda bench: MoE layer (grouped vs loop, grouped GEMM vs dense, fp32 a
   // Both paths compute the same layer.
   CHECK(r.at("max_rel_diff_y").get<double>() < 1e-4);
   CHECK(r.at("max_rel_diff_dx").get<double>() < 1e-4);
-  for (const char* g : {"grouped_gemm", "grouped_gemm_tf32", "grouped_gemm_3xtf32"})
+  // The tensor-core records exist on GPUs that have TF32 tensor cores (compute capability 8.0+; the emulator: 9.0).
+  std::vector<const char*> records = {"grouped_gemm"};
+  if (cuda::tf32_tensor_cores()) records.insert(records.end(), {"grouped_gemm_tf32", "grouped_gemm_3xtf32"});
+  CHECK(r.contains("grouped_gemm_3xtf32") == cuda::tf32_tensor_cores());
+  for (const char* g : records)
     for (const char* key : {"forward_tflops", "backward_tflops", "dense_forward_tflops", "forward_fraction_of_dense"})
       require_positive(r.at(g), key);
-  for (const char* g : {"grouped_gemm", "grouped_gemm_tf32", "grouped_gemm_3xtf32"})
+  for (const char* g : records)
     for (const char* tile : {"64x64", "128x128"})
       for (const char* key : {"forward_ms", "backward_ms"}) require_positive(r.at(g).at("forced_tiles").at(tile), key);
   REQUIRE(!cuda::tf32_enabled());

@@ -131,3 +131,23 @@ TEST_CASE("memory plan: a real training step uses exactly the planned activation
   tape.backward(r.loss_terms);
   CHECK(arena.peak() == plan.activation_bytes);
 }
+
+TEST_CASE("config: the arithmetic a tile runs: auto follows tf32, and without tensor cores falls back or errors",
+          "[config]") {
+  using cuda::Math;
+  // On a GPU with TF32 tensor cores (compute capability 8.0+).
+  CHECK(cuda::effective_math(Math::kAuto, false, true, "attention_math") == Math::kFfma);
+  CHECK(cuda::effective_math(Math::kAuto, true, true, "attention_math") == Math::kTf32);
+  for (Math m : {Math::kFfma, Math::kTf32, Math::kTf32x3}) {
+    CHECK(cuda::effective_math(m, false, true, "expert_math") == m);  // a forced choice wins over tf32
+    CHECK(cuda::effective_math(m, true, true, "expert_math") == m);
+  }
+  // Without them: auto runs FFMA even with tf32 on; a forced tensor-core choice is a one-line error naming the key.
+  CHECK(cuda::effective_math(Math::kAuto, true, false, "attention_math") == Math::kFfma);
+  CHECK(cuda::effective_math(Math::kFfma, true, false, "attention_math") == Math::kFfma);
+  CHECK_THROWS_WITH(cuda::effective_math(Math::kTf32x3, false, false, "attention_math"),
+                    Catch::StartsWith("attention_math=3xtf32 needs TF32 tensor cores (compute capability 8.0 or "
+                                      "newer); use attention_math=ffma"));
+  CHECK_THROWS_WITH(cuda::effective_math(Math::kTf32, false, false, "expert_math"),
+                    Catch::StartsWith("expert_math=tf32 needs TF32 tensor cores"));
+}
