@@ -63,20 +63,20 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
     row_D[a] = rows.ok[a] ? D[rows.stat[a]] : 0.0f;
   }
 
-  load_tile(Qs, ldq, BR, g.wq, g.dqk, [&](int r) -> const float* {
+  load_tile(Qs, ldq, BR, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
     return rho0 + r < g.rows ? q + q_row(g, b, hk, rho0 + r) * g.dqk : nullptr;
   });
-  load_tile(dOs, ldv, BR, g.wv, g.dv, [&](int r) -> const float* {
+  load_tile(dOs, ldv, BR, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
     return rho0 + r < g.rows ? dout + q_row(g, b, hk, rho0 + r) * g.dv : nullptr;
   });
 
   for (int t = 0; t < ntiles; ++t) {
     const int j0 = t * kKeyTile;
-    load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, [&](int r) -> const float* {
+    load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
       return j0 + r < kend ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
     });
     if (!g.shared_kv)
-      load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, [&](int r) -> const float* {
+      load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
         return j0 + r < kend ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
       });
     __syncthreads();
@@ -150,21 +150,21 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
   zero(acc_k);
   zero(acc_v);
 
-  load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, [&](int r) -> const float* {
+  load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
     return j0 + r < g.Tk ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
   });
   if (!g.shared_kv)
-    load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, [&](int r) -> const float* {
+    load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
       return j0 + r < g.Tk ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
     });
 
   // The first query row that can see key j0 is position j0 - offset, i.e. rho = (j0 - offset) * G.
   const int first_rho = max(0, j0 - g.offset) * g.G;
   for (int rho0 = (first_rho / BQ) * BQ; rho0 < g.rows; rho0 += BQ) {
-    load_tile(Qs, ldq, BQ, g.wq, g.dqk, [&](int r) -> const float* {
+    load_tile(Qs, ldq, BQ, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
       return rho0 + r < g.rows ? q + q_row(g, b, hk, rho0 + r) * g.dqk : nullptr;
     });
-    load_tile(dOs, ldv, BQ, g.wv, g.dv, [&](int r) -> const float* {
+    load_tile(dOs, ldv, BQ, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
       return rho0 + r < g.rows ? dout + q_row(g, b, hk, rho0 + r) * g.dv : nullptr;
     });
     for (int r = threadIdx.x; r < BQ; r += blockDim.x) {
@@ -249,7 +249,8 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
             "attention_backward: training shapes only (q_len = kv_len = kv_capacity), got {} / {} / {}", T, s.kv_len,
             capacity_of(s));
   DSK_CHECK(lse != nullptr, "attention_backward: needs the log-sum-exp saved by the forward");
-  const Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
+  Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
+  g.vec4 = rows_aligned16(g, {q, k, v, dout});
   const size_t ldq = g.wq + 4, ldv = g.wv + 4;
   const TileMath math = attention_tile_math();
   // Shared floats of each kernel's block in the arithmetic m (see the kernels' carving).

@@ -56,18 +56,18 @@ __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_ke
 #pragma unroll
   for (int a = 0; a < RA; ++a) row_max[a] = -INFINITY;
 
-  load_tile(Qs, ldq, BR, g.wq, g.dqk, [&](int r) -> const float* {
+  load_tile(Qs, ldq, BR, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
     const int rho = rho0 + r;
     return rho < g.rows ? q + q_row(g, b, hk, rho) * g.dqk : nullptr;
   });
 
   for (int t = t_begin; t < t_end; ++t) {
     const int j0 = start + t * kKeyTile;
-    load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, [&](int r) -> const float* {
+    load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
       return j0 + r < kend ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
     });
     if (!g.shared_kv)
-      load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, [&](int r) -> const float* {
+      load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
         return j0 + r < kend ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
       });
     __syncthreads();  // Q (first tile), K, V visible
@@ -224,7 +224,8 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
                                       const int32_t* kv_start, const AttentionShape& s, const AttentionDropout& drop) {
   check_shape(s, drop);
   // kv_start lives on the device; its range is the caller's responsibility (the CPU checks it on the host).
-  const Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
+  Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
+  g.vec4 = rows_aligned16(g, {q, k, v});
   DSK_CHECK(cuda::ceil_div(g.rows, 16) <= 0x7fffffff, "attention: too many rows");
   // Decode-like shapes (a few query rows per (b, kv head)) use 8- or 16-row blocks, training 64. Every block row
   // costs its multiply-adds whether or not it is a real query row: absorbed decode of the default config has 8

@@ -361,6 +361,46 @@ TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs 
   }
 }
 
+// Rows whose start is not 16-byte aligned (a tensor at an odd float offset in a larger buffer) load float by float;
+// aligned ones with float4 (kernels/cuda/attention_common.cuh rows_aligned16). Both give the CPU's result; a float4
+// load from a misaligned row would fault (the emulator checks alignment like the GPU).
+TEST_CASE("cuda attention: inputs at an offset that breaks 16-byte alignment", "[cuda][attention]") {
+  if (!dsk::testing::gpu_available()) return;
+  auto rng = test_rng(79);
+  const Case c{"explicit, q at +1 float", 2, 70, 70, 0, 4, 4, 64, 64, 0.125f};
+  auto in = make_inputs(c, rng);
+  const AttentionShape s = shape_of(c);
+  const AttentionDropout drop = dropout_of(c);
+  const size_t n_out = size_t(c.B) * c.Tq * c.H * c.dv;
+  std::vector<float> out(n_out), lse(size_t(c.B) * c.H * c.Tq), dout = randn(n_out, rng);
+  attention_forward<Backend::CPU>(out.data(), lse.data(), in.q.data(), in.k.data(), in.v.data(), nullptr, s, drop);
+  std::vector<float> dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
+  attention_backward<Backend::CPU>(dq.data(), dk.data(), dv.data(), dout.data(), in.q.data(), in.k.data(),
+                                   in.v.data(), out.data(), lse.data(), s, drop);
+
+  // q and dout one float into their buffers.
+  auto shifted = [](const std::vector<float>& x) {
+    std::vector<float> y(x.size() + 1, 0.0f);
+    std::copy(x.begin(), x.end(), y.begin() + 1);
+    return y;
+  };
+  DeviceBuffer<float> g_q(shifted(in.q)), g_dout(shifted(dout)), g_k(in.k), g_v(in.v);
+  DeviceBuffer<float> g_out(n_out), g_lse(lse.size()), g_dq(dq.size()), g_dk(dk.size()), g_dv(dv.size());
+  g_out.poison();
+  g_lse.poison();
+  attention_forward<Backend::CUDA>(g_out.ptr, g_lse.ptr, g_q.ptr + 1, g_k.ptr, g_v.ptr, nullptr, s, drop);
+  require_close(g_out.download(), out, kForwardTol, "out");
+  require_lse_close(g_lse.download(), lse, kForwardTol);
+  g_dq.poison();
+  g_dk.poison();
+  g_dv.poison();
+  attention_backward<Backend::CUDA>(g_dq.ptr, g_dk.ptr, g_dv.ptr, g_dout.ptr + 1, g_q.ptr + 1, g_k.ptr, g_v.ptr,
+                                    g_out.ptr, g_lse.ptr, s, drop);
+  require_close(g_dq.download(), dq, kBackwardTol, "dq");
+  require_close(g_dk.download(), dk, kBackwardTol, "dk");
+  require_close(g_dv.download(), dv, kBackwardTol, "dv");
+}
+
 TEST_CASE("cuda attention_forward is deterministic (training and split decode)", "[cuda][attention]") {
   if (!dsk::testing::gpu_available()) return;
   auto rng = test_rng(76);
