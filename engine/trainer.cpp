@@ -171,7 +171,7 @@ TrainSummary run_training(const TrainRun& run) {
       return cuda::math_name(cuda::effective_math(*cuda::math_named(name), tc.tf32, cuda::tf32_tensor_cores(), key));
     };
     std::fprintf(run.log, "CUDA arithmetic: cuBLAS GEMMs %s, expert GEMMs %s, attention %s\n",
-                 tc.tf32 ? "tf32" : "fp32", effective(tc.expert_math, "expert_math"),
+                 tc.tf32 && cuda::tf32_tensor_cores() ? "tf32" : "fp32", effective(tc.expert_math, "expert_math"),
                  effective(tc.attention_math, "attention_math"));
   }
   if (state.step > 0)

@@ -19,6 +19,7 @@ struct GpuInfo {
   int cc_major = 0, cc_minor = 0;
   size_t total_memory = 0;  // bytes
   int driver_version = 0;   // e.g. 13000
+  int shared_per_block = 0;  // bytes of shared memory a block may opt into (H100/H200: 227 KB)
 };
 
 // True when this binary was built with the CUDA backend.

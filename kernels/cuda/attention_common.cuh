@@ -126,21 +126,27 @@ __device__ __forceinline__ float drop_multiplier(const Geometry& g, int64_t stat
 // dst[r][c] (stride ld) = src row r, columns [0, width), for r < R; zero where src_row(r) is null (row outside the
 // problem) or c >= dim (padding). One warp per row: coalesced global reads, conflict-free shared stores. vec4
 // (dim a multiple of 4, every source row 16-byte aligned): float4 loads and stores, a quarter of the instructions,
-// so more bytes are in flight per thread (what a memory-bound decode step needs).
+// so more bytes are in flight per thread (what a memory-bound decode step needs), a row per half warp at width 64.
 template <class SrcRow>
 __device__ __forceinline__ void load_tile(float* dst, int ld, int R, int width, int dim, bool vec4, SrcRow src_row) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  for (int r = warp; r < R; r += nwarps) {
-    const float* src = src_row(r);
-    if (vec4) {
-      for (int c = 4 * lane; c < width; c += 128) {
+  if (vec4) {
+    // A row takes width/4 lanes (at most 32): at width 64 each half warp loads its own row.
+    const int per_row = min(32, width / 4), rows_per_warp = 32 / per_row;
+    const int sub = lane / per_row, l = lane % per_row;
+    for (int r = warp * rows_per_warp + sub; r < R; r += nwarps * rows_per_warp) {
+      const float* src = src_row(r);
+      for (int c = 4 * l; c < width; c += 4 * per_row) {
         const float4 x = (src != nullptr && c < dim) ? *reinterpret_cast<const float4*>(src + c)
                                                      : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         *reinterpret_cast<float4*>(dst + r * ld + c) = x;
       }
-    } else {
-      for (int c = lane; c < width; c += 32) dst[r * ld + c] = (src != nullptr && c < dim) ? src[c] : 0.0f;
     }
+    return;
+  }
+  for (int r = warp; r < R; r += nwarps) {
+    const float* src = src_row(r);
+    for (int c = lane; c < width; c += 32) dst[r * ld + c] = (src != nullptr && c < dim) ? src[c] : 0.0f;
   }
 }
 

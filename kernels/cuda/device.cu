@@ -31,7 +31,9 @@ std::vector<GpuInfo> cuda_devices() {
   for (int i = 0; i < n; ++i) {
     cudaDeviceProp p{};
     DSK_CUDA_CHECK(cudaGetDeviceProperties(&p, i));
-    out.push_back(GpuInfo{i, p.name, p.multiProcessorCount, p.major, p.minor, p.totalGlobalMem, driver});
+    int shared = 0;
+    DSK_CUDA_CHECK(cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, i));
+    out.push_back(GpuInfo{i, p.name, p.multiProcessorCount, p.major, p.minor, p.totalGlobalMem, driver, shared});
   }
   return out;
 }
