@@ -46,7 +46,7 @@ int run_info(const std::vector<std::string>& argv) {
   for (const GpuInfo& g : cuda_devices())
     gpus.push_back({{"index", g.index}, {"name", g.name}, {"sm_count", g.sm_count},
                     {"compute_capability", fmt::format("{}.{}", g.cc_major, g.cc_minor)},
-                    {"memory_bytes", g.total_memory}});
+                    {"memory_bytes", g.total_memory}, {"shared_per_block_bytes", g.shared_per_block}});
   const std::string no_gpu = cuda_unavailable_reason();
 
   if (a.has("json")) {
@@ -79,9 +79,10 @@ int run_info(const std::vector<std::string>& argv) {
               mib(infer.activation_bytes).c_str());
   if (gpus.empty()) std::printf("GPUs            none (%s)\n", no_gpu.c_str());
   for (const auto& g : gpus)
-    std::printf("GPU %d           %s, %d SMs, compute %s, %.1f GiB\n", g["index"].get<int>(),
-                g["name"].get<std::string>().c_str(), g["sm_count"].get<int>(),
-                g["compute_capability"].get<std::string>().c_str(), g["memory_bytes"].get<size_t>() / 1073741824.0);
+    std::printf("GPU %d           %s, %d SMs, compute %s, %.1f GiB, %d KiB shared memory per block\n",
+                g["index"].get<int>(), g["name"].get<std::string>().c_str(), g["sm_count"].get<int>(),
+                g["compute_capability"].get<std::string>().c_str(), g["memory_bytes"].get<size_t>() / 1073741824.0,
+                g["shared_per_block_bytes"].get<int>() / 1024);
   return 0;
 }
 

@@ -45,6 +45,9 @@ TEST_CASE("cuda cli: info, train, eval, sample and resume with --device cuda", "
   const auto ij = nlohmann::json::parse(info.output);
   REQUIRE(ij.at("gpus").size() >= 1);
   CHECK(!ij.at("gpus")[0].at("name").get<std::string>().empty());
+  CHECK(ij.at("gpus")[0].at("shared_per_block_bytes").get<int>() >= 48 * 1024);  // every CUDA GPU allows 48 KB
+  auto info_text = run_dsk("info --config small");
+  CHECK_THAT(info_text.output, Catch::Contains("KiB shared memory per block"));
 
   const std::string run = d / "run";
   auto train = run_dsk(fmt::format("train --config {} --data {} --out {} --device cuda --sample-tokens 8 "
