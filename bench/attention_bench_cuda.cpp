@@ -127,7 +127,7 @@ nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
   const double copy = copy_gbps(static_cast<size_t>(sizes.copy_bytes));
   const auto& models = sizes.models;
   nlohmann::json training = nlohmann::json::array(), decode = nlohmann::json::array();
-  // Every training record in each arithmetic of the 64-row kernels: FFMA, TF32 and 3xTF32 (tensor cores).
+  // Every training record in each arithmetic: FFMA, and TF32 and 3xTF32 (tensor cores) where the GPU has them.
   for (cuda::Math math : attention_bench_maths()) {
     for (const AttentionModelShape& m : models)
       for (bool absorbed : {false, true}) training.push_back(bench_training(m, absorbed, 0.0f, math));

@@ -167,12 +167,10 @@ TrainSummary run_training(const TrainRun& run) {
   if (run.device == Backend::CUDA) {
     // What auto resolved to on this GPU, so a log says which arithmetic produced its losses (and a forced
     // tensor-core choice on a GPU without them fails here, before any step).
-    auto effective = [&](const std::string& name, const char* key) {
-      return cuda::math_name(cuda::effective_math(*cuda::math_named(name), tc.tf32, cuda::tf32_tensor_cores(), key));
-    };
     std::fprintf(run.log, "CUDA arithmetic: cuBLAS GEMMs %s, expert GEMMs %s, attention %s\n",
-                 tc.tf32 && cuda::tf32_tensor_cores() ? "tf32" : "fp32", effective(tc.expert_math, "expert_math"),
-                 effective(tc.attention_math, "attention_math"));
+                 tc.tf32 && cuda::tf32_tensor_cores() ? "tf32" : "fp32",
+                 cuda::math_name(cuda::running_math(cuda::expert_math(), "expert_math")),
+                 cuda::math_name(cuda::running_math(cuda::attention_math(), "attention_math")));
   }
   if (state.step > 0)
     std::fprintf(run.log, "resuming from %s at step %lld\n", run.resume_from.c_str(), static_cast<long long>(state.step));

@@ -100,6 +100,10 @@ inline Math effective_math(Math chosen, bool tf32, bool tensor_cores, const char
             math_name(chosen), key);
   return Math::kFfma;
 }
+// effective_math with this process's tf32 setting on the current GPU: what a launch runs now.
+inline Math running_math(Math chosen, const char* key) {
+  return effective_math(chosen, tf32_enabled(), tf32_tensor_cores(), key);
+}
 inline constexpr Math kMaths[] = {Math::kAuto, Math::kFfma, Math::kTf32, Math::kTf32x3};
 // The choice with that name; nullopt for any other name.
 inline std::optional<Math> math_named(std::string_view name) {

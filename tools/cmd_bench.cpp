@@ -87,10 +87,8 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
   r["config_name"] = a.get("config");
   if (device == Backend::CUDA) {  // the arithmetic that ran (what auto resolved to on this GPU)
     r["tf32"] = a.has("tf32");
-    r["expert_math"] = cuda::math_name(
-        cuda::effective_math(expert_math, a.has("tf32"), cuda::tf32_tensor_cores(), "expert_math"));
-    r["attention_math"] = cuda::math_name(
-        cuda::effective_math(attention_math, a.has("tf32"), cuda::tf32_tensor_cores(), "attention_math"));
+    r["expert_math"] = cuda::math_name(cuda::running_math(expert_math, "expert_math"));
+    r["attention_math"] = cuda::math_name(cuda::running_math(attention_math, "attention_math"));
   }
   return emit(a, r);
 }

@@ -22,9 +22,9 @@ enum TileMath { kFfmaMath, kTf32Math, kTf32x3Math };
 
 // ---- host: which arithmetic ---------------------------------------------------------------------------------------
 
-// The arithmetic for a setting on this GPU (cuda::effective_math; `key` names the setting in its error).
+// The arithmetic for a setting on this GPU (cuda::running_math; `key` names the setting in its error).
 inline TileMath tile_math(cuda::Math chosen, const char* key) {
-  switch (cuda::effective_math(chosen, cuda::tf32_enabled(), cuda::tf32_tensor_cores(), key)) {
+  switch (cuda::running_math(chosen, key)) {
     case cuda::Math::kTf32: return kTf32Math;
     case cuda::Math::kTf32x3: return kTf32x3Math;
     default: return kFfmaMath;
