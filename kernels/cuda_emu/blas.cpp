@@ -72,6 +72,14 @@ void emu_sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* 
 }
 
 namespace {
+// The matrices of a GEMM live in device memory; alpha and beta are host scalars (CUBLAS_POINTER_MODE_HOST, which
+// dsk uses): the stand-ins read those outside DeviceWork, so a device pointer there faults as on a GPU.
+void require_operands(const void* A, const void* B, const void* C) {
+  dsk_emu::require_device_pointer(A, "a GEMM's A operand");
+  dsk_emu::require_device_pointer(B, "a GEMM's B operand");
+  dsk_emu::require_device_pointer(C, "a GEMM's C operand");
+}
+
 // bf16 GEMMs (only the peak measurement uses them): widened to fp32, computed, rounded back to nearest even.
 float bf16_to_float(uint16_t h) {
   const uint32_t b = static_cast<uint32_t>(h) << 16;
@@ -93,7 +101,9 @@ std::vector<float> widen(const void* p, size_t count) {
 cublasStatus_t bf16_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void* alpha,
                          const void* A, int lda, long long stride_a, const void* B, int ldb, long long stride_b,
                          const void* beta, void* C, int ldc, long long stride_c, int batch) {
-  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);  // host scalars
+  require_operands(A, B, C);
+  dsk_emu::DeviceWork work;
   const size_t na = static_cast<size_t>(lda) * (ta == CUBLAS_OP_T ? m : k);
   const size_t nb = static_cast<size_t>(ldb) * (tb == CUBLAS_OP_T ? k : n);
   const size_t nc = static_cast<size_t>(ldc) * n;
@@ -130,8 +140,10 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, 
   if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) ||
       ldc < std::max(1, m))
     return CUBLAS_STATUS_INVALID_VALUE;
-  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);  // host scalars
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
+  require_operands(A, B, C);
+  dsk_emu::DeviceWork work;
   for (int i = 0; i < batch; ++i)
     emu_sgemm(ta == CUBLAS_OP_T, tb == CUBLAS_OP_T, m, n, k, al, static_cast<const float*>(A) + i * stride_a, lda,
               static_cast<const float*>(B) + i * stride_b, ldb, be, static_cast<float*>(C) + i * stride_c, ldc,
@@ -219,11 +231,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
   if (d->epilogue == CUBLASLT_EPILOGUE_BIAS && !d->bias) valid = false;
   if (!valid) throw std::runtime_error("CUDA emulator: cublasLtMatmul with inconsistent layouts or no bias pointer");
   if (C != D || c->ld != dl->ld) return CUBLAS_STATUS_NOT_SUPPORTED;  // dsk always passes C == D
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);  // host scalars
+  require_operands(A, B, D);
+  dsk_emu::require_device_pointer(d->bias, "cublasLtMatmul's bias");
+  dsk_emu::DeviceWork work;
   float* out = static_cast<float*>(D);
-  emu_sgemm(d->ta == CUBLAS_OP_T, d->tb == CUBLAS_OP_T, m, n, k, *static_cast<const float*>(alpha),
-            static_cast<const float*>(A), static_cast<int>(a->ld), static_cast<const float*>(B),
-            static_cast<int>(b->ld), *static_cast<const float*>(beta), out, static_cast<int>(dl->ld),
-            d->compute == CUBLAS_COMPUTE_32F_FAST_TF32);
+  emu_sgemm(d->ta == CUBLAS_OP_T, d->tb == CUBLAS_OP_T, m, n, k, al, static_cast<const float*>(A),
+            static_cast<int>(a->ld), static_cast<const float*>(B), static_cast<int>(b->ld), be, out,
+            static_cast<int>(dl->ld), d->compute == CUBLAS_COMPUTE_32F_FAST_TF32);
   if (d->epilogue == CUBLASLT_EPILOGUE_BIAS)
     for (int j = 0; j < n; ++j)
       for (int i = 0; i < m; ++i) out[static_cast<size_t>(j) * dl->ld + i] += d->bias[i];

@@ -322,10 +322,19 @@ void misaligned(const void* p, const char* type, size_t alignment) {
   fail(msg);
 }
 
+void host_pointer_argument(const char* kernel, int index, const void* p) {
+  char msg[512];
+  std::snprintf(msg, sizeof msg,
+                "kernel %s: argument %d (%p) is a host pointer, not in any cudaMalloc allocation (a GPU faults on it)",
+                kernel, index, p);
+  fail(msg);
+}
+
 void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kernel, const char* name,
             const std::function<void()>& body) {
   if (g_in_kernel) fail("a kernel launched from inside a kernel");
   ensure_fault_handler();
+  DeviceWork device_work;  // the kernel (and the race check's snapshots) may touch device memory
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (threads == 0 || threads > kMaxThreads) fail("block of " + std::to_string(threads) + " threads");
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535) fail("bad grid");

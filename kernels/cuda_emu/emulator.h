@@ -20,7 +20,10 @@
 //   - device allocations, dynamic shared memory and fiber stacks end at an inaccessible page (guarded_memory.cpp),
 //     so an out-of-bounds access faults and is reported with the buffer and the thread;
 //   - a launch with more than 48 KB of dynamic shared memory fails unless cudaFuncSetAttribute raised that
-//     kernel's limit, as on a GPU.
+//     kernel's limit, as on a GPU;
+//   - device memory is off limits to host code: its pages are inaccessible outside launches, copies and the
+//     library stand-ins, so a host dereference of a device pointer faults (and is reported) as it crashes on a
+//     GPU; a kernel's pointer arguments, cuBLAS operands and cudaMemcpy directions are checked (DeviceWork below);
 //   - the first launches of each kernel and shape run twice (race check, below), and a result that depends on the
 //     schedule is reported as a race.
 // Not emulated: concurrency between blocks, atomics (dsk's kernels use none), memory-model subtleties, timing.
@@ -172,6 +175,27 @@ struct Span {
   size_t bytes;
 };
 std::vector<Span> device_allocations();
+// Whether p points into a cudaMalloc allocation (or one past its end: an empty view at a buffer's end).
+bool is_device_pointer(const void* p);
+// Fails (std::runtime_error naming `what`) unless p is null or a device pointer.
+void require_device_pointer(const void* p, const char* what);
+
+// Device memory and host code. On a GPU a cudaMalloc pointer is not host memory: host code that dereferences one
+// crashes, a kernel given a host pointer faults, cuBLAS given one fails. Here device memory is host memory, so each
+// of those bugs would pass. Instead the device allocations' pages are inaccessible (PROT_NONE) except during the
+// emulator's own device work (a DeviceWork scope: a launch, a copy or memset, a cuBLAS, cuBLASLt or CUB stand-in):
+// a host access outside one faults and the fault handler says so; kernel pointer arguments (Launch below), cuBLAS
+// operands and the directions of cudaMemcpy are checked against the allocations. Scopes nest.
+void begin_device_work();
+void end_device_work();
+class DeviceWork {
+ public:
+  DeviceWork() { begin_device_work(); }
+  ~DeviceWork() { end_device_work(); }
+  DeviceWork(const DeviceWork&) = delete;
+  DeviceWork& operator=(const DeviceWork&) = delete;
+};
+
 // Installs (again, if something replaced it) the handler that reports a guard-page fault, chaining to the
 // previous one; called at every launch.
 void ensure_fault_handler();
@@ -192,6 +216,8 @@ T from_bits(uint64_t b) {
   return v;
 }
 
+[[noreturn]] void host_pointer_argument(const char* kernel, int index, const void* p);
+
 // DSK_LAUNCH(grid, block, smem, kernel)(args...) in emulator builds (kernels/cuda/runtime.cuh).
 template <class K>
 struct Launch {
@@ -202,9 +228,20 @@ struct Launch {
   Launch(dim3 g, dim3 b, size_t s, const char* n, K* k) : grid(g), block(b), smem(s), name(n), kernel(k) {}
   template <class... A>
   void operator()(A&&... args) const {
+    int index = 0;
+    (check_argument(args, index++), ...);
     K* k = kernel;
     // Every thread gets its own copies of the arguments, as kernel parameters are on a GPU.
     launch(grid, block, smem, reinterpret_cast<const void*>(k), name, [k, args...] { k(args...); });
+  }
+
+ private:
+  // A pointer argument must be null or device memory: a host pointer faults on a GPU.
+  template <class T>
+  void check_argument(const T& arg, int index) const {
+    if constexpr (std::is_pointer_v<T>) {
+      if (arg != nullptr && !is_device_pointer(arg)) host_pointer_argument(name, index, arg);
+    }
   }
 };
 // A function, not the class: `Launch(...)(...)` could parse as a declaration.

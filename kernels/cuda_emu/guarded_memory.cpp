@@ -11,9 +11,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 
 namespace dsk_emu {
 
@@ -26,6 +29,7 @@ struct Region {
   size_t bytes = 0;       // what it asked for
   size_t usable = 0;      // bytes up to the upper guard (bytes rounded up to the alignment)
   const char* kind = "";  // "device allocation", "dynamic shared memory", "fiber stack"
+  bool open = false;      // a device allocation made accessible by the current device work (on_fault)
 };
 
 size_t page_size() {
@@ -34,6 +38,12 @@ size_t page_size() {
 }
 
 std::mutex g_mutex;
+// Depth of DeviceWork scopes (any thread). Device allocations' data pages are PROT_NONE; while the depth is above 0,
+// the first access to one (from any thread: OpenBLAS's workers compute the cuBLAS stand-ins) faults, and the handler
+// opens that allocation and lets the access retry; the end of the outermost scope closes what was opened. Opening
+// lazily keeps the cost to the allocations a launch touches: mprotect's cost grows with the pages it changes, and
+// closing everything after every launch (the 32 MB cuBLAS workspaces included) made the suite several times slower.
+std::atomic<int> g_device_work{0};
 // Keyed by the lower guard's address; read by the signal handler without the lock (it only runs on a fault,
 // when the faulting kernel is not allocating).
 std::map<char*, Region>& regions() {
@@ -57,9 +67,36 @@ const Region* guard_hit(const char* addr) {
   return in_lower || in_upper ? &r : nullptr;
 }
 
+// The region whose data pages (between the guards) hold addr, if it is a device allocation; null otherwise.
+Region* device_hit(const char* addr) {
+  auto& m = regions();
+  auto it = m.upper_bound(const_cast<char*>(addr));
+  if (it == m.begin()) return nullptr;
+  Region& r = std::prev(it)->second;
+  const bool in_data = addr >= r.base + page_size() && addr < r.base + r.mapped - page_size();
+  return in_data && r.kind == kDeviceAllocation ? &r : nullptr;
+}
+
+// Makes a device allocation's data pages accessible or not (under g_mutex).
+// Returns whether mprotect succeeded.
+bool set_access(const Region& r, bool accessible) {
+  const size_t page = page_size();
+  return r.mapped <= 2 * page ||
+         mprotect(r.base + page, r.mapped - 2 * page, accessible ? PROT_READ | PROT_WRITE : PROT_NONE) == 0;
+}
+
 struct sigaction g_previous[2];  // the SIGSEGV and SIGBUS handlers ours replaced (a test framework's)
 
 void on_fault(int sig, siginfo_t* info, void* context) {
+  // Device work's first access to a device allocation: open it (mprotect is async-signal-safe) and retry. Even if
+  // it is marked open: another thread (two OpenBLAS workers) may have faulted on it at the same time.
+  if (sig == SIGSEGV && g_device_work.load() > 0) {
+    Region* d = device_hit(static_cast<const char*>(info->si_addr));
+    if (d != nullptr && set_access(*d, true)) {
+      d->open = true;
+      return;
+    }
+  }
   static volatile sig_atomic_t entered = 0;
   if (!entered) {
     entered = 1;
@@ -75,6 +112,13 @@ void on_fault(int sig, siginfo_t* info, void* context) {
       else
         std::snprintf(msg, sizeof msg, "CUDA emulator: out-of-bounds access %lld bytes before a %zu-byte %s%s\n",
                       -offset, r->bytes, r->kind, where);
+      say(msg);
+    } else if (const Region* d = device_hit(addr)) {
+      char msg[512];
+      std::snprintf(msg, sizeof msg,
+                    "CUDA emulator: host code touched device memory (byte %lld of a %zu-byte cudaMalloc allocation) "
+                    "outside a kernel, copy or library call: on a GPU that is a crash; copy it with cudaMemcpy\n",
+                    static_cast<long long>(addr - d->user), d->bytes);
       say(msg);
     }
     // Then whatever handled the signal before (Catch2 names the failing test), then die of the signal.
@@ -133,7 +177,39 @@ void* guarded_alloc(size_t bytes, size_t alignment, const char* kind) {
   Region r{base, mapped, base + page + data_pages - usable, bytes, usable, kind};
   std::lock_guard<std::mutex> lock(g_mutex);
   regions()[base] = r;
+  if (kind == kDeviceAllocation) set_access(regions()[base], false);  // opened by the first access (on_fault)
   return r.user;
+}
+
+void begin_device_work() {
+  ensure_fault_handler();  // it opens what the work touches
+  ++g_device_work;
+}
+
+void end_device_work() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (--g_device_work == 0)
+    for (auto& [base, r] : regions())
+      if (r.open) {
+        set_access(r, false);
+        r.open = false;
+      }
+}
+
+bool is_device_pointer(const void* p) {
+  const char* c = static_cast<const char*>(p);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto& m = regions();
+  auto it = m.upper_bound(const_cast<char*>(c));
+  if (it == m.begin()) return false;
+  const Region& r = std::prev(it)->second;
+  return r.kind == kDeviceAllocation && c >= r.user && c <= r.user + r.usable;
+}
+
+void require_device_pointer(const void* p, const char* what) {
+  if (p != nullptr && !is_device_pointer(p))
+    throw std::runtime_error(std::string("CUDA emulator: ") + what +
+                             " is a host pointer, not in any cudaMalloc allocation (a GPU faults on it)");
 }
 
 const char kDeviceAllocation[] = "device allocation";

@@ -53,26 +53,57 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
 }
 // "Device" memory is host memory, 256-byte aligned like cudaMalloc's, filled with 0xFF (NaN floats): a kernel
 // that reads what nobody wrote sees NaN. Each allocation ends at a guard page: reading or writing past it faults.
+// Host code cannot touch it outside the emulator's own device work (emulator.h, DeviceWork).
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   if (bytes == 0) {
     *p = nullptr;
     return cudaSuccess;
   }
+  dsk_emu::DeviceWork work;
   *p = dsk_emu::guarded_alloc(bytes, 256, dsk_emu::kDeviceAllocation);
   if (!*p) return cudaErrorMemoryAllocation;
   std::memset(*p, 0xFF, (bytes + 255) / 256 * 256);
   return cudaSuccess;
 }
 cudaError_t cudaFree(void* p) { return dsk_emu::guarded_free(p) ? cudaSuccess : cudaErrorInvalidValue; }
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
-  if (bytes) std::memmove(dst, src, bytes);
+
+namespace {
+// Whether a copy's pointers are where its kind says: on a GPU a device pointer passed as host memory (or the
+// reverse) is undefined behaviour, here a one-line message and cudaErrorInvalidValue.
+bool copy_direction_ok(void* dst, const void* src, cudaMemcpyKind kind) {
+  if (kind == cudaMemcpyDefault) return true;
+  const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool ok = dsk_emu::is_device_pointer(src) == src_device && dsk_emu::is_device_pointer(dst) == dst_device;
+  if (!ok)
+    std::fprintf(stderr, "CUDA emulator: cudaMemcpy from %s memory to %s memory declared as %s\n",
+                 dsk_emu::is_device_pointer(src) ? "device" : "host", dsk_emu::is_device_pointer(dst) ? "device" : "host",
+                 kind == cudaMemcpyHostToDevice   ? "host to device"
+                 : kind == cudaMemcpyDeviceToHost ? "device to host"
+                 : kind == cudaMemcpyHostToHost   ? "host to host"
+                                                  : "device to device");
+  return ok;
+}
+}  // namespace
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (bytes == 0) return cudaSuccess;
+  if (!copy_direction_ok(dst, src, kind)) return cudaErrorInvalidValue;
+  dsk_emu::DeviceWork work;
+  std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
   return cudaMemcpy(dst, src, bytes, kind);
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
-  if (bytes) std::memset(p, value, bytes);
+  if (bytes == 0) return cudaSuccess;
+  if (!dsk_emu::is_device_pointer(p)) {
+    std::fprintf(stderr, "CUDA emulator: cudaMemset of host memory\n");
+    return cudaErrorInvalidValue;
+  }
+  dsk_emu::DeviceWork work;
+  std::memset(p, value, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) { return cudaMemset(p, value, bytes); }

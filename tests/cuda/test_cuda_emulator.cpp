@@ -1,11 +1,19 @@
-// The CUDA emulator's race check (kernels/cuda_emu/emulator.h): launches whose result depends on the block or
-// thread order fail, naming the kernel; race-free ones pass and take effect once. Emulator builds only: these
-// are tests of the emulator, not of a GPU.
+// The CUDA emulator's own checks (kernels/cuda_emu/emulator.h). The race check: launches whose result depends on
+// the block or thread order fail, naming the kernel; race-free ones pass and take effect once. Device memory and
+// host code: host code touching device memory faults with a message, a kernel given a host pointer, a cudaMemcpy
+// whose kind contradicts its pointers and a GEMM on host memory fail. Emulator builds only: these are tests of the
+// emulator, not of a GPU.
 #ifdef DSK_CUDA_EMULATOR
 #include "tests/cuda/cuda_testing.h"
 #include "tests/cuda/emulator_test_kernels.h"
 
+#include <cublas_v2.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <stdexcept>
+#include <string>
 
 using namespace dsk::testing;
 
@@ -87,5 +95,86 @@ TEST_CASE("cuda emulator: the race check is off with 0 launches and counts per k
   // That shape had its one checked launch; another shape (grid of 4) has its own.
   REQUIRE_NOTHROW(emu::write_one_element(out.ptr, 8));
   REQUIRE_THROWS_WITH(emu::write_one_element(out.ptr, 4), Catch::Contains("race"));
+}
+
+TEST_CASE("cuda emulator: host code that touches device memory faults, naming the allocation", "[cuda][emulator]") {
+  if (!gpu_available()) return;
+  DeviceBuffer<float> buf(iota_floats(16, 1.0f));
+  // Copies and kernels may touch it (and leave it untouchable again afterwards).
+  emu::add_one(buf.ptr, 16);
+  REQUIRE(buf.download()[3] == 5.0f);
+
+  // The fault kills the process: a child makes it, the parent reads its stderr.
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    dup2(fds[1], STDERR_FILENO);
+    freopen("/dev/null", "w", stdout);  // whatever the test framework's handler prints
+    const volatile float x = buf.ptr[3];  // host code dereferencing a device pointer
+    (void)x;
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string said;
+  char chunk[256];
+  for (ssize_t got; (got = read(fds[0], chunk, sizeof chunk)) > 0;) said.append(chunk, static_cast<size_t>(got));
+  close(fds[0]);
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  INFO(said);
+  REQUIRE(WIFSIGNALED(status));
+  REQUIRE(WTERMSIG(status) == SIGSEGV);
+  // buf has 17 floats (one spare): byte 12 of a 68-byte allocation.
+  REQUIRE(said.find("host code touched device memory (byte 12 of a 68-byte cudaMalloc allocation)") !=
+          std::string::npos);
+}
+
+TEST_CASE("cuda emulator: a kernel given a host pointer fails, naming the kernel and the argument",
+          "[cuda][emulator]") {
+  if (!gpu_available()) return;
+  std::vector<float> host(64, 1.0f);
+  const std::string why = error_of([&] { emu::add_one(host.data(), 64); });
+  INFO(why);
+  REQUIRE(why.find("kernel add_one_in_place") != std::string::npos);
+  REQUIRE(why.find("argument 0") != std::string::npos);
+  REQUIRE(why.find("is a host pointer") != std::string::npos);
+  REQUIRE(host[0] == 1.0f);  // nothing ran
+  DeviceBuffer<float> device(std::vector<float>(64, 1.0f));
+  REQUIRE_NOTHROW(emu::add_one(device.ptr, 64));
+  REQUIRE(device.download()[63] == 2.0f);
+}
+
+TEST_CASE("cuda emulator: cudaMemcpy and cudaMemset check their pointers against their kind", "[cuda][emulator]") {
+  if (!gpu_available()) return;
+  DeviceBuffer<float> a(8), b(8);
+  std::vector<float> h(8, 2.0f), h2(8, 0.0f);
+  REQUIRE(cudaMemcpy(a.ptr, h.data(), 32, cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaMemcpy(b.ptr, a.ptr, 32, cudaMemcpyDeviceToDevice) == cudaSuccess);
+  REQUIRE(cudaMemcpy(h2.data(), b.ptr, 32, cudaMemcpyDeviceToHost) == cudaSuccess);
+  REQUIRE(h2 == h);
+  REQUIRE(cudaMemcpy(h2.data(), a.ptr, 32, cudaMemcpyHostToDevice) == cudaErrorInvalidValue);  // reversed
+  REQUIRE(cudaMemcpy(a.ptr, h.data(), 32, cudaMemcpyDeviceToDevice) == cudaErrorInvalidValue);
+  REQUIRE(cudaMemcpy(h2.data(), h.data(), 32, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+  REQUIRE(cudaMemset(h2.data(), 0, 32) == cudaErrorInvalidValue);
+  REQUIRE(cudaMemset(a.ptr, 0, 32) == cudaSuccess);
+}
+
+TEST_CASE("cuda emulator: a cuBLAS GEMM on host memory fails", "[cuda][emulator]") {
+  if (!gpu_available()) return;
+  cublasHandle_t handle;
+  REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
+  DeviceBuffer<float> a(iota_floats(4, 1.0f)), b(iota_floats(4, 1.0f)), c(4);
+  std::vector<float> host(4, 1.0f);
+  const float one = 1.0f, zero = 0.0f;
+  auto gemm = [&](const float* A, float* C) {
+    return cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, A, CUDA_R_32F, 2, b.ptr, CUDA_R_32F, 2,
+                        &zero, C, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  };
+  REQUIRE(gemm(a.ptr, c.ptr) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(c.download() == std::vector<float>{7.0f, 10.0f, 15.0f, 22.0f});
+  REQUIRE_THROWS_WITH(gemm(host.data(), c.ptr), Catch::Contains("A operand is a host pointer"));
+  REQUIRE_THROWS_WITH(gemm(a.ptr, host.data()), Catch::Contains("C operand is a host pointer"));
 }
 #endif

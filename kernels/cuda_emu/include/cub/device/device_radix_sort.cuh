@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <numeric>
 #include <vector>
 
@@ -19,6 +20,11 @@ struct DeviceRadixSort {
       temp_bytes = 16;
       return cudaSuccess;
     }
+    for (const void* p : {static_cast<const void*>(temp), static_cast<const void*>(keys_in),
+                          static_cast<const void*>(keys_out), static_cast<const void*>(values_in),
+                          static_cast<const void*>(values_out)})
+      dsk_emu::require_device_pointer(p, "a cub::DeviceRadixSort::SortPairs buffer");
+    dsk_emu::DeviceWork work;
     using U = std::make_unsigned_t<K>;
     const U mask = end_bit - begin_bit >= static_cast<int>(sizeof(K) * 8)
                        ? static_cast<U>(~U(0))
