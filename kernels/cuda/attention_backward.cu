@@ -63,22 +63,12 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
     row_D[a] = rows.ok[a] ? D[rows.stat[a]] : 0.0f;
   }
 
-  load_tile(Qs, ldq, BR, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
-    return rho0 + r < g.rows ? q + q_row(g, b, hk, rho0 + r) * g.dqk : nullptr;
-  });
-  load_tile(dOs, ldv, BR, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
-    return rho0 + r < g.rows ? dout + q_row(g, b, hk, rho0 + r) * g.dv : nullptr;
-  });
+  load_row_tile(Qs, ldq, BR, g.wq, g.dqk, g, q, b, hk, rho0);
+  load_row_tile(dOs, ldv, BR, g.wv, g.dv, g, dout, b, hk, rho0);
 
   for (int t = 0; t < ntiles; ++t) {
     const int j0 = t * kKeyTile;
-    load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
-      return j0 + r < kend ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
-    });
-    if (!g.shared_kv)
-      load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
-        return j0 + r < kend ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
-      });
+    load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, kend);
     __syncthreads();
 
     float s[RA][kKeysPerThread], dp[RA][kKeysPerThread];
@@ -150,23 +140,13 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
   zero(acc_k);
   zero(acc_v);
 
-  load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
-    return j0 + r < g.Tk ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
-  });
-  if (!g.shared_kv)
-    load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
-      return j0 + r < g.Tk ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
-    });
+  load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
 
   // The first query row that can see key j0 is position j0 - offset, i.e. rho = (j0 - offset) * G.
   const int first_rho = max(0, j0 - g.offset) * g.G;
   for (int rho0 = (first_rho / BQ) * BQ; rho0 < g.rows; rho0 += BQ) {
-    load_tile(Qs, ldq, BQ, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
-      return rho0 + r < g.rows ? q + q_row(g, b, hk, rho0 + r) * g.dqk : nullptr;
-    });
-    load_tile(dOs, ldv, BQ, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
-      return rho0 + r < g.rows ? dout + q_row(g, b, hk, rho0 + r) * g.dv : nullptr;
-    });
+    load_row_tile(Qs, ldq, BQ, g.wq, g.dqk, g, q, b, hk, rho0);
+    load_row_tile(dOs, ldv, BQ, g.wv, g.dv, g, dout, b, hk, rho0);
     for (int r = threadIdx.x; r < BQ; r += blockDim.x) {
       const int rho = rho0 + r;
       if (rho < g.rows) {

@@ -51,9 +51,10 @@
 //   not fit the device's 227 KB (widths over 192 with separate K and V) the FFMA kernel runs (fitting_math).
 //   Widths up to 256 work in the forward; the backward's blocks hold four or five tiles and fit up to 128, or 192
 //   with 128 (wider is a one-line error from allow_shared).
-// Loads are plain coalesced loads staged through registers (no cp.async/TMA pipelining yet). The tensor-core path
-// uses wmma (mma.sync) through a shared staging tile; register-resident mma fragments (flash-attention-2's layout)
-// and wgmma are the next steps if a GPU report shows the staging is the bottleneck.
+// Loads are plain coalesced loads staged through registers (no cp.async/TMA pipelining yet). On the tensor cores
+// the training forward (more than 16 rows per (b, kv head), output width up to 128) keeps its products in
+// registers (mma.sync m16n8k8, flash-attention-2's layout: attention_forward_mma.cuh); decode, wider outputs and
+// the backward use wmma through a shared staging tile (below). wgmma and a register-resident backward are next.
 #include "kernels/attention.h"
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/cuda/tensor_math.cuh"
@@ -148,6 +149,60 @@ __device__ __forceinline__ void load_tile(float* dst, int ld, int R, int width, 
     const float* src = src_row(r);
     for (int c = lane; c < width; c += 32) dst[r * ld + c] = (src != nullptr && c < dim) ? src[c] : 0.0f;
   }
+}
+
+// Rows rho0 .. rho0 + R - 1 of (b, hk) of a query-row tensor x (q: dim dqk, padded width wq; out/dout: dv, wv);
+// zero past the last row.
+__device__ __forceinline__ void load_row_tile(float* dst, int ld, int R, int width, int dim, const Geometry& g,
+                                              const float* x, int b, int hk, int rho0) {
+  load_tile(dst, ld, R, width, dim, g.vec4, [&](int r) -> const float* {
+    return rho0 + r < g.rows ? x + q_row(g, b, hk, rho0 + r) * dim : nullptr;
+  });
+}
+
+// The K tile of keys j0 .. j0 + 63 of (b, hk), and V's unless K's serves as V (shared_kv); zero from key kend on.
+__device__ __forceinline__ void load_kv_tiles(float* Ks, int ldk, float* Vs, int ldv, const Geometry& g,
+                                              const float* k, const float* v, int b, int hk, int j0, int kend) {
+  load_tile(Ks, ldk, kKeyTile, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
+    return j0 + r < kend ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
+  });
+  if (!g.shared_kv)
+    load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
+      return j0 + r < kend ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
+    });
+}
+
+// A forward block's keys: [start, kend) from kv_start to the last key its last row (of rows rho0 .. rho0 + BR - 1)
+// sees, and the key tiles [t_begin, t_end) of its split (blockIdx.z of gridDim.z).
+struct ForwardKeys {
+  int start, kend, t_begin, t_end;
+};
+__device__ __forceinline__ ForwardKeys forward_keys(const Geometry& g, const int32_t* kv_start, int b, int rho0,
+                                                    int BR) {
+  ForwardKeys f;
+  f.start = kv_start ? kv_start[b] : 0;
+  const int rho_last = min(rho0 + BR, g.rows) - 1;
+  f.kend = min(g.Tk, rho_last / g.G + g.offset + 1);
+  const int ntiles = f.kend > f.start ? (f.kend - f.start + kKeyTile - 1) / kKeyTile : 0;
+  const int splits = static_cast<int>(gridDim.z);
+  const int per_split = (ntiles + splits - 1) / splits;
+  f.t_begin = static_cast<int>(blockIdx.z) * per_split;
+  f.t_end = min(ntiles, f.t_begin + per_split);
+  return f;
+}
+
+// Where a forward block writes query row rho's output (dv floats, returned) and log-sum-exp (when write_lse):
+// out / lse, or with split keys this split's part_o / part_lse rows for attention_combine_kernel.
+__device__ __forceinline__ float* forward_row_output(const Geometry& g, float* out, float* lse, float* part_o,
+                                                     float* part_lse, int b, int hk, int rho, int64_t stat,
+                                                     float row_lse, bool write_lse) {
+  if (gridDim.z == 1) {
+    if (lse && write_lse) lse[stat] = row_lse;
+    return out + q_row(g, b, hk, rho) * g.dv;
+  }
+  const int64_t prow = (static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y) * g.rows + rho;
+  if (write_lse) part_lse[prow] = row_lse;
+  return part_o + prow * g.dv;
 }
 
 __device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }

@@ -1,6 +1,7 @@
 // Causal attention forward on the GPU: the flash kernel, the split combine and their launch (the design is in
 // kernels/cuda/attention_common.cuh).
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/attention_forward_mma.cuh"
 
 namespace dsk {
 
@@ -36,17 +37,10 @@ __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_ke
   float* stage = Ps + BR * kPStride;  // [BR][kPStride] tensor-core products (none with FFMA)
 
   const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
-  const int bk = blockIdx.y, b = bk / g.Hk, hk = bk % g.Hk;
+  const int b = blockIdx.y / g.Hk, hk = blockIdx.y % g.Hk;
   const int rho0 = blockIdx.x * BR;
-  const int split = blockIdx.z, splits = gridDim.z;
-
-  // This block's key range [start, kend): from kv_start to the last key its last row sees.
-  const int start = kv_start ? kv_start[b] : 0;
-  const int rho_last = min(rho0 + BR, g.rows) - 1;
-  const int kend = min(g.Tk, rho_last / g.G + g.offset + 1);
-  const int ntiles = kend > start ? (kend - start + kKeyTile - 1) / kKeyTile : 0;
-  const int per_split = (ntiles + splits - 1) / splits;
-  const int t_begin = split * per_split, t_end = min(ntiles, t_begin + per_split);
+  const ForwardKeys keys = forward_keys(g, kv_start, b, rho0, BR);
+  const int kend = keys.kend;
 
   // Per-row state: the rows, running max (base 2) and this thread's partial sum.
   const ThreadRows<RA> rows = thread_rows<TY, RA>(g, b, hk, rho0);
@@ -56,20 +50,11 @@ __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_ke
 #pragma unroll
   for (int a = 0; a < RA; ++a) row_max[a] = -INFINITY;
 
-  load_tile(Qs, ldq, BR, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
-    const int rho = rho0 + r;
-    return rho < g.rows ? q + q_row(g, b, hk, rho) * g.dqk : nullptr;
-  });
+  load_row_tile(Qs, ldq, BR, g.wq, g.dqk, g, q, b, hk, rho0);
 
-  for (int t = t_begin; t < t_end; ++t) {
-    const int j0 = start + t * kKeyTile;
-    load_tile(Ks, ldq, kKeyTile, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
-      return j0 + r < kend ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
-    });
-    if (!g.shared_kv)
-      load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
-        return j0 + r < kend ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
-      });
+  for (int t = keys.t_begin; t < keys.t_end; ++t) {
+    const int j0 = keys.start + t * kKeyTile;
+    load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, kend);
     __syncthreads();  // Q (first tile), K, V visible
 
     float s[RA][kKeysPerThread];
@@ -119,15 +104,7 @@ __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_ke
     const int rho = rho0 + ty + TY * a;
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     const float row_lse = l > 0.0f ? (row_max[a] + log2f(l)) * kLn2 : -INFINITY;
-    float* dst;
-    if (splits == 1) {
-      dst = out + q_row(g, b, hk, rho) * g.dv;
-      if (lse && tx == 0) lse[rows.stat[a]] = row_lse;
-    } else {
-      const int64_t prow = (static_cast<int64_t>(split) * gridDim.y + bk) * g.rows + rho;
-      dst = part_o + prow * g.dv;
-      if (tx == 0) part_lse[prow] = row_lse;
-    }
+    float* dst = forward_row_output(g, out, lse, part_o, part_lse, b, hk, rho, rows.stat[a], row_lse, tx == 0);
 #pragma unroll
     for (int m = 0; m < NMV; ++m)
 #pragma unroll
@@ -178,10 +155,10 @@ size_t forward_floats(const Geometry& g, int BR, TileMath math) {
   return BR * ldq + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + BR * kPStride + stage_floats(math, BR);
 }
 
-template <int TY, int RA, int MATH>
-void launch_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* kv_start,
-                    const Geometry& g) {
-  constexpr int BR = TY * RA;
+// Runs a forward kernel over blocks of BR rows: launch_rows(grid, part_o, part_lse) launches it; the keys are split
+// over gridDim.z blocks when the grid would not fill the GPU, and the split partials combined.
+template <class LaunchRows>
+void run_forward(float* out, float* lse, const Geometry& g, int BR, LaunchRows launch_rows) {
   const int row_blocks = static_cast<int>(cuda::ceil_div(g.rows, BR));
   const int64_t blocks = static_cast<int64_t>(row_blocks) * g.B * g.Hk;
   DSK_CHECK(row_blocks <= 0x7fffffff, "attention: too many rows");
@@ -192,22 +169,14 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
   if (blocks < target) splits = static_cast<int>(std::min<int64_t>(cuda::ceil_div(target, blocks), max_tiles / 2));
   splits = std::max(1, std::min(splits, 64));
 
-  const size_t bytes = forward_floats(g, BR, TileMath(MATH)) * sizeof(float);
-
   float *part_o = nullptr, *part_lse = nullptr;
   if (splits > 1) {
     const size_t prow = static_cast<size_t>(splits) * g.B * g.Hk * g.rows;
     part_o = static_cast<float*>(cuda::scratch(prow * (g.dv + 1) * sizeof(float)));
     part_lse = part_o + prow * g.dv;
   }
-  with_nm(g.wv / 64, [&](auto nmv) {
-    constexpr int NMV = decltype(nmv)::value;
-    auto kernel = attention_forward_kernel<TY, RA, NMV, MATH>;
-    allow_shared(kernel, bytes, "attention_forward");
-    dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(g.B * g.Hk), static_cast<unsigned>(splits));
-    DSK_LAUNCH(grid, TY * kTx, bytes, kernel)(out, lse, part_o, part_lse, q, k, v, kv_start, g);
-    DSK_CUDA_CHECK_LAUNCH();
-  });
+  launch_rows(dim3(static_cast<unsigned>(row_blocks), static_cast<unsigned>(g.B * g.Hk), static_cast<unsigned>(splits)),
+              part_o, part_lse);
   if (splits > 1) {
     const int64_t rows_total = static_cast<int64_t>(g.B) * g.Hk * g.rows;
     constexpr int kWarps = 4;
@@ -215,6 +184,46 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
         out, lse, part_o, part_lse, splits, g);
     DSK_CUDA_CHECK_LAUNCH();
   }
+}
+
+// The staged kernel (FFMA, or wmma through a staging tile) with BR = TY*RA rows per block.
+template <int TY, int RA, int MATH>
+void launch_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* kv_start,
+                    const Geometry& g) {
+  const size_t bytes = forward_floats(g, TY * RA, TileMath(MATH)) * sizeof(float);
+  run_forward(out, lse, g, TY * RA, [&](dim3 grid, float* part_o, float* part_lse) {
+    with_nm(g.wv / 64, [&](auto nmv) {
+      constexpr int NMV = decltype(nmv)::value;
+      auto kernel = attention_forward_kernel<TY, RA, NMV, MATH>;
+      allow_shared(kernel, bytes, "attention_forward");
+      DSK_LAUNCH(grid, TY * kTx, bytes, kernel)(out, lse, part_o, part_lse, q, k, v, kv_start, g);
+      DSK_CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+// The register-resident tensor-core kernel (attention_forward_mma.cuh): 64-row blocks, output widths up to 128.
+template <int MATH>
+void launch_forward_mma(float* out, float* lse, const float* q, const float* k, const float* v,
+                        const int32_t* kv_start, const Geometry& g) {
+  const size_t bytes = forward_mma_floats(g) * sizeof(float);
+  run_forward(out, lse, g, kMmaRows, [&](dim3 grid, float* part_o, float* part_lse) {
+    auto launch = [&](auto kernel) {
+      allow_shared(kernel, bytes, "attention_forward_mma");
+      DSK_LAUNCH(grid, kMmaWarps * 32, bytes, kernel)(out, lse, part_o, part_lse, q, k, v, kv_start, g);
+      DSK_CUDA_CHECK_LAUNCH();
+    };
+    if (g.wv == 64)
+      launch(attention_forward_mma_kernel<1, MATH == kTf32x3Math>);
+    else
+      launch(attention_forward_mma_kernel<2, MATH == kTf32x3Math>);
+  });
+}
+
+// Whether the register-resident kernel serves this shape: training shapes (decode's few rows per (b, kv head) would
+// leave most of its 64-row block empty), output widths up to 128 (its accumulators), and its tiles fit.
+bool forward_mma_serves(const Geometry& g) {
+  return g.rows > 16 && g.wv <= 128 && forward_mma_floats(g) * sizeof(float) <= static_cast<size_t>(max_shared_bytes());
 }
 
 }  // namespace
@@ -243,9 +252,11 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
         launch_forward<8, 2, MATH>(out, lse, q, k, v, kv_start, g);
       else
         launch_forward<8, 8, MATH>(out, lse, q, k, v, kv_start, g);
+    } else if (forward_mma_serves(g)) {
+      launch_forward_mma<MATH>(out, lse, q, k, v, kv_start, g);
     } else {
-      // The 64-row tensor-core blocks spread their rows over 8 warps (4 rows per thread): with 4 warps the 3xTF32
-      // fragments on top of the output accumulators spilled at width 128 (scripts/kernel_resources.sh).
+      // The 64-row staged tensor-core blocks spread their rows over 8 warps (4 rows per thread): with 4 warps the
+      // 3xTF32 fragments on top of the output accumulators spilled at width 128 (scripts/kernel_resources.sh).
       if (g.rows <= 16)
         launch_forward<8, 2, MATH>(out, lse, q, k, v, kv_start, g);
       else

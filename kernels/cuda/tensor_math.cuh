@@ -79,4 +79,46 @@ __device__ __forceinline__ void mma_tf32(FragC& c, const FragA& a, const FragA& 
   nvcuda::wmma::mma_sync(c, a, b, c);
 }
 
+// ---- device: mma.sync m16n8k8 TF32 on registers (flash-attention-2's register-resident products) ---------------
+// The fragments, per lane (g = lane / 4, t = lane % 4): A (16 x 8, row-major) a0 (g, t), a1 (g+8, t), a2 (g, t+4),
+// a3 (g+8, t+4); B (8 x 8, "col": B(k, n)) b0 (t, g), b1 (t+4, g); C/D (16 x 8) c0 (g, 2t), c1 (g, 2t+1),
+// c2 (g+8, 2t), c3 (g+8, 2t+1). The emulator runs the same layout (dsk_emu::mma_m16n8k8_tf32).
+
+// d += a b, operands already TF32 (round_tf32_scalar / split_tf32_scalar).
+__device__ __forceinline__ void mma_m16n8k8(float (&d)[4], const float (&a)[4], const float (&b)[2]) {
+#if defined(DSK_CUDA_EMULATOR)
+  dsk_emu::mma_m16n8k8_tf32(d, a, b);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(__float_as_uint(a[0])), "r"(__float_as_uint(a[1])), "r"(__float_as_uint(a[2])),
+        "r"(__float_as_uint(a[3])), "r"(__float_as_uint(b[0])), "r"(__float_as_uint(b[1])));
+#else
+  __trap();  // compiled for an architecture below sm_80 (tile_math never picks a tensor-core form on such a GPU)
+#endif
+}
+
+// A fragment's values made ready for kSplit (3xTF32: hi = tf32(x) in x, lo = tf32(x - hi)) or not (TF32: rounded).
+template <bool kSplit, int N>
+__device__ __forceinline__ void prepare_tf32(float (&hi)[N], float (&lo)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const float x = hi[i];
+    hi[i] = nvcuda::wmma::__float_to_tf32(x);
+    if constexpr (kSplit) lo[i] = nvcuda::wmma::__float_to_tf32(x - hi[i]);
+  }
+}
+
+// d += a b in TF32 (one mma) or 3xTF32 (lo·hi, hi·lo, then hi·hi), operands from prepare_tf32.
+template <bool kSplit>
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const float (&a)[4], const float (&a_lo)[4],
+                                         const float (&b)[2], const float (&b_lo)[2]) {
+  if constexpr (kSplit) {
+    mma_m16n8k8(d, a_lo, b);
+    mma_m16n8k8(d, a, b_lo);
+  }
+  mma_m16n8k8(d, a, b);
+}
+
 }  // namespace dsk

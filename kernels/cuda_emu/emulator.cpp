@@ -85,6 +85,7 @@ struct Block {
   Barrier block_barrier;
   std::vector<Barrier> warp_barriers;
   std::vector<std::array<uint64_t, 32>> warp_slots;
+  std::vector<std::vector<float>> warp_gather;  // per warp: 32 lanes' operands of an mma_m16n8k8
   std::vector<WarpOnce> warp_once;
   std::vector<int> order;  // the scheduling order of a round
   bool progress = false;
@@ -179,6 +180,7 @@ void run_block(dim3 bidx) {
   b.block_barrier = Barrier{n, 0, 0};
   b.warp_barriers.assign(static_cast<size_t>(warps), Barrier{});
   b.warp_slots.assign(static_cast<size_t>(warps), {});
+  b.warp_gather.assign(static_cast<size_t>(warps), std::vector<float>(32 * 6));
   b.warp_once.assign(static_cast<size_t>(warps), WarpOnce{});
   for (int w = 0; w < warps; ++w) b.warp_barriers[static_cast<size_t>(w)].live = std::min(32, n - 32 * w);
   std::memset(b.dynamic_shared, 0xFF, b.dynamic_shared_bytes);
@@ -248,6 +250,34 @@ uint64_t warp_exchange(uint64_t value, int src_lane) {
   const uint64_t out = (src_lane >= 0 && src_lane < 32) ? slots[static_cast<size_t>(src_lane)] : value;
   arrive(b);  // every lane has read: the slots may be reused
   return out;
+}
+
+void mma_m16n8k8_tf32(float (&d)[4], const float (&a)[4], const float (&b)[2]) {
+  const int w = me().linear / 32, lane = me().linear % 32;
+  Barrier& bar = g_block.warp_barriers[static_cast<size_t>(w)];
+  if (bar.live != 32) fail("mma.sync in a warp with exited or missing lanes (undefined on a GPU)");
+  // Every lane posts its fragments; after the barrier each computes its own four outputs from the whole A and B.
+  float* all = g_block.warp_gather[static_cast<size_t>(w)].data();
+  std::copy(a, a + 4, all + 6 * lane);
+  std::copy(b, b + 2, all + 6 * lane + 4);
+  arrive(bar);
+  // PTX's fragments (g = lane / 4, t = lane % 4): A (16x8, row) a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4);
+  // B (8x8, col) b0 (k = t, n = g), b1 (k = t+4, n = g); C/D c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1).
+  auto A = [&](int row, int k) {
+    const int owner = 4 * (row % 8) + k % 4;
+    return all[6 * owner + (row / 8) + 2 * (k / 4)];
+  };
+  auto B = [&](int k, int n) { return all[6 * (4 * n + k % 4) + 4 + k / 4]; };
+  const int g = lane / 4, t = lane % 4;
+  float out[4];
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+    float acc = d[i];
+    for (int k = 0; k < 8; ++k) acc += tf32_operand(A(row, k)) * tf32_operand(B(k, col));
+    out[i] = acc;
+  }
+  arrive(bar);  // every lane has read: the buffer may be reused
+  std::copy(out, out + 4, d);
 }
 
 unsigned warp_ballot(bool predicate) {

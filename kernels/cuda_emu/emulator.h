@@ -139,6 +139,20 @@ void syncwarp();
 // All lanes of the warp exchange a 64-bit value: returns lane src's value (src outside 0..31: own value).
 uint64_t warp_exchange(uint64_t value, int src_lane);
 unsigned warp_ballot(bool predicate);
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 (d += a b), warp-collective, with PTX's fragment layout (see
+// emulator.cpp) and TF32 operands read as the hardware does (tf32_operand).
+void mma_m16n8k8_tf32(float (&d)[4], const float (&a)[4], const float (&b)[2]);
+// What the tensor cores use of a TF32 operand: its top 19 bits. The CUDA guide asks kernels to round with
+// __float_to_tf32 / cvt.rna.tf32 first (dsk's do; then this changes nothing); one that forgets gets truncated
+// operands here (what the hardware is observed to do with the low 13 bits; the guide leaves it unspecified) instead
+// of a silently exact fp32 product. (A NaN whose payload is only in those bits would read as inf; none is fed.)
+inline float tf32_operand(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b &= 0xffffe000u;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
 int lane_id();
 // For warp-collective stand-ins (wmma::mma_sync): the n-th call by each lane of a warp returns the same buffer of
 // `floats` floats; the first lane to make that call fills it with compute(buffer). Lanes run one after another

@@ -71,18 +71,6 @@ void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float v) {
   for (float& e : f.x) e = v;
 }
 
-// What the tensor cores use of a TF32 operand: its top 19 bits. The CUDA guide asks kernels to round with
-// __float_to_tf32 first (dsk's do; then this changes nothing); one that forgets gets truncated operands here (what
-// the hardware is observed to do with the low 13 bits; the guide leaves it unspecified) instead of a silently exact
-// fp32 product. (A NaN whose payload is only in those bits would read as inf; kernels never feed one.)
-inline float tf32_operand(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  b &= 0xffffe000u;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
-
 // Warp-collective: one lane computes the product for the warp (dsk_emu::warp_once), every lane copies it. Products
 // of TF32 operands are exact in fp32; they are summed in fp32.
 template <int M, int N, int K, class T, class LA, class LB>
@@ -92,7 +80,7 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
     for (int i = 0; i < M; ++i)
       for (int j = 0; j < N; ++j) {
         float s = c.x[i * N + j];
-        for (int k = 0; k < K; ++k) s += tf32_operand(a.x[i * K + k]) * tf32_operand(b.x[k * N + j]);
+        for (int k = 0; k < K; ++k) s += dsk_emu::tf32_operand(a.x[i * K + k]) * dsk_emu::tf32_operand(b.x[k * N + j]);
         out[i * N + j] = s;
       }
   });
