@@ -1,6 +1,7 @@
 // Causal attention backward on the GPU: D = dout · out, the dQ and the dK/dV kernels, and their launch (the
 // design is in kernels/cuda/attention_common.cuh).
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/attention_mma.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 namespace dsk {
@@ -40,11 +41,9 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
   DSK_DYNAMIC_SHARED(SharedBase, smem_base);
   float* smem = reinterpret_cast<float*>(smem_base);
   const int ldq = g.wq + 4, ldv = g.wv + 4;
-  float* Qs = smem;                                    // [64][ldq]
-  float* dOs = Qs + BR * ldq;                          // [64][ldv]
-  float* Ks = dOs + BR * ldv;                          // [64][ldq]
-  float* Vs = g.shared_kv ? Ks : Ks + kKeyTile * ldq;  // [64][ldv]
-  float* dSs = g.shared_kv ? Ks + kKeyTile * ldq : Vs + kKeyTile * ldv;  // [64][kPStride]
+  const DqTiles tiles = dq_tiles(smem, g, ldq, ldv);
+  float *Qs = tiles.Qs, *dOs = tiles.dOs, *Ks = tiles.Ks, *Vs = tiles.Vs;
+  float* dSs = tiles.end;  // [64][kPStride]
   float* stage = dSs + BR * kPStride;                                    // [64][kPStride] (none with FFMA)
 
   const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
@@ -254,8 +253,22 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
     DSK_CUDA_CHECK_LAUNCH();
   }
 
-  // dQ: 64 query rows per block.
-  {
+  // dQ: 64 query rows per block; on the tensor cores with the products in registers (attention_mma.cuh) where the
+  // accumulators allow (qk width up to 128) and the tiles fit.
+  if (math != kFfmaMath && g.wq <= 128 && dq_mma_floats(g) * sizeof(float) <= static_cast<size_t>(max_shared_bytes())) {
+    const size_t bytes = dq_mma_floats(g) * sizeof(float);
+    auto launch = [&](auto kernel) {
+      allow_shared(kernel, bytes, "attention_backward (dq)");
+      dim3 grid(static_cast<unsigned>(cuda::ceil_div(g.rows, kMmaRows)), static_cast<unsigned>(g.B * g.Hk));
+      DSK_LAUNCH(grid, kMmaWarps * 32, bytes, kernel)(dq, dout, q, k, v, lse, D, g);
+      DSK_CUDA_CHECK_LAUNCH();
+    };
+    const bool split = math == kTf32x3Math;
+    if (g.wq == 64)
+      split ? launch(attention_dq_mma_kernel<1, true>) : launch(attention_dq_mma_kernel<1, false>);
+    else
+      split ? launch(attention_dq_mma_kernel<2, true>) : launch(attention_dq_mma_kernel<2, false>);
+  } else {
     const TileMath dq_math = fitting_math(math, dq_floats(math));
     const size_t bytes = dq_floats(dq_math) * sizeof(float);
     with_tile_math(dq_math, [&](auto mt) {

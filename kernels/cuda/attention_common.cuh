@@ -52,9 +52,10 @@
 //   Widths up to 256 work in the forward; the backward's blocks hold four or five tiles and fit up to 128, or 192
 //   with 128 (wider is a one-line error from allow_shared).
 // Loads are plain coalesced loads staged through registers (no cp.async/TMA pipelining yet). On the tensor cores
-// the training forward (more than 16 rows per (b, kv head), output width up to 128) keeps its products in
-// registers (mma.sync m16n8k8, flash-attention-2's layout: attention_forward_mma.cuh); decode, wider outputs and
-// the backward use wmma through a shared staging tile (below). wgmma and a register-resident backward are next.
+// the training forward (more than 16 rows per (b, kv head), output width up to 128) and the dQ kernel (qk width up
+// to 128) keep their products in registers (mma.sync m16n8k8, flash-attention-2's layout: attention_mma.cuh);
+// decode, wider shapes and the dK/dV kernel use wmma through a shared staging tile (below). A register-resident
+// dK/dV (keys as the mma rows: S^T = K Q^T, then dV += P^T dO, dK += dS^T Q) and wgmma are next.
 #include "kernels/attention.h"
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/cuda/tensor_math.cuh"
@@ -170,6 +171,21 @@ __device__ __forceinline__ void load_kv_tiles(float* Ks, int ldk, float* Vs, int
     load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
       return j0 + r < kend ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
     });
+}
+
+// The dQ kernels' operand tiles, carved from the start of dynamic shared memory: Q [64][ldq], dO [64][ldv],
+// K [64][ldq], V [64][ldv] (K's tile when shared); `end` is where the kernel's own tiles may follow.
+struct DqTiles {
+  float *Qs, *dOs, *Ks, *Vs, *end;
+};
+__device__ __forceinline__ DqTiles dq_tiles(float* smem, const Geometry& g, int ldq, int ldv) {
+  DqTiles t;
+  t.Qs = smem;
+  t.dOs = t.Qs + 64 * ldq;
+  t.Ks = t.dOs + 64 * ldv;
+  t.Vs = g.shared_kv ? t.Ks : t.Ks + kKeyTile * ldq;
+  t.end = g.shared_kv ? t.Ks + kKeyTile * ldq : t.Vs + kKeyTile * ldv;
+  return t;
 }
 
 // A forward block's keys: [start, kend) from kv_start to the last key its last row (of rows rho0 .. rho0 + BR - 1)

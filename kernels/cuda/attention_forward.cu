@@ -1,7 +1,7 @@
 // Causal attention forward on the GPU: the flash kernel, the split combine and their launch (the design is in
 // kernels/cuda/attention_common.cuh).
 #include "kernels/cuda/attention_common.cuh"
-#include "kernels/cuda/attention_forward_mma.cuh"
+#include "kernels/cuda/attention_mma.cuh"
 
 namespace dsk {
 
@@ -202,7 +202,7 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
   });
 }
 
-// The register-resident tensor-core kernel (attention_forward_mma.cuh): 64-row blocks, output widths up to 128.
+// The register-resident tensor-core kernel (attention_mma.cuh): 64-row blocks, output widths up to 128.
 template <int MATH>
 void launch_forward_mma(float* out, float* lse, const float* q, const float* k, const float* v,
                         const int32_t* kv_start, const Geometry& g) {

@@ -1,0 +1,286 @@
+#pragma once
+// The tensor-core attention kernels with register-resident products (flash-attention-2's layout), in TF32 or
+// 3xTF32: the training forward (more than 16 query rows per (b, kv head); launched by attention_forward.cu) and the
+// dQ kernel of the backward (attention_backward.cu). The design shared by every attention kernel is in
+// attention_common.cuh.
+//
+// A block is 4 warps and 64 query rows, 16 per warp; key tiles of 64 as everywhere. Each warp computes its
+// S = Q K^T (16 x 64) with mma.sync m16n8k8 straight into registers (warp_scores), works on it there (the online
+// softmax in the forward, dS = P∘(dP∘M - D) in dQ; a row's values sit in the 4 lanes of a quad: 2 xor-shuffles per
+// reduction), and feeds the result back as the A operand of the next product (warp_times_tile: O += P V,
+// dQ += dS K): no shared staging tile, no P tile, and no block barrier between the products (the staged wmma
+// kernels have two per product). Only the operand tiles live in shared memory.
+//
+// The key order inside each 8-key group is permuted so that S's accumulator layout IS P's operand layout: S's
+// column c holds key perm(c) = 4 (c % 2) + c / 2, so a lane's accumulators (g, 2t) and (g, 2t+1) are keys t and
+// t + 4, exactly the A fragment's (g, t) and (g, t + 4) for the P V product (whose k runs over keys in order).
+// Bank conflicts: Q and K fragments read rows at stride W + 4 (4g + t: all 32 banks); V's B fragments read
+// (key t, column g): stride Wv + 8 when V has its own tile (8t + g: all banks), 2-way when K's tile serves as V.
+#include "kernels/cuda/attention_common.cuh"
+
+namespace dsk::attn {
+
+constexpr int kMmaWarps = 4;
+constexpr int kMmaRows = 16 * kMmaWarps;  // 64 query rows per block
+
+// Row strides of the register kernel's tiles (floats): Q and K [rows][wq + 4], V [64][wv + 8] (K's own when shared).
+inline __host__ __device__ int mma_ldq(const Geometry& g) { return g.wq + 4; }
+inline __host__ __device__ int mma_ldv(const Geometry& g) { return g.shared_kv ? g.wq + 4 : g.wv + 8; }
+
+// Shared floats of a block of the register kernel.
+inline size_t forward_mma_floats(const Geometry& g) {
+  const size_t tiles = static_cast<size_t>(kMmaRows + kKeyTile) * mma_ldq(g);
+  return tiles + (g.shared_kv ? 0 : static_cast<size_t>(kKeyTile) * mma_ldv(g));
+}
+
+// Key of column c of an 8-key group of S (see above).
+__device__ __forceinline__ int mma_key_of_column(int c) { return 4 * (c % 2) + c / 2; }
+
+// s[n] += the warp's 16 rows of A (row-major, stride lda) times key group n of Bm (64 rows, stride ldb)
+// transposed, over d < dim8 (a multiple of 8; the tiles' padding is zero): s[n][2h + e] is row gq + 8h, key
+// 8n + tq + 4e. A points at the warp's first row.
+template <bool kSplit>
+__device__ __forceinline__ void warp_scores(float (&s)[8][4], const float* A, int lda, const float* Bm, int ldb,
+                                            int dim8) {
+  const int lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+  for (int d = 0; d < dim8; d += 8) {
+    float a[4], a_lo[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) a[i] = A[(gq + 8 * (i % 2)) * lda + d + tq + 4 * (i / 2)];
+    prepare_tf32<kSplit>(a, a_lo);
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      const float* key = Bm + (8 * n + mma_key_of_column(gq)) * ldb + d + tq;
+      float bf[2] = {key[0], key[4]}, bf_lo[2];
+      prepare_tf32<kSplit>(bf, bf_lo);
+      mma_tf32<kSplit>(s[n], a, a_lo, bf, bf_lo);
+    }
+  }
+}
+
+// acc[c] += P Tm for the output columns 8c .. 8c + 7 (c < NT): P the warp's 16 x 64 values in warp_scores' layout,
+// Tm a 64-row tile (stride ldt) whose row j is key j of the tile. acc[c][2h + e] is row gq + 8h, column 8c + 2tq + e.
+template <bool kSplit, int NT>
+__device__ __forceinline__ void warp_times_tile(float (&acc)[NT][4], const float (&p)[8][4], const float* Tm,
+                                                int ldt) {
+  const int lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    // Key group n's A fragment is p[n] reordered: a1 is row g + 8, key t.
+    float a[4] = {p[n][0], p[n][2], p[n][1], p[n][3]}, a_lo[4];
+    prepare_tf32<kSplit>(a, a_lo);
+    const float* trow = Tm + (8 * n + tq) * ldt + gq;
+#pragma unroll
+    for (int c = 0; c < NT; ++c) {
+      float bf[2] = {trow[8 * c], trow[4 * ldt + 8 * c]}, bf_lo[2];
+      prepare_tf32<kSplit>(bf, bf_lo);
+      mma_tf32<kSplit>(acc[c], a, a_lo, bf, bf_lo);
+    }
+  }
+}
+
+// grid (ceil(rows / 64), B * Hk, splits); 128 threads. Outputs as attention_forward_kernel (out / lse, or the
+// split's part_o / part_lse). NMV = wv / 64 (at most 2: the output accumulators are 32 registers per 64 columns).
+template <int NMV, bool kSplit>
+__global__ void __launch_bounds__(kMmaWarps * 32) attention_forward_mma_kernel(
+    float* __restrict__ out, float* __restrict__ lse, float* __restrict__ part_o, float* __restrict__ part_lse,
+    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+    const int32_t* __restrict__ kv_start, Geometry g) {
+  constexpr int NT = 8 * NMV;  // 8-column output tiles
+  DSK_DYNAMIC_SHARED(SharedBase, smem_base);
+  float* smem = reinterpret_cast<float*>(smem_base);
+  const int ldq = mma_ldq(g), ldv = mma_ldv(g);
+  float* Qs = smem;                                                    // [64][ldq]
+  float* Ks = Qs + kMmaRows * ldq;                                     // [64][ldq]
+  float* Vs = g.shared_kv ? Ks : Ks + kKeyTile * ldq;                  // [64][ldv]
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+  const int b = blockIdx.y / g.Hk, hk = blockIdx.y % g.Hk;
+  const int rho0 = blockIdx.x * kMmaRows;
+  const ForwardKeys keys = forward_keys(g, kv_start, b, rho0, kMmaRows);
+  const int kend = keys.kend;
+
+  // This lane's two rows: block rows 16 warp + gq (h = 0) and + 8 (h = 1).
+  bool ok[2];
+  int last_key[2];
+  int64_t stat[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int rho = rho0 + 16 * warp + gq + 8 * h;
+    ok[h] = rho < g.rows;
+    last_key[h] = ok[h] ? rho / g.G + g.offset : -1;
+    stat[h] = ok[h] ? stat_index(g, b, hk, rho) : 0;
+  }
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  float o[NT][4];
+  zero(o);
+
+  load_row_tile(Qs, ldq, kMmaRows, g.wq, g.dqk, g, q, b, hk, rho0);
+  const float* q_warp = Qs + 16 * warp * ldq;
+  const int dq8 = (g.dqk + 7) / 8 * 8;  // the tiles' padding beyond dqk is zero
+
+  for (int t = keys.t_begin; t < keys.t_end; ++t) {
+    const int j0 = keys.start + t * kKeyTile;
+    load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, kend);
+    __syncthreads();  // Q (first tile), K, V visible
+
+    // S = Q K^T: s[n] is the 16 x 8 product with key group n.
+    float s[8][4];
+    zero(s);
+    warp_scores<kSplit>(s, q_warp, ldq, Ks, ldq, dq8);
+
+    // Online softmax on the registers: s[n][2h + e] is row h's key j0 + 8n + tq + 4e.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int j = j0 + 8 * n + tq + 4 * e;
+          float& x = s[n][2 * h + e];
+          x = (j <= last_key[h] && j < kend) ? x * g.scale2 : -INFINITY;
+          tile_max = fmaxf(tile_max, x);
+        }
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+      const float new_max = fmaxf(row_max[h], tile_max);
+      const float ref = new_max == -INFINITY ? 0.0f : new_max;  // no key seen yet: exp2f gives 0, not NaN
+      const float alpha = exp2f(row_max[h] - ref);
+      row_max[h] = new_max;
+      float psum = 0.0f;
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[n][2 * h + e];
+          const float p = exp2f(x - ref);
+          psum += p;
+          // Dropout acts on the probabilities that multiply V; the normalizer stays un-dropped (as on the CPU).
+          x = p == 0.0f ? 0.0f : p * drop_multiplier(g, stat[h], j0 + 8 * n + tq + 4 * e);
+        }
+      row_sum[h] = row_sum[h] * alpha + psum;
+#pragma unroll
+      for (int c = 0; c < NT; ++c) {
+        o[c][2 * h] *= alpha;
+        o[c][2 * h + 1] *= alpha;
+      }
+    }
+
+    warp_times_tile<kSplit>(o, s, Vs, ldv);  // O += P V
+    __syncthreads();  // K, V free for the next tile
+  }
+
+  // Finish: a row's sum is spread over its quad's 4 lanes.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = row_sum[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    if (!ok[h]) continue;
+    const int rho = rho0 + 16 * warp + gq + 8 * h;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const float row_lse = l > 0.0f ? (row_max[h] + log2f(l)) * kLn2 : -INFINITY;
+    float* dst = forward_row_output(g, out, lse, part_o, part_lse, b, hk, rho, stat[h], row_lse, tq == 0);
+#pragma unroll
+    for (int c = 0; c < NT; ++c)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 8 * c + 2 * tq + e;
+        if (col < g.dv) dst[col] = o[c][2 * h + e] * inv;
+      }
+  }
+}
+
+// ---- backward: dQ -------------------------------------------------------------------------------------------
+
+// Strides of the dQ kernel's tiles (floats): Q and K [64][wq + 4], dO and V [64][wv + 4] (V is K's tile when
+// shared). V is read as warp_scores' B operand, like K, hence W + 4 for both (conflict-free there).
+inline size_t dq_mma_floats(const Geometry& g) {
+  const size_t ldq = g.wq + 4, ldv = g.wv + 4;
+  return (kMmaRows + kKeyTile) * ldq + kMmaRows * ldv + (g.shared_kv ? 0 : kKeyTile * ldv);
+}
+
+// dQ for 64 query rows per block (16 per warp): grid (ceil(rows / 64), B * Hk); 128 threads. Per key tile:
+// S = Q K^T and dP = dO V^T (warp_scores), dS = P∘(dP∘M - D) in registers, dQ += dS K (warp_times_tile);
+// dq = scale dQ, set. NMQ = wq / 64 (at most 2).
+template <int NMQ, bool kSplit>
+__global__ void __launch_bounds__(kMmaWarps * 32) attention_dq_mma_kernel(
+    float* __restrict__ dq, const float* __restrict__ dout, const float* __restrict__ q, const float* __restrict__ k,
+    const float* __restrict__ v, const float* __restrict__ lse, const float* __restrict__ D, Geometry g) {
+  constexpr int NT = 8 * NMQ;
+  DSK_DYNAMIC_SHARED(SharedBase, smem_base);
+  float* smem = reinterpret_cast<float*>(smem_base);
+  const int ldq = g.wq + 4, ldv = g.wv + 4;
+  const DqTiles tiles = dq_tiles(smem, g, ldq, ldv);
+  float *Qs = tiles.Qs, *dOs = tiles.dOs, *Ks = tiles.Ks, *Vs = tiles.Vs;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+  const int b = blockIdx.y / g.Hk, hk = blockIdx.y % g.Hk;
+  const int rho0 = blockIdx.x * kMmaRows;
+  const int rho_last = min(rho0 + kMmaRows, g.rows) - 1;
+  const int kend = min(g.Tk, rho_last / g.G + g.offset + 1);
+  const int ntiles = (kend + kKeyTile - 1) / kKeyTile;
+
+  // This lane's two rows (block rows 16 warp + gq + 8h): visibility, base-2 lse and D.
+  int last_key[2];
+  int64_t stat[2];
+  float row_lse2[2], row_D[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int rho = rho0 + 16 * warp + gq + 8 * h;
+    const bool ok = rho < g.rows;
+    last_key[h] = ok ? rho / g.G + g.offset : -1;
+    stat[h] = ok ? stat_index(g, b, hk, rho) : 0;
+    row_lse2[h] = ok ? lse[stat[h]] * kLog2e : 0.0f;
+    row_D[h] = ok ? D[stat[h]] : 0.0f;
+  }
+  float acc[NT][4];
+  zero(acc);
+
+  load_row_tile(Qs, ldq, kMmaRows, g.wq, g.dqk, g, q, b, hk, rho0);
+  load_row_tile(dOs, ldv, kMmaRows, g.wv, g.dv, g, dout, b, hk, rho0);
+  const int dq8 = (g.dqk + 7) / 8 * 8, dv8 = (g.dv + 7) / 8 * 8;
+
+  for (int t = 0; t < ntiles; ++t) {
+    const int j0 = t * kKeyTile;
+    load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, kend);
+    __syncthreads();  // Q, dO (first tile), K, V visible
+
+    float s[8][4], dp[8][4];
+    zero(s);
+    zero(dp);
+    warp_scores<kSplit>(s, Qs + 16 * warp * ldq, ldq, Ks, ldq, dq8);
+    warp_scores<kSplit>(dp, dOs + 16 * warp * ldv, ldv, Vs, ldv, dv8);
+    // dS into s (same layout): s[n][2h + e] is row h, key j0 + 8n + tq + 4e.
+#pragma unroll
+    for (int n = 0; n < 8; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int h = i / 2, j = j0 + 8 * n + tq + 4 * (i % 2);
+        float ds = 0.0f;
+        if (j <= last_key[h] && j < kend && row_lse2[h] != -INFINITY) {
+          const float p = exp2f(s[n][i] * g.scale2 - row_lse2[h]);
+          ds = p * (dp[n][i] * drop_multiplier(g, stat[h], j) - row_D[h]);
+        }
+        s[n][i] = ds;
+      }
+    warp_times_tile<kSplit>(acc, s, Ks, ldq);  // dQ += dS K
+    __syncthreads();  // K, V free for the next tile
+  }
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (last_key[h] < 0) continue;  // no such row
+    float* dst = dq + q_row(g, b, hk, rho0 + 16 * warp + gq + 8 * h) * g.dqk;
+#pragma unroll
+    for (int c = 0; c < NT; ++c)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 8 * c + 2 * tq + e;
+        if (col < g.dqk) dst[col] = acc[c][2 * h + e] * g.scale;
+      }
+  }
+}
+
+}  // namespace dsk::attn
