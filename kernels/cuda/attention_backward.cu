@@ -126,10 +126,8 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
   float* Ps = dOs + BQ * ldv;                          // [64 keys][kPStride]  (P∘M)^T
   float* dSs = Ps + kKeyTile * kPStride;                // [64 keys][kPStride]  dS^T
   float* stage = dSs + kKeyTile * kPStride;            // [64][kPStride] tensor-core products (none with FFMA)
-  float* lse2s = stage + (MATH == kFfmaMath ? 0 : kKeyTile * kPStride);  // [BQ] row lse in base 2
-  float* Ds = lse2s + BQ;                              // [BQ]
-  int* lasts = reinterpret_cast<int*>(Ds + BQ);        // [BQ] last key each row sees (-1: no row)
-  long long* stats = reinterpret_cast<long long*>(lasts + BQ);  // [BQ] statistics index (8-byte aligned: see size)
+  // The query tile's row data (16-byte aligned: every tile above is a multiple of 4 floats).
+  const QueryRows rows = query_rows_at(stage + (MATH == kFfmaMath ? 0 : kKeyTile * kPStride));
 
   const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
   const int bk = blockIdx.y, b = bk / g.Hk, hk = bk % g.Hk;
@@ -141,26 +139,8 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
 
   load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
 
-  // The first query row that can see key j0 is position j0 - offset, i.e. rho = (j0 - offset) * G.
-  const int first_rho = max(0, j0 - g.offset) * g.G;
-  for (int rho0 = (first_rho / BQ) * BQ; rho0 < g.rows; rho0 += BQ) {
-    load_row_tile(Qs, ldq, BQ, g.wq, g.dqk, g, q, b, hk, rho0);
-    load_row_tile(dOs, ldv, BQ, g.wv, g.dv, g, dout, b, hk, rho0);
-    for (int r = threadIdx.x; r < BQ; r += blockDim.x) {
-      const int rho = rho0 + r;
-      if (rho < g.rows) {
-        const int64_t st = stat_index(g, b, hk, rho);
-        stats[r] = st;
-        lasts[r] = rho / g.G + g.offset;
-        lse2s[r] = lse[st] * kLog2e;
-        Ds[r] = D[st];
-      } else {
-        stats[r] = 0;
-        lasts[r] = -1;
-        lse2s[r] = 0.0f;
-        Ds[r] = 0.0f;
-      }
-    }
+  for (int rho0 = first_query_tile(g, j0); rho0 < g.rows; rho0 += BQ) {
+    load_query_tile(Qs, ldq, dOs, ldv, rows, g, q, dout, lse, D, b, hk, rho0);
     __syncthreads();  // K, V (first pass), Q, dO, row data visible
 
     // Transposed scores: s[a][kk] for key ty + 16a and query row tx + 16kk of this tile.
@@ -176,11 +156,11 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
       for (int kk = 0; kk < kKeysPerThread; ++kk) {
         const int r = tx + kTx * kk;
         float pm = 0.0f, ds = 0.0f;
-        if (j < g.Tk && j <= lasts[r] && lse2s[r] != -INFINITY) {
-          const float p = exp2f(s[a][kk] * g.scale2 - lse2s[r]);
-          const float mult = drop_multiplier(g, stats[r], j);
+        if (j < g.Tk && j <= rows.last[r] && rows.lse2[r] != -INFINITY) {
+          const float p = exp2f(s[a][kk] * g.scale2 - rows.lse2[r]);
+          const float mult = drop_multiplier(g, rows.stat[r], j);
           pm = p * mult;
-          ds = p * (dp[a][kk] * mult - Ds[r]);
+          ds = p * (dp[a][kk] * mult - rows.D[r]);
         }
         Ps[key * kPStride + r] = pm;
         dSs[key * kPStride + r] = ds;
@@ -239,8 +219,7 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   };
   auto dkv_floats = [&](TileMath m) {
     return kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * ldq + 64 * ldv + 2 * kKeyTile * kPStride +
-           2 * 64 /* lse2s, Ds */ + 64 /* lasts */ + 1 /* align */ + 2 * 64 /* stats: 64 int64 */ +
-           stage_floats(m, kKeyTile);
+           kQueryRowsFloats + stage_floats(m, kKeyTile);
   };
 
   // D = dout · out per row (B, H, T), in scratch (kernels below only read it).
@@ -283,8 +262,29 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
     });
   }
 
-  // dK, dV: one 64-key tile per block.
-  {
+  // dK, dV: one 64-key tile per block; on the tensor cores with the products in registers where the accumulators
+  // allow (widths up to 128) and the tiles fit.
+  if (math != kFfmaMath && g.wq <= 128 && g.wv <= 128 &&
+      dkv_mma_floats(g) * sizeof(float) <= static_cast<size_t>(max_shared_bytes())) {
+    const size_t bytes = dkv_mma_floats(g) * sizeof(float);
+    with_nm(g.wq / 64, [&](auto nmq) {
+      with_nm(g.wv / 64, [&](auto nmv) {
+        constexpr int NMQ = decltype(nmq)::value, NMV = decltype(nmv)::value;
+        if constexpr (NMQ <= 2 && NMV <= 2) {
+          auto launch = [&](auto kernel) {
+            allow_shared(kernel, bytes, "attention_backward (dk, dv)");
+            dim3 grid(static_cast<unsigned>(cuda::ceil_div(T, kKeyTile)), static_cast<unsigned>(g.B * g.Hk));
+            DSK_LAUNCH(grid, kMmaWarps * 32, bytes, kernel)(dk, dv, dout, q, k, v, lse, D, g);
+            DSK_CUDA_CHECK_LAUNCH();
+          };
+          if (math == kTf32x3Math)
+            launch(attention_dkv_mma_kernel<NMQ, NMV, true>);
+          else
+            launch(attention_dkv_mma_kernel<NMQ, NMV, false>);
+        }
+      });
+    });
+  } else {
     const TileMath dkv_math = fitting_math(math, dkv_floats(math));
     const size_t bytes = dkv_floats(dkv_math) * sizeof(float);
     with_tile_math(dkv_math, [&](auto mt) {

@@ -52,10 +52,9 @@
 //   Widths up to 256 work in the forward; the backward's blocks hold four or five tiles and fit up to 128, or 192
 //   with 128 (wider is a one-line error from allow_shared).
 // Loads are plain coalesced loads staged through registers (no cp.async/TMA pipelining yet). On the tensor cores
-// the training forward (more than 16 rows per (b, kv head), output width up to 128) and the dQ kernel (qk width up
-// to 128) keep their products in registers (mma.sync m16n8k8, flash-attention-2's layout: attention_mma.cuh);
-// decode, wider shapes and the dK/dV kernel use wmma through a shared staging tile (below). A register-resident
-// dK/dV (keys as the mma rows: S^T = K Q^T, then dV += P^T dO, dK += dS^T Q) and wgmma are next.
+// the training forward (more than 16 rows per (b, kv head)) and both backward kernels keep their products in
+// registers where the widths are at most 128 (mma.sync m16n8k8, flash-attention-2's layout: attention_mma.cuh);
+// decode and wider shapes use wmma through a shared staging tile (below). wgmma and cp.async pipelining are next.
 #include "kernels/attention.h"
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/cuda/tensor_math.cuh"
@@ -186,6 +185,39 @@ __device__ __forceinline__ DqTiles dq_tiles(float* smem, const Geometry& g, int 
   t.Vs = g.shared_kv ? t.Ks : t.Ks + kKeyTile * ldq;
   t.end = g.shared_kv ? t.Ks + kKeyTile * ldq : t.Vs + kKeyTile * ldv;
   return t;
+}
+
+// The dK/dV kernels' query tile of 64 rows: per row its base-2 lse, D, last visible key (-1: no such row) and
+// statistics index, in shared arrays carved from `at` (3 x 64 floats, then 64 int64: `at` must be 16-byte aligned).
+struct QueryRows {
+  float* lse2;
+  float* D;
+  int* last;
+  long long* stat;
+};
+constexpr int kQueryRowsFloats = 3 * 64 + 2 * 64;
+__device__ __forceinline__ QueryRows query_rows_at(float* at) {
+  return {at, at + 64, reinterpret_cast<int*>(at + 128), reinterpret_cast<long long*>(at + 192)};
+}
+// Q and dO rows rho0 .. rho0 + 63 of (b, hk) into their tiles, and those rows' data into `rows`.
+__device__ __forceinline__ void load_query_tile(float* Qs, int ldq, float* dOs, int ldv, const QueryRows& rows,
+                                                const Geometry& g, const float* q, const float* dout,
+                                                const float* lse, const float* D, int b, int hk, int rho0) {
+  load_row_tile(Qs, ldq, 64, g.wq, g.dqk, g, q, b, hk, rho0);
+  load_row_tile(dOs, ldv, 64, g.wv, g.dv, g, dout, b, hk, rho0);
+  for (int r = threadIdx.x; r < 64; r += blockDim.x) {
+    const int rho = rho0 + r;
+    const bool ok = rho < g.rows;
+    const int64_t st = ok ? stat_index(g, b, hk, rho) : 0;
+    rows.stat[r] = st;
+    rows.last[r] = ok ? rho / g.G + g.offset : -1;
+    rows.lse2[r] = ok ? lse[st] * kLog2e : 0.0f;
+    rows.D[r] = ok ? D[st] : 0.0f;
+  }
+}
+// The first 64-row query tile that sees key j0 (position j0 - offset, i.e. rho = (j0 - offset) * G, rounded down).
+__device__ __forceinline__ int first_query_tile(const Geometry& g, int j0) {
+  return max(0, j0 - g.offset) * g.G / 64 * 64;
 }
 
 // A forward block's keys: [start, kend) from kv_start to the last key its last row (of rows rho0 .. rho0 + BR - 1)

@@ -79,6 +79,20 @@ __device__ __forceinline__ void warp_times_tile(float (&acc)[NT][4], const float
   }
 }
 
+// dst[col] = factor * acc[c][2h + e] for this lane's columns col = 8c + 2tq + e < dim of row h (warp_times_tile's
+// layout).
+template <int NT>
+__device__ __forceinline__ void store_warp_row(float* dst, const float (&acc)[NT][4], int h, int dim, float factor) {
+  const int tq = threadIdx.x % 4;
+#pragma unroll
+  for (int c = 0; c < NT; ++c)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int col = 8 * c + 2 * tq + e;
+      if (col < dim) dst[col] = acc[c][2 * h + e] * factor;
+    }
+}
+
 // grid (ceil(rows / 64), B * Hk, splits); 128 threads. Outputs as attention_forward_kernel (out / lse, or the
 // split's part_o / part_lse). NMV = wv / 64 (at most 2: the output accumulators are 32 registers per 64 columns).
 template <int NMV, bool kSplit>
@@ -182,13 +196,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_forward_mma_kernel(
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     const float row_lse = l > 0.0f ? (row_max[h] + log2f(l)) * kLn2 : -INFINITY;
     float* dst = forward_row_output(g, out, lse, part_o, part_lse, b, hk, rho, stat[h], row_lse, tq == 0);
-#pragma unroll
-    for (int c = 0; c < NT; ++c)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int col = 8 * c + 2 * tq + e;
-        if (col < g.dv) dst[col] = o[c][2 * h + e] * inv;
-      }
+    store_warp_row(dst, o, h, g.dv, inv);
   }
 }
 
@@ -272,14 +280,85 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dq_mma_kernel(
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     if (last_key[h] < 0) continue;  // no such row
-    float* dst = dq + q_row(g, b, hk, rho0 + 16 * warp + gq + 8 * h) * g.dqk;
+    store_warp_row(dq + q_row(g, b, hk, rho0 + 16 * warp + gq + 8 * h) * g.dqk, acc, h, g.dqk, g.scale);
+  }
+}
+
+// ---- backward: dK, dV ------------------------------------------------------------------------------------------
+
+// Shared floats of the dK/dV kernel: K [64][wq + 4], V [64][wv + 4] (K's tile when shared), Q [64][wq + 4],
+// dO [64][wv + 4], and the query tile's row data (lse2, D, last key: 64 each, then 64 int64 statistics indices).
+inline size_t dkv_mma_floats(const Geometry& g) {
+  const size_t ldq = g.wq + 4, ldv = g.wv + 4;
+  return (kKeyTile + 64) * ldq + 64 * ldv + (g.shared_kv ? 0 : kKeyTile * ldv) + kQueryRowsFloats;
+}
+
+// dK, dV for one 64-key tile per block, 16 keys per warp as the mma rows: grid (ceil(Tk / 64), B * Hk); 128
+// threads. Loops over the 64-row query tiles that see the keys, in order (all G heads sharing the K/V are among
+// those rows: the sum over heads is this fixed-order loop, no atomics). Per query tile, transposed:
+// S^T = K Q^T and dP^T = V dO^T (warp_scores, the query rows as the "keys"), P^T and dS^T in registers, then
+// dV += (P∘M)^T dO and dK += dS^T Q (warp_times_tile). dk = scale dK, dv = dV, set. NMQ, NMV = widths / 64 (<= 2).
+template <int NMQ, int NMV, bool kSplit>
+__global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
+    float* __restrict__ dk, float* __restrict__ dv, const float* __restrict__ dout, const float* __restrict__ q,
+    const float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ lse,
+    const float* __restrict__ D, Geometry g) {
+  constexpr int BQ = 64;  // query rows per inner tile
+  DSK_DYNAMIC_SHARED(SharedBase, smem_base);
+  float* smem = reinterpret_cast<float*>(smem_base);
+  const int ldq = g.wq + 4, ldv = g.wv + 4;
+  float* Ks = smem;                                                    // [64][ldq]
+  float* Vs = g.shared_kv ? Ks : Ks + kKeyTile * ldq;                  // [64][ldv]
+  float* Qs = g.shared_kv ? Ks + kKeyTile * ldq : Vs + kKeyTile * ldv;  // [BQ][ldq]
+  float* dOs = Qs + BQ * ldq;                                          // [BQ][ldv]
+  const QueryRows rows = query_rows_at(dOs + BQ * ldv);  // (16-byte aligned: every tile is a multiple of 4 floats)
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+  const int b = blockIdx.y / g.Hk, hk = blockIdx.y % g.Hk;
+  const int j0 = blockIdx.x * kKeyTile;
+  const int dq8 = (g.dqk + 7) / 8 * 8, dv8 = (g.dv + 7) / 8 * 8;
+
+  float acc_k[8 * NMQ][4], acc_v[8 * NMV][4];
+  zero(acc_k);
+  zero(acc_v);
+  load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
+
+  for (int rho0 = first_query_tile(g, j0); rho0 < g.rows; rho0 += BQ) {
+    load_query_tile(Qs, ldq, dOs, ldv, rows, g, q, dout, lse, D, b, hk, rho0);
+    __syncthreads();  // K, V (first pass), Q, dO, row data visible
+
+    // st[n][2h + e]: key j0 + 16 warp + gq + 8h against query row 8n + tq + 4e of the tile.
+    float st[8][4], dpt[8][4];
+    zero(st);
+    zero(dpt);
+    warp_scores<kSplit>(st, Ks + 16 * warp * ldq, ldq, Qs, ldq, dq8);
+    warp_scores<kSplit>(dpt, Vs + 16 * warp * ldv, ldv, dOs, ldv, dv8);
 #pragma unroll
-    for (int c = 0; c < NT; ++c)
+    for (int n = 0; n < 8; ++n)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int col = 8 * c + 2 * tq + e;
-        if (col < g.dqk) dst[col] = acc[c][2 * h + e] * g.scale;
+      for (int i = 0; i < 4; ++i) {
+        const int j = j0 + 16 * warp + gq + 8 * (i / 2), r = 8 * n + tq + 4 * (i % 2);
+        float pm = 0.0f, ds = 0.0f;
+        if (j < g.Tk && j <= rows.last[r] && rows.lse2[r] != -INFINITY) {
+          const float p = exp2f(st[n][i] * g.scale2 - rows.lse2[r]);
+          const float mult = drop_multiplier(g, rows.stat[r], j);
+          pm = p * mult;
+          ds = p * (dpt[n][i] * mult - rows.D[r]);
+        }
+        st[n][i] = pm;
+        dpt[n][i] = ds;
       }
+    warp_times_tile<kSplit>(acc_v, st, dOs, ldv);  // dV += (P∘M)^T dO
+    warp_times_tile<kSplit>(acc_k, dpt, Qs, ldq);  // dK += dS^T Q
+    __syncthreads();  // Q, dO, row data free for the next query tile
+  }
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int j = j0 + 16 * warp + gq + 8 * h;
+    if (j >= g.Tk) continue;
+    store_warp_row(dk + kv_row(g, b, hk, j) * g.dqk, acc_k, h, g.dqk, g.scale);
+    store_warp_row(dv + kv_row(g, b, hk, j) * g.dv, acc_v, h, g.dv, 1.0f);
   }
 }
 
