@@ -80,12 +80,9 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
 #pragma unroll
       for (int kk = 0; kk < kKeysPerThread; ++kk) {
         const int j = j0 + tx + kTx * kk;
-        float ds = 0.0f;
-        if (j <= rows.last_key[a] && j < kend && row_lse2[a] != -INFINITY) {
-          const float p = exp2f(s[a][kk] * g.scale2 - row_lse2[a]);
-          ds = p * (dp[a][kk] * drop_multiplier(g, rows.stat[a], j) - row_D[a]);
-        }
-        dSs[(ty + TY * a) * kPStride + tx + kTx * kk] = ds;
+        const bool visible = j <= rows.last_key[a] && j < kend;
+        dSs[(ty + TY * a) * kPStride + tx + kTx * kk] =
+            backward_element(g, visible, s[a][kk], dp[a][kk], row_lse2[a], row_D[a], rows.stat[a], j).ds;
       }
     __syncthreads();
     any_tile_pv<MATH, TY, RA, NMQ>(acc, dSs, Ks, ldq, stage);  // dQ += dS K
@@ -155,15 +152,10 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
 #pragma unroll
       for (int kk = 0; kk < kKeysPerThread; ++kk) {
         const int r = tx + kTx * kk;
-        float pm = 0.0f, ds = 0.0f;
-        if (j < g.Tk && j <= rows.last[r] && rows.lse2[r] != -INFINITY) {
-          const float p = exp2f(s[a][kk] * g.scale2 - rows.lse2[r]);
-          const float mult = drop_multiplier(g, rows.stat[r], j);
-          pm = p * mult;
-          ds = p * (dp[a][kk] * mult - rows.D[r]);
-        }
-        Ps[key * kPStride + r] = pm;
-        dSs[key * kPStride + r] = ds;
+        const BackwardElement e = backward_element(g, j < g.Tk && j <= rows.last[r], s[a][kk], dp[a][kk],
+                                                   rows.lse2[r], rows.D[r], rows.stat[r], j);
+        Ps[key * kPStride + r] = e.pm;
+        dSs[key * kPStride + r] = e.ds;
       }
     }
     __syncthreads();
@@ -242,11 +234,15 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
       DSK_LAUNCH(grid, kMmaWarps * 32, bytes, kernel)(dq, dout, q, k, v, lse, D, g);
       DSK_CUDA_CHECK_LAUNCH();
     };
-    const bool split = math == kTf32x3Math;
-    if (g.wq == 64)
-      split ? launch(attention_dq_mma_kernel<1, true>) : launch(attention_dq_mma_kernel<1, false>);
-    else
-      split ? launch(attention_dq_mma_kernel<2, true>) : launch(attention_dq_mma_kernel<2, false>);
+    with_nm(g.wq / 64, [&](auto nmq) {
+      constexpr int NMQ = decltype(nmq)::value;
+      if constexpr (NMQ <= 2) {
+        if (math == kTf32x3Math)
+          launch(attention_dq_mma_kernel<NMQ, true>);
+        else
+          launch(attention_dq_mma_kernel<NMQ, false>);
+      }
+    });
   } else {
     const TileMath dq_math = fitting_math(math, dq_floats(math));
     const size_t bytes = dq_floats(dq_math) * sizeof(float);

@@ -122,6 +122,20 @@ __device__ __forceinline__ float drop_multiplier(const Geometry& g, int64_t stat
   return rng::keep(g.seed, g.site, index, g.drop_p) ? g.drop_mult : 0.0f;
 }
 
+// The backward's two values for one (row, key) element, from its raw score s and dP = dO·v_j, the row's base-2 lse
+// and D, and the dropout multiplier (regenerated): P∘M (dV's weight) and dS = P∘(dP∘M - D). Both 0 where the key is
+// not visible to the row or the row sees no key at all (lse -inf). Every backward kernel computes them here.
+struct BackwardElement {
+  float pm, ds;
+};
+__device__ __forceinline__ BackwardElement backward_element(const Geometry& g, bool visible, float s, float dp,
+                                                            float lse2, float D, int64_t stat, int j) {
+  if (!visible || lse2 == -INFINITY) return {0.0f, 0.0f};
+  const float p = exp2f(s * g.scale2 - lse2);
+  const float mult = drop_multiplier(g, stat, j);
+  return {p * mult, p * (dp * mult - D)};
+}
+
 // ---- shared-memory tiles -----------------------------------------------------------------------------------
 
 // dst[r][c] (stride ld) = src row r, columns [0, width), for r < R; zero where src_row(r) is null (row outside the

@@ -266,12 +266,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dq_mma_kernel(
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int h = i / 2, j = j0 + 8 * n + tq + 4 * (i % 2);
-        float ds = 0.0f;
-        if (j <= last_key[h] && j < kend && row_lse2[h] != -INFINITY) {
-          const float p = exp2f(s[n][i] * g.scale2 - row_lse2[h]);
-          ds = p * (dp[n][i] * drop_multiplier(g, stat[h], j) - row_D[h]);
-        }
-        s[n][i] = ds;
+        const bool visible = j <= last_key[h] && j < kend;
+        s[n][i] = backward_element(g, visible, s[n][i], dp[n][i], row_lse2[h], row_D[h], stat[h], j).ds;
       }
     warp_times_tile<kSplit>(acc, s, Ks, ldq);  // dQ += dS K
     __syncthreads();  // K, V free for the next tile
@@ -338,15 +334,10 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int j = j0 + 16 * warp + gq + 8 * (i / 2), r = 8 * n + tq + 4 * (i % 2);
-        float pm = 0.0f, ds = 0.0f;
-        if (j < g.Tk && j <= rows.last[r] && rows.lse2[r] != -INFINITY) {
-          const float p = exp2f(st[n][i] * g.scale2 - rows.lse2[r]);
-          const float mult = drop_multiplier(g, rows.stat[r], j);
-          pm = p * mult;
-          ds = p * (dpt[n][i] * mult - rows.D[r]);
-        }
-        st[n][i] = pm;
-        dpt[n][i] = ds;
+        const BackwardElement e = backward_element(g, j < g.Tk && j <= rows.last[r], st[n][i], dpt[n][i],
+                                                   rows.lse2[r], rows.D[r], rows.stat[r], j);
+        st[n][i] = e.pm;
+        dpt[n][i] = e.ds;
       }
     warp_times_tile<kSplit>(acc_v, st, dOs, ldv);  // dV += (P∘M)^T dO
     warp_times_tile<kSplit>(acc_k, dpt, Qs, ldq);  // dK += dS^T Q

@@ -363,8 +363,8 @@ void host_pointer_argument(const char* kernel, int index, const void* p) {
 void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const void* kernel, const char* name,
             const std::function<void()>& body) {
   if (g_in_kernel) fail("a kernel launched from inside a kernel");
-  ensure_fault_handler();
-  DeviceWork device_work;  // the kernel (and the race check's snapshots) may touch device memory
+  DeviceWork device_work;  // the kernel (and the race check's snapshots) may touch device memory; installs the
+                           // fault handler
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (threads == 0 || threads > kMaxThreads) fail("block of " + std::to_string(threads) + " threads");
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535) fail("bad grid");
