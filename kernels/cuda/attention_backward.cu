@@ -62,12 +62,15 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
     row_D[a] = rows.ok[a] ? D[rows.stat[a]] : 0.0f;
   }
 
-  load_row_tile(Qs, ldq, BR, g.wq, g.dqk, g, q, b, hk, rho0);
-  load_row_tile(dOs, ldv, BR, g.wv, g.dv, g, dout, b, hk, rho0);
+  if (ntiles > 0) {  // (copies in flight until the first key tile's wait; no key tiles: no rows either)
+    load_row_tile(Qs, ldq, BR, g.wq, g.dqk, g, q, b, hk, rho0);
+    load_row_tile(dOs, ldv, BR, g.wv, g.dv, g, dout, b, hk, rho0);
+  }
 
   for (int t = 0; t < ntiles; ++t) {
     const int j0 = t * kKeyTile;
     load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, kend);
+    copies_wait_all();
     __syncthreads();
 
     float s[RA][kKeysPerThread], dp[RA][kKeysPerThread];
@@ -134,10 +137,12 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
   zero(acc_k);
   zero(acc_v);
 
-  load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
+  // (copies in flight until the first query tile's wait; no query sees these keys: no K/V either)
+  if (first_query_tile(g, j0) < g.rows) load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
 
   for (int rho0 = first_query_tile(g, j0); rho0 < g.rows; rho0 += BQ) {
     load_query_tile(Qs, ldq, dOs, ldv, rows, g, q, dout, lse, D, b, hk, rho0);
+    copies_wait_all();
     __syncthreads();  // K, V (first pass), Q, dO, row data visible
 
     // Transposed scores: s[a][kk] for key ty + 16a and query row tx + 16kk of this tile.

@@ -51,11 +51,13 @@
 //   not fit the device's 227 KB (widths over 192 with separate K and V) the FFMA kernel runs (fitting_math).
 //   Widths up to 256 work in the forward; the backward's blocks hold four or five tiles and fit up to 128, or 192
 //   with 128 (wider is a one-line error from allow_shared).
-// Loads are plain coalesced loads staged through registers (no cp.async/TMA pipelining yet). On the tensor cores
+// Tiles are loaded with cp.async (every copy of a tile in flight at once; not yet double-buffered: a block waits
+// for its tile before computing, other blocks on the SM overlap it). On the tensor cores
 // the training forward (more than 16 rows per (b, kv head)) and both backward kernels keep their products in
 // registers where the widths are at most 128 (mma.sync m16n8k8, flash-attention-2's layout: attention_mma.cuh);
-// decode and wider shapes use wmma through a shared staging tile (below). wgmma and cp.async pipelining are next.
+// decode and wider shapes use wmma through a shared staging tile (below). wgmma and multi-stage pipelining are next.
 #include "kernels/attention.h"
+#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/cuda/tensor_math.cuh"
 #include "kernels/rng.h"
@@ -139,11 +141,15 @@ __device__ __forceinline__ BackwardElement backward_element(const Geometry& g, b
 // ---- shared-memory tiles -----------------------------------------------------------------------------------
 
 // dst[r][c] (stride ld) = src row r, columns [0, width), for r < R; zero where src_row(r) is null (row outside the
-// problem) or c >= dim (padding). One warp per row: coalesced global reads, conflict-free shared stores. vec4
-// (dim a multiple of 4, every source row 16-byte aligned): float4 loads and stores, a quarter of the instructions,
-// so more bytes are in flight per thread (what a memory-bound decode step needs), a row per half warp at width 64.
+// problem) or c >= dim (padding). The copies are asynchronous (async_copy.cuh): every thread issues all of its
+// copies at once, so the whole tile is in flight, and the caller runs copies_wait_all() and then __syncthreads()
+// before anyone reads the tile. `owned`: an address of the source tensor, named by the zero-filled copies (they
+// read nothing, but cp.async needs a global address). One warp per row: coalesced global reads, conflict-free
+// shared stores. vec4 (dim a multiple of 4, every source row 16-byte aligned): 16-byte copies, a row per half warp
+// at width 64; else 4-byte copies.
 template <class SrcRow>
-__device__ __forceinline__ void load_tile(float* dst, int ld, int R, int width, int dim, bool vec4, SrcRow src_row) {
+__device__ __forceinline__ void load_tile(float* dst, int ld, int R, int width, int dim, bool vec4, const float* owned,
+                                          SrcRow src_row) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   if (vec4) {
     // A row takes width/4 lanes (at most 32): at width 64 each half warp loads its own row.
@@ -152,36 +158,39 @@ __device__ __forceinline__ void load_tile(float* dst, int ld, int R, int width, 
     for (int r = warp * rows_per_warp + sub; r < R; r += nwarps * rows_per_warp) {
       const float* src = src_row(r);
       for (int c = 4 * l; c < width; c += 4 * per_row) {
-        const float4 x = (src != nullptr && c < dim) ? *reinterpret_cast<const float4*>(src + c)
-                                                     : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        *reinterpret_cast<float4*>(dst + r * ld + c) = x;
+        const bool valid = src != nullptr && c < dim;
+        copy_async_zfill<16>(dst + r * ld + c, valid ? src + c : owned, valid);
       }
     }
     return;
   }
   for (int r = warp; r < R; r += nwarps) {
     const float* src = src_row(r);
-    for (int c = lane; c < width; c += 32) dst[r * ld + c] = (src != nullptr && c < dim) ? src[c] : 0.0f;
+    for (int c = lane; c < width; c += 32) {
+      const bool valid = src != nullptr && c < dim;
+      copy_async_zfill<4>(dst + r * ld + c, valid ? src + c : owned, valid);
+    }
   }
 }
 
 // Rows rho0 .. rho0 + R - 1 of (b, hk) of a query-row tensor x (q: dim dqk, padded width wq; out/dout: dv, wv);
-// zero past the last row.
+// zero past the last row. Asynchronous, as load_tile.
 __device__ __forceinline__ void load_row_tile(float* dst, int ld, int R, int width, int dim, const Geometry& g,
                                               const float* x, int b, int hk, int rho0) {
-  load_tile(dst, ld, R, width, dim, g.vec4, [&](int r) -> const float* {
+  load_tile(dst, ld, R, width, dim, g.vec4, x, [&](int r) -> const float* {
     return rho0 + r < g.rows ? x + q_row(g, b, hk, rho0 + r) * dim : nullptr;
   });
 }
 
 // The K tile of keys j0 .. j0 + 63 of (b, hk), and V's unless K's serves as V (shared_kv); zero from key kend on.
+// Asynchronous, as load_tile.
 __device__ __forceinline__ void load_kv_tiles(float* Ks, int ldk, float* Vs, int ldv, const Geometry& g,
                                               const float* k, const float* v, int b, int hk, int j0, int kend) {
-  load_tile(Ks, ldk, kKeyTile, g.wq, g.dqk, g.vec4, [&](int r) -> const float* {
+  load_tile(Ks, ldk, kKeyTile, g.wq, g.dqk, g.vec4, k, [&](int r) -> const float* {
     return j0 + r < kend ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
   });
   if (!g.shared_kv)
-    load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, [&](int r) -> const float* {
+    load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, v, [&](int r) -> const float* {
       return j0 + r < kend ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
     });
 }
@@ -213,7 +222,8 @@ constexpr int kQueryRowsFloats = 3 * 64 + 2 * 64;
 __device__ __forceinline__ QueryRows query_rows_at(float* at) {
   return {at, at + 64, reinterpret_cast<int*>(at + 128), reinterpret_cast<long long*>(at + 192)};
 }
-// Q and dO rows rho0 .. rho0 + 63 of (b, hk) into their tiles, and those rows' data into `rows`.
+// Q and dO rows rho0 .. rho0 + 63 of (b, hk) into their tiles (asynchronously, as load_tile), and those rows' data
+// into `rows` (plain stores).
 __device__ __forceinline__ void load_query_tile(float* Qs, int ldq, float* dOs, int ldv, const QueryRows& rows,
                                                 const Geometry& g, const float* q, const float* dout,
                                                 const float* lse, const float* D, int b, int hk, int rho0) {

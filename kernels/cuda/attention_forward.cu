@@ -50,11 +50,13 @@ __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_ke
 #pragma unroll
   for (int a = 0; a < RA; ++a) row_max[a] = -INFINITY;
 
-  load_row_tile(Qs, ldq, BR, g.wq, g.dqk, g, q, b, hk, rho0);
+  // (copies in flight until the first key tile's wait; no key tiles: no Q either)
+  if (keys.t_begin < keys.t_end) load_row_tile(Qs, ldq, BR, g.wq, g.dqk, g, q, b, hk, rho0);
 
   for (int t = keys.t_begin; t < keys.t_end; ++t) {
     const int j0 = keys.start + t * kKeyTile;
     load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, kend);
+    copies_wait_all();
     __syncthreads();  // Q (first tile), K, V visible
 
     float s[RA][kKeysPerThread];

@@ -129,13 +129,15 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_forward_mma_kernel(
   float o[NT][4];
   zero(o);
 
-  load_row_tile(Qs, ldq, kMmaRows, g.wq, g.dqk, g, q, b, hk, rho0);
+  // (copies in flight until the first key tile's wait; no key tiles: no Q either)
+  if (keys.t_begin < keys.t_end) load_row_tile(Qs, ldq, kMmaRows, g.wq, g.dqk, g, q, b, hk, rho0);
   const float* q_warp = Qs + 16 * warp * ldq;
   const int dq8 = (g.dqk + 7) / 8 * 8;  // the tiles' padding beyond dqk is zero
 
   for (int t = keys.t_begin; t < keys.t_end; ++t) {
     const int j0 = keys.start + t * kKeyTile;
     load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, kend);
+    copies_wait_all();
     __syncthreads();  // Q (first tile), K, V visible
 
     // S = Q K^T: s[n] is the 16 x 8 product with key group n.
@@ -246,13 +248,16 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dq_mma_kernel(
   float acc[NT][4];
   zero(acc);
 
-  load_row_tile(Qs, ldq, kMmaRows, g.wq, g.dqk, g, q, b, hk, rho0);
-  load_row_tile(dOs, ldv, kMmaRows, g.wv, g.dv, g, dout, b, hk, rho0);
+  if (ntiles > 0) {  // (copies in flight until the first key tile's wait; no key tiles: no rows either)
+    load_row_tile(Qs, ldq, kMmaRows, g.wq, g.dqk, g, q, b, hk, rho0);
+    load_row_tile(dOs, ldv, kMmaRows, g.wv, g.dv, g, dout, b, hk, rho0);
+  }
   const int dq8 = (g.dqk + 7) / 8 * 8, dv8 = (g.dv + 7) / 8 * 8;
 
   for (int t = 0; t < ntiles; ++t) {
     const int j0 = t * kKeyTile;
     load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, kend);
+    copies_wait_all();
     __syncthreads();  // Q, dO (first tile), K, V visible
 
     float s[8][4], dp[8][4];
@@ -317,10 +322,12 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
   float acc_k[8 * NMQ][4], acc_v[8 * NMV][4];
   zero(acc_k);
   zero(acc_v);
-  load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
+  // (copies in flight until the first query tile's wait; no query sees these keys: no K/V either)
+  if (first_query_tile(g, j0) < g.rows) load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
 
   for (int rho0 = first_query_tile(g, j0); rho0 < g.rows; rho0 += BQ) {
     load_query_tile(Qs, ldq, dOs, ldv, rows, g, q, dout, lse, D, b, hk, rho0);
+    copies_wait_all();
     __syncthreads();  // K, V (first pass), Q, dO, row data visible
 
     // st[n][2h + e]: key j0 + 16 warp + gq + 8h against query row 8n + tq + 4e of the tile.

@@ -57,6 +57,13 @@ struct Barrier {
   uint64_t generation = 0;
 };
 
+// A cp.async issued and not yet waited for: lands at the thread's cp_async_wait_all.
+struct AsyncCopy {
+  unsigned char* dst;
+  const unsigned char* src;
+  int bytes, src_bytes;
+};
+
 struct Fiber {
   void* sp = nullptr;  // saved stack pointer while switched out
   dim3 index;
@@ -65,6 +72,7 @@ struct Fiber {
   const Barrier* waiting = nullptr;  // the barrier it waits at (not resumed until that opens), or null
   uint64_t waiting_generation = 0;
   char* stack = nullptr;
+  std::vector<AsyncCopy> async_copies;  // issued, not yet waited for
 };
 
 // warp_once's results, per warp: call number base + i is results[i]; freed once all 32 lanes took it.
@@ -149,6 +157,10 @@ void fiber_main() {
     if (!g_block.fault) g_block.fault = std::current_exception();
   }
   Fiber& f = me();
+  if (!f.async_copies.empty() && !g_block.fault)
+    g_block.fault = std::make_exception_ptr(std::runtime_error(
+        "CUDA emulator: a thread ended with " + std::to_string(f.async_copies.size()) +
+        " cp.async copies it never waited for (copies_wait_all before the barrier that publishes a tile)"));
   f.done = true;
   leave(g_block.block_barrier, false);
   leave(g_block.warp_barriers[static_cast<size_t>(f.linear / 32)], true);
@@ -311,6 +323,35 @@ const float* warp_once(size_t floats, const std::function<void(float*)>& compute
     return keep.data();
   }
   return out;
+}
+
+void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
+  auto* d = static_cast<unsigned char*>(dst);
+  char msg[320], where[160];
+  describe_current_thread(where, sizeof where);
+  if (bytes != 4 && bytes != 8 && bytes != 16) fail("cp.async of " + std::to_string(bytes) + " bytes (4, 8 or 16)");
+  if (src_bytes < 0 || src_bytes > bytes) fail("cp.async with src-size " + std::to_string(src_bytes));
+  if (d < g_block.dynamic_shared || d + bytes > g_block.dynamic_shared + g_block.dynamic_shared_bytes) {
+    std::snprintf(msg, sizeof msg, "cp.async destination %p is not in the launch's dynamic shared memory%s", dst,
+                  where);
+    fail(msg);
+  }
+  if (src == nullptr || !is_device_pointer(src)) {
+    std::snprintf(msg, sizeof msg, "cp.async source %p is not device memory%s", src, where);
+    fail(msg);
+  }
+  if (reinterpret_cast<uintptr_t>(dst) % static_cast<uintptr_t>(bytes) != 0) misaligned(dst, "cp.async", bytes);
+  if (reinterpret_cast<uintptr_t>(src) % static_cast<uintptr_t>(bytes) != 0) misaligned(src, "cp.async", bytes);
+  std::memset(d, 0xFF, static_cast<size_t>(bytes));  // undefined until the wait
+  me().async_copies.push_back({d, static_cast<const unsigned char*>(src), bytes, src_bytes});
+}
+
+void cp_async_wait_all() {
+  for (const AsyncCopy& c : me().async_copies) {
+    std::memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
+    std::memset(c.dst + c.src_bytes, 0, static_cast<size_t>(c.bytes - c.src_bytes));
+  }
+  me().async_copies.clear();
 }
 
 void* dynamic_shared() { return g_block.dynamic_shared; }

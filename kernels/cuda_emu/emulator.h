@@ -154,6 +154,13 @@ inline float tf32_operand(float f) {
   return f;
 }
 int lane_id();
+// cp.async (kernels/cuda/async_copy.cuh): queues a copy of `bytes` (4, 8 or 16) into dst, the launch's dynamic
+// shared memory: src_bytes of them from src (device memory, even when src_bytes is 0, as dsk's kernels promise),
+// zeros after. Both addresses must be aligned to `bytes`. Until the issuing thread's cp_async_wait_all the
+// destination holds NaN bytes (its contents are undefined on a GPU), so a read before the wait shows in results;
+// a thread that ends with copies it never waited for is reported.
+void cp_async(void* dst, const void* src, int bytes, int src_bytes);
+void cp_async_wait_all();
 // For warp-collective stand-ins (wmma::mma_sync): the n-th call by each lane of a warp returns the same buffer of
 // `floats` floats; the first lane to make that call fills it with compute(buffer). Lanes run one after another
 // between barriers, so one lane's computation serves the warp without a barrier.

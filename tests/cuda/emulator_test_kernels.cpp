@@ -2,6 +2,7 @@
 // correct twins of them, written exactly as dsk's kernels are (DSK_LAUNCH, DSK_SHARED). Built only into the
 // emulator's test binary: on a GPU these races would be undefined behaviour, not a test.
 #ifdef DSK_CUDA_EMULATOR
+#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/runtime.cuh"
 #include "tests/cuda/emulator_test_kernels.h"
 
@@ -40,7 +41,39 @@ __global__ void add_one_in_place(float* x, int n) {
   if (i < n) x[i] += 1.0f;
 }
 
+// out[t] = in[(t + 1) % 64] (0 where that index is >= n) through a shared tile filled with cp.async; `wait`: the
+// copies are waited for before the barrier (right), else only after the reads (wrong: they read undefined data).
+__global__ void rotate_through_async_copies(const float* in, float* out, int n, bool wait) {
+  DSK_DYNAMIC_SHARED(float, tile);
+  const int t = static_cast<int>(threadIdx.x);
+  copy_async_zfill<4>(tile + t, t < n ? in + t : in, t < n);
+  if (wait) copies_wait_all();
+  __syncthreads();
+  out[t] = tile[(t + 1) % kThreads];
+  if (!wait) {
+    __syncthreads();  // every thread has read (so all of them read before any wait)
+    copies_wait_all();
+  }
+}
+
+// Misuses of cp.async, one per `how`: 0 never waits; 1 copies 16 bytes from a source 4 bytes past 16-byte
+// alignment; 2 copies into device memory instead of shared memory.
+__global__ void misuse_async_copy(const float* in, float* out, int how) {
+  DSK_DYNAMIC_SHARED(float, tile);
+  if (how == 0) copy_async_zfill<4>(tile, in, true);
+  if (how == 1) copy_async_zfill<16>(tile, in + 1, true);
+  if (how == 2) copy_async_zfill<4>(out, in, true);
+  if (how != 0) copies_wait_all();
+}
+
 }  // namespace
+
+void rotate_async(const float* in, float* out, int n, bool wait) {
+  DSK_LAUNCH(1, kThreads, kThreads * sizeof(float), rotate_through_async_copies)(in, out, n, wait);
+}
+void misuse_async(const float* in, float* out, int how) {
+  DSK_LAUNCH(1, 32, 64 * sizeof(float), misuse_async_copy)(in, out, how);
+}
 
 void rotate(const float* in, float* out, bool barrier) {
   DSK_LAUNCH(1, kThreads, 0, rotate_through_shared)(in, out, barrier);

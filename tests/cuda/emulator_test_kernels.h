@@ -9,6 +9,12 @@ void rotate(const float* in, float* out, bool barrier);
 void write_one_element(float* out, int blocks);
 // Two blocks: block 0 sets buf[0] = 1, block 1 sets buf[1] = buf[0] + 1 (reads another block's output).
 void read_another_block(float* buf);
+// out[t] = in[(t + 1) % 64] for t < 64, zero where that index is >= n, through a shared tile filled with cp.async
+// (async_copy.cuh); `wait` false reads the tile before waiting for the copies.
+void rotate_async(const float* in, float* out, int n, bool wait);
+// One misuse of cp.async (a thread of a 32-thread block): how 0 never waits, 1 copies 16 bytes from a misaligned
+// source, 2 copies into device memory (in, out: at least 8 floats).
+void misuse_async(const float* in, float* out, int how);
 // x[i] += 1 for i < n (race-free, in place).
 void add_one(float* x, int n);
 

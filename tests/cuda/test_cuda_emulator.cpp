@@ -1,8 +1,8 @@
 // The CUDA emulator's own checks (kernels/cuda_emu/emulator.h). The race check: launches whose result depends on
 // the block or thread order fail, naming the kernel; race-free ones pass and take effect once. Device memory and
 // host code: host code touching device memory faults with a message, a kernel given a host pointer, a cudaMemcpy
-// whose kind contradicts its pointers and a GEMM on host memory fail. Emulator builds only: these are tests of the
-// emulator, not of a GPU.
+// whose kind contradicts its pointers and a GEMM on host memory fail. cp.async: its copies land at the wait (NaN
+// before), zero-fill, and misuses fail. Emulator builds only: these are tests of the emulator, not of a GPU.
 #ifdef DSK_CUDA_EMULATOR
 #include "tests/cuda/cuda_testing.h"
 #include "tests/cuda/emulator_test_kernels.h"
@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -176,5 +177,29 @@ TEST_CASE("cuda emulator: a cuBLAS GEMM on host memory fails", "[cuda][emulator]
   REQUIRE(c.download() == std::vector<float>{7.0f, 10.0f, 15.0f, 22.0f});
   REQUIRE_THROWS_WITH(gemm(host.data(), c.ptr), Catch::Contains("A operand is a host pointer"));
   REQUIRE_THROWS_WITH(gemm(a.ptr, host.data()), Catch::Contains("C operand is a host pointer"));
+}
+
+TEST_CASE("cuda emulator: cp.async lands at the wait, zero-fills, and is checked", "[cuda][emulator]") {
+  if (!gpu_available()) return;
+  DeviceBuffer<float> in(iota_floats(64, 1.0f)), out(64);
+
+  // Waited for before the barrier: the rotation, with zeros where the copy was told to read nothing (index >= 50).
+  out.poison();
+  emu::rotate_async(in.ptr, out.ptr, 50, true);
+  const auto rotated = out.download();
+  for (int t = 0; t < 64; ++t) {
+    const int from = (t + 1) % 64;
+    REQUIRE(rotated[static_cast<size_t>(t)] == (from < 50 ? static_cast<float>(from + 1) : 0.0f));
+  }
+
+  // Read before the wait: the tile is undefined until then, and the emulator makes that NaN everywhere.
+  out.upload(std::vector<float>(64, 0.0f));
+  emu::rotate_async(in.ptr, out.ptr, 64, false);
+  for (float v : out.download()) REQUIRE(std::isnan(v));
+
+  REQUIRE_THROWS_WITH(emu::misuse_async(in.ptr, out.ptr, 0), Catch::Contains("never waited for"));
+  REQUIRE_THROWS_WITH(emu::misuse_async(in.ptr, out.ptr, 1), Catch::Contains("misaligned address: a cp.async"));
+  REQUIRE_THROWS_WITH(emu::misuse_async(in.ptr, out.ptr, 2),
+                      Catch::Contains("not in the launch's dynamic shared memory"));
 }
 #endif
