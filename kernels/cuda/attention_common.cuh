@@ -32,7 +32,7 @@
 // gridDim.z blocks (flash-decoding); each writes its normalized partial output and partial lse, and
 // attention_combine_kernel merges them in split order (deterministic). Decode shapes (<= 8 or <= 16 rows per
 // (b, hk)) use 8- or 16-row blocks so the key tiles are not multiplied against empty rows (on the tensor cores
-// 16-row blocks, wmma's fragment height).
+// 16-row blocks, the mma fragment's height: one warp per block).
 //
 // Backward (flash-attention-2 math, made deterministic by two kernels instead of atomics):
 //   D_i = dout_i · out_i                                          (attention_row_dot_kernel)
@@ -52,10 +52,10 @@
 //   Widths up to 256 work in the forward; the backward's blocks hold four or five tiles and fit up to 128, or 192
 //   with 128 (wider is a one-line error from allow_shared).
 // Tiles are loaded with cp.async (every copy of a tile in flight at once; not yet double-buffered: a block waits
-// for its tile before computing, other blocks on the SM overlap it). On the tensor cores
-// the training forward (more than 16 rows per (b, kv head)) and both backward kernels keep their products in
-// registers where the widths are at most 128 (mma.sync m16n8k8, flash-attention-2's layout: attention_mma.cuh);
-// decode and wider shapes use wmma through a shared staging tile (below). wgmma and multi-stage pipelining are next.
+// for its tile before computing, other blocks on the SM overlap it). On the tensor cores the forward (training and
+// decode) and both backward kernels keep their products in registers where the widths are at most 128 (mma.sync
+// m16n8k8, flash-attention-2's layout: attention_mma.cuh); wider shapes use wmma through a shared staging tile
+// (below). wgmma and multi-stage pipelining are next.
 #include "kernels/attention.h"
 #include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/runtime.cuh"

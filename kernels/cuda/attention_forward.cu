@@ -158,15 +158,16 @@ size_t forward_floats(const Geometry& g, int BR, TileMath math) {
 }
 
 // Runs a forward kernel over blocks of BR rows: launch_rows(grid, part_o, part_lse) launches it; the keys are split
-// over gridDim.z blocks when the grid would not fill the GPU, and the split partials combined.
+// over gridDim.z blocks when the grid would not fill the GPU (blocks_per_sm blocks on every SM), and the split
+// partials combined.
 template <class LaunchRows>
-void run_forward(float* out, float* lse, const Geometry& g, int BR, LaunchRows launch_rows) {
+void run_forward(float* out, float* lse, const Geometry& g, int BR, int blocks_per_sm, LaunchRows launch_rows) {
   const int row_blocks = static_cast<int>(cuda::ceil_div(g.rows, BR));
   const int64_t blocks = static_cast<int64_t>(row_blocks) * g.B * g.Hk;
   DSK_CHECK(row_blocks <= 0x7fffffff, "attention: too many rows");
-  // Split the keys when fewer than two waves of blocks would run, keeping at least 2 key tiles per split.
+  // Split the keys when fewer blocks than that would run, keeping at least 2 key tiles per split.
   const int max_tiles = static_cast<int>(cuda::ceil_div(g.Tk, kKeyTile));
-  const int64_t target = 2LL * cuda::sm_count();
+  const int64_t target = static_cast<int64_t>(blocks_per_sm) * cuda::sm_count();
   int splits = 1;
   if (blocks < target) splits = static_cast<int>(std::min<int64_t>(cuda::ceil_div(target, blocks), max_tiles / 2));
   splits = std::max(1, std::min(splits, 64));
@@ -193,7 +194,7 @@ template <int TY, int RA, int MATH>
 void launch_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* kv_start,
                     const Geometry& g) {
   const size_t bytes = forward_floats(g, TY * RA, TileMath(MATH)) * sizeof(float);
-  run_forward(out, lse, g, TY * RA, [&](dim3 grid, float* part_o, float* part_lse) {
+  run_forward(out, lse, g, TY * RA, 2, [&](dim3 grid, float* part_o, float* part_lse) {
     with_nm(g.wv / 64, [&](auto nmv) {
       constexpr int NMV = decltype(nmv)::value;
       auto kernel = attention_forward_kernel<TY, RA, NMV, MATH>;
@@ -204,28 +205,34 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
   });
 }
 
-// The register-resident tensor-core kernel (attention_mma.cuh): 64-row blocks, output widths up to 128.
-template <int MATH>
+// The register-resident tensor-core kernel (attention_mma.cuh), output widths up to 128: 4-warp blocks of 64 rows
+// for training shapes, 1-warp blocks of 16 rows for decode (at most 16 rows per (b, kv head)). A decode block has
+// one warp, so the SM needs several of them at once: the keys are split until the grid holds as many blocks as
+// fit on the GPU's SMs side by side (by shared memory), not just two waves' worth.
+template <int MATH, int kWarps>
 void launch_forward_mma(float* out, float* lse, const float* q, const float* k, const float* v,
                         const int32_t* kv_start, const Geometry& g) {
-  const size_t bytes = forward_mma_floats(g) * sizeof(float);
-  run_forward(out, lse, g, kMmaRows, [&](dim3 grid, float* part_o, float* part_lse) {
-    auto launch = [&](auto kernel) {
-      allow_shared(kernel, bytes, "attention_forward_mma");
-      DSK_LAUNCH(grid, kMmaWarps * 32, bytes, kernel)(out, lse, part_o, part_lse, q, k, v, kv_start, g);
-      DSK_CUDA_CHECK_LAUNCH();
-    };
-    if (g.wv == 64)
-      launch(attention_forward_mma_kernel<1, MATH == kTf32x3Math>);
-    else
-      launch(attention_forward_mma_kernel<2, MATH == kTf32x3Math>);
+  const size_t bytes = forward_mma_floats(g, kWarps) * sizeof(float);
+  const int blocks_per_sm = kWarps == 1 ? std::max<int>(2, max_shared_bytes() / static_cast<int>(bytes)) : 2;
+  run_forward(out, lse, g, 16 * kWarps, blocks_per_sm, [&](dim3 grid, float* part_o, float* part_lse) {
+    with_nm(g.wv / 64, [&](auto nmv) {
+      constexpr int NMV = decltype(nmv)::value;
+      if constexpr (NMV <= 2) {
+        auto kernel = attention_forward_mma_kernel<NMV, MATH == kTf32x3Math, kWarps>;
+        allow_shared(kernel, bytes, "attention_forward_mma");
+        DSK_LAUNCH(grid, kWarps * 32, bytes, kernel)(out, lse, part_o, part_lse, q, k, v, kv_start, g);
+        DSK_CUDA_CHECK_LAUNCH();
+      } else {
+        DSK_FAIL("attention_forward_mma: output width {} above 128", g.wv);
+      }
+    });
   });
 }
 
-// Whether the register-resident kernel serves this shape: training shapes (decode's few rows per (b, kv head) would
-// leave most of its 64-row block empty), output widths up to 128 (its accumulators), and its tiles fit.
+// Whether the register-resident kernel serves this shape: output widths up to 128 (its accumulators), and its
+// tiles fit (the training block's, the larger).
 bool forward_mma_serves(const Geometry& g) {
-  return g.rows > 16 && g.wv <= 128 && forward_mma_floats(g) * sizeof(float) <= static_cast<size_t>(max_shared_bytes());
+  return g.wv <= 128 && forward_mma_floats(g, 4) * sizeof(float) <= static_cast<size_t>(max_shared_bytes());
 }
 
 }  // namespace
@@ -241,8 +248,8 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
   // Decode-like shapes (a few query rows per (b, kv head)) use 8- or 16-row blocks, training 64. Every block row
   // costs its multiply-adds whether or not it is a real query row: absorbed decode of the default config has 8
   // rows (its heads), and with 16-row blocks half of the work would be padding on the CUDA cores. On the tensor
-  // cores (attention_math) the smallest block is 16 rows, wmma's fragment height: there padding rows are cheap next
-  // to the key tiles' loads (the benchmark's decode records compare).
+  // cores (attention_math) the smallest block is 16 rows, the fragment height (one warp in the register kernel):
+  // there padding rows are cheap next to the key tiles' loads (the benchmark's decode records compare).
   const TileMath tc_math = attention_tile_math();
   const TileMath math = fitting_math(tc_math, forward_floats(g, g.rows <= 16 ? 16 : 64, tc_math));
   with_tile_math(math, [&](auto mt) {
@@ -255,7 +262,10 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
       else
         launch_forward<8, 8, MATH>(out, lse, q, k, v, kv_start, g);
     } else if (forward_mma_serves(g)) {
-      launch_forward_mma<MATH>(out, lse, q, k, v, kv_start, g);
+      if (g.rows <= 16)
+        launch_forward_mma<MATH, 1>(out, lse, q, k, v, kv_start, g);
+      else
+        launch_forward_mma<MATH, 4>(out, lse, q, k, v, kv_start, g);
     } else {
       // The 64-row staged tensor-core blocks spread their rows over 8 warps (4 rows per thread): with 4 warps the
       // 3xTF32 fragments on top of the output accumulators spilled at width 128 (scripts/kernel_resources.sh).

@@ -1,10 +1,10 @@
 #pragma once
 // The tensor-core attention kernels with register-resident products (flash-attention-2's layout), in TF32 or
-// 3xTF32: the training forward (more than 16 query rows per (b, kv head); launched by attention_forward.cu) and the
-// dQ kernel of the backward (attention_backward.cu). The design shared by every attention kernel is in
-// attention_common.cuh.
+// 3xTF32: the forward (training and decode; launched by attention_forward.cu), and the dQ and dK/dV kernels of the
+// backward (attention_backward.cu). The design shared by every attention kernel is in attention_common.cuh.
 //
-// A block is 4 warps and 64 query rows, 16 per warp; key tiles of 64 as everywhere. Each warp computes its
+// A block is 4 warps and 64 query rows, 16 per warp (the decode forward: one warp, 16 rows); key tiles of 64 as
+// everywhere. Each warp computes its
 // S = Q K^T (16 x 64) with mma.sync m16n8k8 straight into registers (warp_scores), works on it there (the online
 // softmax in the forward, dS = P∘(dP∘M - D) in dQ; a row's values sit in the 4 lanes of a quad: 2 xor-shuffles per
 // reduction), and feeds the result back as the A operand of the next product (warp_times_tile: O += P V,
@@ -27,9 +27,9 @@ constexpr int kMmaRows = 16 * kMmaWarps;  // 64 query rows per block
 inline __host__ __device__ int mma_ldq(const Geometry& g) { return g.wq + 4; }
 inline __host__ __device__ int mma_ldv(const Geometry& g) { return g.shared_kv ? g.wq + 4 : g.wv + 8; }
 
-// Shared floats of a block of the register kernel.
-inline size_t forward_mma_floats(const Geometry& g) {
-  const size_t tiles = static_cast<size_t>(kMmaRows + kKeyTile) * mma_ldq(g);
+// Shared floats of a forward block of the register kernel with `warps` warps (16 query rows each).
+inline size_t forward_mma_floats(const Geometry& g, int warps) {
+  const size_t tiles = static_cast<size_t>(16 * warps + kKeyTile) * mma_ldq(g);
   return tiles + (g.shared_kv ? 0 : static_cast<size_t>(kKeyTile) * mma_ldv(g));
 }
 
@@ -93,10 +93,19 @@ __device__ __forceinline__ void store_warp_row(float* dst, const float (&acc)[NT
     }
 }
 
-// grid (ceil(rows / 64), B * Hk, splits); 128 threads. Outputs as attention_forward_kernel (out / lse, or the
-// split's part_o / part_lse). NMV = wv / 64 (at most 2: the output accumulators are 32 registers per 64 columns).
-template <int NMV, bool kSplit>
-__global__ void __launch_bounds__(kMmaWarps * 32) attention_forward_mma_kernel(
+// grid (ceil(rows / (16 kWarps)), B * Hk, splits); 32 kWarps threads, 16 query rows per warp. Outputs as
+// attention_forward_kernel (out / lse, or the split's part_o / part_lse). NMV = wv / 64 (at most 2: the output
+// accumulators are 32 registers per 64 columns). kWarps = 4 for training shapes; 1 for decode (at most 16 rows per
+// (b, kv head): the heads sharing the latent, or a few new tokens): one warp's block holds all of them, and many
+// small blocks per SM (split over the keys) keep the latent cache streaming while each computes.
+// __launch_bounds__'s minimum blocks per SM, which sets ptxas's register budget: 0 (no .minnctapersm: ptxas's own
+// choice, 128-168 registers, no spills) for the training block; 1 for the decode block, whose shared memory allows
+// only ~5 one-warp blocks per SM anyway (left to its default, ptxas budgets for many more and spills).
+template <int kWarps>
+constexpr int kForwardMmaMinBlocks = kWarps == 1 ? 1 : 0;
+
+template <int NMV, bool kSplit, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32, kForwardMmaMinBlocks<kWarps>) attention_forward_mma_kernel(
     float* __restrict__ out, float* __restrict__ lse, float* __restrict__ part_o, float* __restrict__ part_lse,
     const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
     const int32_t* __restrict__ kv_start, Geometry g) {
@@ -104,14 +113,15 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_forward_mma_kernel(
   DSK_DYNAMIC_SHARED(SharedBase, smem_base);
   float* smem = reinterpret_cast<float*>(smem_base);
   const int ldq = mma_ldq(g), ldv = mma_ldv(g);
-  float* Qs = smem;                                                    // [64][ldq]
-  float* Ks = Qs + kMmaRows * ldq;                                     // [64][ldq]
+  constexpr int kRows = 16 * kWarps;
+  float* Qs = smem;                                                    // [kRows][ldq]
+  float* Ks = Qs + kRows * ldq;                                        // [64][ldq]
   float* Vs = g.shared_kv ? Ks : Ks + kKeyTile * ldq;                  // [64][ldv]
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
   const int b = blockIdx.y / g.Hk, hk = blockIdx.y % g.Hk;
-  const int rho0 = blockIdx.x * kMmaRows;
-  const ForwardKeys keys = forward_keys(g, kv_start, b, rho0, kMmaRows);
+  const int rho0 = blockIdx.x * kRows;
+  const ForwardKeys keys = forward_keys(g, kv_start, b, rho0, kRows);
   const int kend = keys.kend;
 
   // This lane's two rows: block rows 16 warp + gq (h = 0) and + 8 (h = 1).
@@ -130,7 +140,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_forward_mma_kernel(
   zero(o);
 
   // (copies in flight until the first key tile's wait; no key tiles: no Q either)
-  if (keys.t_begin < keys.t_end) load_row_tile(Qs, ldq, kMmaRows, g.wq, g.dqk, g, q, b, hk, rho0);
+  if (keys.t_begin < keys.t_end) load_row_tile(Qs, ldq, kRows, g.wq, g.dqk, g, q, b, hk, rho0);
   const float* q_warp = Qs + 16 * warp * ldq;
   const int dq8 = (g.dqk + 7) / 8 * 8;  // the tiles' padding beyond dqk is zero
 
