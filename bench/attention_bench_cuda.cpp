@@ -82,6 +82,8 @@ nlohmann::json bench_training(const AttentionModelShape& m, bool absorbed, float
   const double fwd_ms = median_ms(fwd), bwd_ms = median_ms(bwd);
   nlohmann::json r = attention_bench_record(m.model, absorbed, s, p, fwd_ms, bwd_ms, "tflops");
   r["math"] = cuda::math_name(math);
+  r["forward_kernel"] = attention_forward_kernel_cuda(s, absorbed);  // what ran, after any fallback
+  r["backward_kernels"] = attention_backward_kernels_cuda(s, absorbed);
   return r;
 }
 
@@ -115,7 +117,7 @@ nlohmann::json bench_decode(const char* model, bool absorbed, int batch, int kv_
           {"dim", dim},           {"ms", ms},
           {"cache_bytes", 4.0 * (absorbed ? 1.0 : 2.0) * nkv},
           {"gbps", gbps},         {"fraction_of_copy", gbps / copy},
-          {"math", cuda::math_name(math)}};
+          {"math", cuda::math_name(math)}, {"kernel", attention_forward_kernel_cuda(s, absorbed)}};
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 // query i may attend key j when j <= i + (kv_len - q_len).
 #include "kernels/backend.h"
 
+#include <string>
+
 namespace dsk {
 
 struct AttentionShape {
@@ -58,5 +60,11 @@ template <Backend Bk>
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const AttentionShape& s,
                         const AttentionDropout& drop);
+
+// CUDA builds only: the kernels attention_forward / attention_backward run for this shape (shared_kv: k and v are
+// one tensor) in the current attention_math, after every fallback, e.g. "mma 3xtf32, 64-row blocks" and
+// "dq mma tf32, dkv wmma-staged tf32". Benchmark records carry them, so a figure names the kernel that made it.
+std::string attention_forward_kernel_cuda(const AttentionShape& s, bool shared_kv);
+std::string attention_backward_kernels_cuda(const AttentionShape& s, bool shared_kv);
 
 }  // namespace dsk

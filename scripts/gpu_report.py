@@ -113,19 +113,22 @@ def attention_markdown(attn, torch_attn):
     else:
         md.append(f"\nfp32 inputs; math: ffma (CUDA cores), tf32 / 3xtf32 (tensor cores); useful causal TFLOP/s. "
                   f"Copy bandwidth {attn.get('copy_gbps', 0):.0f} GB/s.\n")
-        md.append("| model | form | math | B×T×H | qk/v | dropout | fwd ms | bwd ms | fwd TFLOP/s | bwd TFLOP/s |")
-        md.append("|---|---|---|---|---|---|---|---|---|---|")
+        md.append("| model | form | math | B×T×H | qk/v | dropout | fwd ms | bwd ms | fwd TFLOP/s | bwd TFLOP/s | "
+                  "kernels (fwd; bwd) |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in attn["training"]:
             md.append(f"| {r['model']} | {r['form']} | {r.get('math', 'ffma')} | "
                       f"{r['batch']}×{r['seq']}×{r['heads']} (Hk {r['kv_heads']}) | "
                       f"{r['qk_dim']}/{r['v_dim']} | {r['dropout']} | {r['forward_ms']:.3f} | {r['backward_ms']:.3f} | "
-                      f"{r['forward_tflops']:.2f} | {r['backward_tflops']:.2f} |")
-        md.append("\n| decode | form | math | batch | kv_len | H (Hk) | dim | ms | GB/s | of copy |\n"
-                  "|---|---|---|---|---|---|---|---|---|---|")
+                      f"{r['forward_tflops']:.2f} | {r['backward_tflops']:.2f} | "
+                      f"{r.get('forward_kernel', '?')}; {r.get('backward_kernels', '?')} |")
+        md.append("\n| decode | form | math | batch | kv_len | H (Hk) | dim | ms | GB/s | of copy | kernel |\n"
+                  "|---|---|---|---|---|---|---|---|---|---|---|")
         for r in attn.get("decode", []):
             md.append(f"| {r['model']} | {r['form']} | {r.get('math', 'ffma')} | {r['batch']} | {r['kv_len']} | "
                       f"{r['heads']} ({r['kv_heads']}) | "
-                      f"{r['dim']} | {r['ms']:.4f} | {r['gbps']:.0f} | {100 * r['fraction_of_copy']:.0f}% |")
+                      f"{r['dim']} | {r['ms']:.4f} | {r['gbps']:.0f} | {100 * r['fraction_of_copy']:.0f}% | "
+                      f"{r.get('kernel', '?')} |")
     md.append("\n### dsk vs PyTorch scaled_dot_product_attention (explicit shapes, forward + backward ms)")
     if not torch_attn or "results" not in torch_attn:
         md.append("\nno PyTorch results" + (f" ({torch_attn['parse_error']})" if torch_attn and "parse_error" in torch_attn else ""))

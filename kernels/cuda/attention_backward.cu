@@ -4,6 +4,10 @@
 #include "kernels/cuda/attention_mma.cuh"
 #include "kernels/cuda/reduce.cuh"
 
+#include <fmt/format.h>
+
+#include <string>
+
 namespace dsk {
 
 namespace {
@@ -193,7 +197,42 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
 }
 
 
+// Shared floats of the staged kernels' blocks in the arithmetic m (see the kernels' carving).
+size_t dq_floats(const Geometry& g, TileMath m) {
+  const size_t ldq = g.wq + 4, ldv = g.wv + 4;
+  return 64 * ldq + 64 * ldv + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * kPStride +
+         stage_floats(m, 64);
+}
+size_t dkv_floats(const Geometry& g, TileMath m) {
+  const size_t ldq = g.wq + 4, ldv = g.wv + 4;
+  return kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * ldq + 64 * ldv + 2 * kKeyTile * kPStride +
+         kQueryRowsFloats + stage_floats(m, kKeyTile);
+}
+
+// The kernels a backward of geometry g runs in the current attention_math: for dQ and for dK/dV, on the tensor
+// cores the register-resident kernel (attention_mma.cuh) where its accumulators allow (widths up to 128) and its
+// tiles fit, else the staged kernel in the arithmetic whose tiles fit (fitting_math).
+struct BackwardPlan {
+  bool dq_registers, dkv_registers;
+  TileMath dq_math, dkv_math;
+};
+BackwardPlan backward_plan(const Geometry& g) {
+  const TileMath math = attention_tile_math();
+  BackwardPlan p;
+  p.dq_registers = math != kFfmaMath && g.wq <= 128 && fits_shared(dq_mma_floats(g));
+  p.dkv_registers = math != kFfmaMath && g.wq <= 128 && g.wv <= 128 && fits_shared(dkv_mma_floats(g));
+  p.dq_math = p.dq_registers ? math : fitting_math(math, dq_floats(g, math));
+  p.dkv_math = p.dkv_registers ? math : fitting_math(math, dkv_floats(g, math));
+  return p;
+}
+
 }  // namespace
+
+std::string attention_backward_kernels_cuda(const AttentionShape& s, bool shared_kv) {
+  check_shape(s, AttentionDropout{});
+  const BackwardPlan p = backward_plan(make_geometry(s, AttentionDropout{}, shared_kv && s.qk_dim == s.v_dim));
+  return fmt::format("dq {}, dkv {}", kernel_form(p.dq_registers, p.dq_math), kernel_form(p.dkv_registers, p.dkv_math));
+}
 
 template <>
 void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const float* dout, const float* q,
@@ -207,17 +246,7 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   DSK_CHECK(lse != nullptr, "attention_backward: needs the log-sum-exp saved by the forward");
   Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
   g.vec4 = rows_aligned16(g, {q, k, v, dout});
-  const size_t ldq = g.wq + 4, ldv = g.wv + 4;
-  const TileMath math = attention_tile_math();
-  // Shared floats of each kernel's block in the arithmetic m (see the kernels' carving).
-  auto dq_floats = [&](TileMath m) {
-    return 64 * ldq + 64 * ldv + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * kPStride +
-           stage_floats(m, 64);
-  };
-  auto dkv_floats = [&](TileMath m) {
-    return kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * ldq + 64 * ldv + 2 * kKeyTile * kPStride +
-           kQueryRowsFloats + stage_floats(m, kKeyTile);
-  };
+  const BackwardPlan plan = backward_plan(g);
 
   // D = dout · out per row (B, H, T), in scratch (kernels below only read it).
   const int64_t nrows = static_cast<int64_t>(s.batch) * T * s.heads;
@@ -229,9 +258,8 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
     DSK_CUDA_CHECK_LAUNCH();
   }
 
-  // dQ: 64 query rows per block; on the tensor cores with the products in registers (attention_mma.cuh) where the
-  // accumulators allow (qk width up to 128) and the tiles fit.
-  if (math != kFfmaMath && g.wq <= 128 && dq_mma_floats(g) * sizeof(float) <= static_cast<size_t>(max_shared_bytes())) {
+  // dQ: 64 query rows per block.
+  if (plan.dq_registers) {
     const size_t bytes = dq_mma_floats(g) * sizeof(float);
     auto launch = [&](auto kernel) {
       allow_shared(kernel, bytes, "attention_backward (dq)");
@@ -242,16 +270,15 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
     with_nm(g.wq / 64, [&](auto nmq) {
       constexpr int NMQ = decltype(nmq)::value;
       if constexpr (NMQ <= 2) {
-        if (math == kTf32x3Math)
+        if (plan.dq_math == kTf32x3Math)
           launch(attention_dq_mma_kernel<NMQ, true>);
         else
           launch(attention_dq_mma_kernel<NMQ, false>);
       }
     });
   } else {
-    const TileMath dq_math = fitting_math(math, dq_floats(math));
-    const size_t bytes = dq_floats(dq_math) * sizeof(float);
-    with_tile_math(dq_math, [&](auto mt) {
+    const size_t bytes = dq_floats(g, plan.dq_math) * sizeof(float);
+    with_tile_math(plan.dq_math, [&](auto mt) {
     with_nm(g.wq / 64, [&](auto nmq) {
       constexpr int NMQ = decltype(nmq)::value;
       auto kernel = attention_dq_kernel<NMQ, decltype(mt)::value>;
@@ -263,10 +290,8 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
     });
   }
 
-  // dK, dV: one 64-key tile per block; on the tensor cores with the products in registers where the accumulators
-  // allow (widths up to 128) and the tiles fit.
-  if (math != kFfmaMath && g.wq <= 128 && g.wv <= 128 &&
-      dkv_mma_floats(g) * sizeof(float) <= static_cast<size_t>(max_shared_bytes())) {
+  // dK, dV: one 64-key tile per block.
+  if (plan.dkv_registers) {
     const size_t bytes = dkv_mma_floats(g) * sizeof(float);
     with_nm(g.wq / 64, [&](auto nmq) {
       with_nm(g.wv / 64, [&](auto nmv) {
@@ -278,7 +303,7 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
             DSK_LAUNCH(grid, kMmaWarps * 32, bytes, kernel)(dk, dv, dout, q, k, v, lse, D, g);
             DSK_CUDA_CHECK_LAUNCH();
           };
-          if (math == kTf32x3Math)
+          if (plan.dkv_math == kTf32x3Math)
             launch(attention_dkv_mma_kernel<NMQ, NMV, true>);
           else
             launch(attention_dkv_mma_kernel<NMQ, NMV, false>);
@@ -286,9 +311,8 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
       });
     });
   } else {
-    const TileMath dkv_math = fitting_math(math, dkv_floats(math));
-    const size_t bytes = dkv_floats(dkv_math) * sizeof(float);
-    with_tile_math(dkv_math, [&](auto mt) {
+    const size_t bytes = dkv_floats(g, plan.dkv_math) * sizeof(float);
+    with_tile_math(plan.dkv_math, [&](auto mt) {
     with_nm(g.wq / 64, [&](auto nmq) {
       with_nm(g.wv / 64, [&](auto nmv) {
         constexpr int NMQ = decltype(nmq)::value, NMV = decltype(nmv)::value;

@@ -66,6 +66,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <string>
 #include <type_traits>
 
 namespace dsk::attn {
@@ -542,11 +543,20 @@ inline void allow_shared(Kernel kernel, size_t bytes, const char* what) {
   DSK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
 
+// Whether a block of `floats` shared floats fits the device.
+inline bool fits_shared(size_t floats) { return floats * sizeof(float) <= static_cast<size_t>(max_shared_bytes()); }
+
 // The arithmetic a kernel runs when its tensor-core form needs `tc_floats` of shared memory: that form adds a
 // staging tile, and at the widest shapes only the FFMA form fits the device (then that one runs).
 inline TileMath fitting_math(TileMath math, size_t tc_floats) {
-  const bool fits = tc_floats * sizeof(float) <= static_cast<size_t>(max_shared_bytes());
-  return math == kFfmaMath || fits ? math : kFfmaMath;
+  return math == kFfmaMath || fits_shared(tc_floats) ? math : kFfmaMath;
+}
+
+// A kernel's name in reports: "ffma" (the CUDA-core kernel), "mma <math>" (register-resident products,
+// attention_mma.cuh) or "wmma-staged <math>" (products through a shared staging tile).
+inline std::string kernel_form(bool registers, TileMath math) {
+  if (math == kFfmaMath) return "ffma";
+  return std::string(registers ? "mma " : "wmma-staged ") + tile_math_name(math);
 }
 
 // Calls f(std::integral_constant<int, NM>{}) for NM = nm in 1..4.

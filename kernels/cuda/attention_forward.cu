@@ -3,6 +3,10 @@
 #include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/attention_mma.cuh"
 
+#include <fmt/format.h>
+
+#include <string>
+
 namespace dsk {
 
 namespace {
@@ -232,10 +236,34 @@ void launch_forward_mma(float* out, float* lse, const float* q, const float* k, 
 // Whether the register-resident kernel serves this shape: output widths up to 128 (its accumulators), and its
 // tiles fit (the training block's, the larger).
 bool forward_mma_serves(const Geometry& g) {
-  return g.wv <= 128 && forward_mma_floats(g, 4) * sizeof(float) <= static_cast<size_t>(max_shared_bytes());
+  return g.wv <= 128 && fits_shared(forward_mma_floats(g, 4));
+}
+
+// The kernel a forward of geometry g runs in the current attention_math. Decode-like shapes (a few query rows per
+// (b, kv head)) use 8- or 16-row blocks, training 64. Every block row costs its multiply-adds whether or not it is a
+// real query row: absorbed decode of the default config has 8 rows (its heads), and with 16-row blocks half of the
+// work would be padding on the CUDA cores. On the tensor cores (attention_math) the smallest block is 16 rows, the
+// fragment height (one warp in the register kernel): there padding rows are cheap next to the key tiles' loads (the
+// benchmark's decode records compare).
+struct ForwardPlan {
+  TileMath math;   // after the shared-memory fallback (fitting_math)
+  bool registers;  // the register-resident mma kernel (attention_mma.cuh), else the staged one
+  int rows;        // query rows per block
+};
+ForwardPlan forward_plan(const Geometry& g) {
+  const TileMath tc_math = attention_tile_math();
+  const TileMath math = fitting_math(tc_math, forward_floats(g, g.rows <= 16 ? 16 : 64, tc_math));
+  if (math == kFfmaMath) return {math, false, g.rows <= 8 ? 8 : (g.rows <= 16 ? 16 : 64)};
+  return {math, forward_mma_serves(g), g.rows <= 16 ? 16 : 64};
 }
 
 }  // namespace
+
+std::string attention_forward_kernel_cuda(const AttentionShape& s, bool shared_kv) {
+  check_shape(s, AttentionDropout{});
+  const ForwardPlan p = forward_plan(make_geometry(s, AttentionDropout{}, shared_kv && s.qk_dim == s.v_dim));
+  return fmt::format("{}, {}-row blocks", kernel_form(p.registers, p.math), p.rows);
+}
 
 template <>
 void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, const float* k, const float* v,
@@ -245,31 +273,25 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
   Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
   g.vec4 = rows_aligned16(g, {q, k, v});
   DSK_CHECK(cuda::ceil_div(g.rows, 16) <= 0x7fffffff, "attention: too many rows");
-  // Decode-like shapes (a few query rows per (b, kv head)) use 8- or 16-row blocks, training 64. Every block row
-  // costs its multiply-adds whether or not it is a real query row: absorbed decode of the default config has 8
-  // rows (its heads), and with 16-row blocks half of the work would be padding on the CUDA cores. On the tensor
-  // cores (attention_math) the smallest block is 16 rows, the fragment height (one warp in the register kernel):
-  // there padding rows are cheap next to the key tiles' loads (the benchmark's decode records compare).
-  const TileMath tc_math = attention_tile_math();
-  const TileMath math = fitting_math(tc_math, forward_floats(g, g.rows <= 16 ? 16 : 64, tc_math));
-  with_tile_math(math, [&](auto mt) {
+  const ForwardPlan plan = forward_plan(g);
+  with_tile_math(plan.math, [&](auto mt) {
     constexpr int MATH = decltype(mt)::value;
     if constexpr (MATH == kFfmaMath) {
-      if (g.rows <= 8)
+      if (plan.rows == 8)
         launch_forward<8, 1, MATH>(out, lse, q, k, v, kv_start, g);
-      else if (g.rows <= 16)
+      else if (plan.rows == 16)
         launch_forward<8, 2, MATH>(out, lse, q, k, v, kv_start, g);
       else
         launch_forward<8, 8, MATH>(out, lse, q, k, v, kv_start, g);
-    } else if (forward_mma_serves(g)) {
-      if (g.rows <= 16)
+    } else if (plan.registers) {
+      if (plan.rows == 16)
         launch_forward_mma<MATH, 1>(out, lse, q, k, v, kv_start, g);
       else
         launch_forward_mma<MATH, 4>(out, lse, q, k, v, kv_start, g);
     } else {
       // The 64-row staged tensor-core blocks spread their rows over 8 warps (4 rows per thread): with 4 warps the
       // 3xTF32 fragments on top of the output accumulators spilled at width 128 (scripts/kernel_resources.sh).
-      if (g.rows <= 16)
+      if (plan.rows == 16)
         launch_forward<8, 2, MATH>(out, lse, q, k, v, kv_start, g);
       else
         launch_forward<16, 4, MATH>(out, lse, q, k, v, kv_start, g);

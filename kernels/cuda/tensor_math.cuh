@@ -31,6 +31,16 @@ inline TileMath tile_math(cuda::Math chosen, const char* key) {
   }
 }
 
+// The arithmetic's name, as cuda::math_name spells it.
+inline const char* tile_math_name(TileMath math) {
+  switch (math) {
+    case kFfmaMath: return cuda::math_name(cuda::Math::kFfma);
+    case kTf32Math: return cuda::math_name(cuda::Math::kTf32);
+    case kTf32x3Math: return cuda::math_name(cuda::Math::kTf32x3);
+  }
+  return "?";
+}
+
 // Calls f(std::integral_constant<int, MATH>{}) for the run-time choice `math`.
 template <class F>
 void with_tile_math(TileMath math, F&& f) {

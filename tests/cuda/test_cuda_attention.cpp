@@ -277,6 +277,32 @@ TEST_CASE("cuda attention_backward vs CPU, deterministic", "[cuda][attention]") 
   }
 }
 
+// Which kernels run (what the benchmark records report): the FFMA kernel with 8-row blocks for a decode of 8
+// heads, 64-row blocks for training; on the tensor cores the register-resident kernels (one-warp 16-row blocks for
+// decode), the staged wmma forward at width 256 on a shared latent, and the FFMA kernel where the tensor-core
+// block does not fit (width 256 with separate K and V).
+TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", "[cuda][attention]") {
+  if (!dsk::testing::gpu_available()) return;
+  const AttentionShape training = shape_of({"explicit", 2, 128, 128, 0, 4, 4, 64, 64, 0.125f});
+  const AttentionShape decode = shape_of({"decode", 3, 1, 200, 256, 8, 1, 128, 128, 0.125f, 0.0f, true});
+  {
+    cuda::ScopedAttentionMath ffma(cuda::Math::kFfma);
+    CHECK(attention_forward_kernel_cuda(training, false) == "ffma, 64-row blocks");
+    CHECK(attention_forward_kernel_cuda(decode, true) == "ffma, 8-row blocks");
+    CHECK(attention_backward_kernels_cuda(training, false) == "dq ffma, dkv ffma");
+  }
+  if (!cuda::tf32_tensor_cores()) return;
+  cuda::ScopedAttentionMath x3(cuda::Math::kTf32x3);
+  CHECK(attention_forward_kernel_cuda(training, false) == "mma 3xtf32, 64-row blocks");
+  CHECK(attention_forward_kernel_cuda(decode, true) == "mma 3xtf32, 16-row blocks");
+  CHECK(attention_backward_kernels_cuda(training, false) == "dq mma 3xtf32, dkv mma 3xtf32");
+  if (dsk::cuda_devices().at(0).shared_per_block >= 227 * 1024) {
+    const AttentionShape wide = shape_of({"widths 256", 1, 40, 40, 0, 2, 1, 256, 256, 0.05f});
+    CHECK(attention_forward_kernel_cuda(wide, true) == "wmma-staged 3xtf32, 64-row blocks");
+    CHECK(attention_forward_kernel_cuda(wide, false) == "ffma, 64-row blocks");
+  }
+}
+
 // The tensor-core arithmetic of the attention kernels (cuda::attention_math): 3xTF32 at fp32's tolerances, TF32 at
 // TF32's. Each must also differ from the FFMA result in some bit, or the setting did not reach the kernels.
 TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs CPU, deterministic",

@@ -66,12 +66,19 @@ TEST_CASE("cuda bench: attention kernels (training and decode records) at tiny s
   for (const auto& r : j.at("training")) {
     for (const char* key : {"forward_ms", "backward_ms", "forward_tflops", "backward_tflops"}) require_positive(r, key);
     ++per_math[r.at("math").get<std::string>()];
+    // The kernels that ran: the 64-row training blocks, in the record's arithmetic.
+    const std::string math = r.at("math"), form = math == "ffma" ? "ffma" : "mma " + math;
+    CHECK(r.at("forward_kernel") == form + ", 64-row blocks");
+    CHECK(r.at("backward_kernels") == "dq " + form + ", dkv " + form);
   }
   for (cuda::Math m : maths) CHECK(per_math[cuda::math_name(m)] == 2 * sizes.models.size() + 2);
   REQUIRE(cuda::attention_math() == cuda::Math::kAuto);  // each record's pinned choice was undone
   REQUIRE(j.at("decode").size() == (n_maths + 1) * sizes.models.size() + 1);
   for (const auto& r : j.at("decode")) {
     for (const char* key : {"ms", "gbps", "fraction_of_copy", "cache_bytes"}) require_positive(r, key);
+    // One query row per head: 8-row FFMA blocks, or the one-warp 16-row register kernel on the tensor cores.
+    const std::string math = r.at("math");
+    CHECK(r.at("kernel") == (math == "ffma" ? "ffma, 8-row blocks" : "mma " + math + ", 16-row blocks"));
   }
 }
 
