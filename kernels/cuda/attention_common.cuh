@@ -51,8 +51,9 @@
 //   not fit the device's 227 KB (widths over 192 with separate K and V) the FFMA kernel runs (fitting_math).
 //   Widths up to 256 work in the forward; the backward's blocks hold four or five tiles and fit up to 128, or 192
 //   with 128 (wider is a one-line error from allow_shared).
-// Tiles are loaded with cp.async (every copy of a tile in flight at once; not yet double-buffered: a block waits
-// for its tile before computing, other blocks on the SM overlap it). On the tensor cores the forward (training and
+// Tiles are loaded with cp.async (every copy of a tile in flight at once). Not double-buffered: a block waits for
+// its tile before computing and other blocks on the SM overlap it; the register forward with separate K and V also
+// overlaps V's load with S and the next K's with P V (attention_mma.cuh). On the tensor cores the forward (training and
 // decode) and both backward kernels keep their products in registers where the widths are at most 128 (mma.sync
 // m16n8k8, flash-attention-2's layout: attention_mma.cuh); wider shapes use wmma through a shared staging tile
 // (below). wgmma and multi-stage pipelining are next.
@@ -183,17 +184,25 @@ __device__ __forceinline__ void load_row_tile(float* dst, int ld, int R, int wid
   });
 }
 
-// The K tile of keys j0 .. j0 + 63 of (b, hk), and V's unless K's serves as V (shared_kv); zero from key kend on.
-// Asynchronous, as load_tile.
-__device__ __forceinline__ void load_kv_tiles(float* Ks, int ldk, float* Vs, int ldv, const Geometry& g,
-                                              const float* k, const float* v, int b, int hk, int j0, int kend) {
+// The K tile of keys j0 .. j0 + 63 of (b, hk); zero from key kend on. Asynchronous, as load_tile.
+__device__ __forceinline__ void load_key_tile(float* Ks, int ldk, const Geometry& g, const float* k, int b, int hk,
+                                              int j0, int kend) {
   load_tile(Ks, ldk, kKeyTile, g.wq, g.dqk, g.vec4, k, [&](int r) -> const float* {
     return j0 + r < kend ? k + kv_row(g, b, hk, j0 + r) * g.dqk : nullptr;
   });
-  if (!g.shared_kv)
-    load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, v, [&](int r) -> const float* {
-      return j0 + r < kend ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
-    });
+}
+// The V tile of the same keys (a separate V: not shared_kv). Asynchronous, as load_tile.
+__device__ __forceinline__ void load_value_tile(float* Vs, int ldv, const Geometry& g, const float* v, int b, int hk,
+                                                int j0, int kend) {
+  load_tile(Vs, ldv, kKeyTile, g.wv, g.dv, g.vec4, v, [&](int r) -> const float* {
+    return j0 + r < kend ? v + kv_row(g, b, hk, j0 + r) * g.dv : nullptr;
+  });
+}
+// Both tiles, V's unless K's serves as V (shared_kv).
+__device__ __forceinline__ void load_kv_tiles(float* Ks, int ldk, float* Vs, int ldv, const Geometry& g,
+                                              const float* k, const float* v, int b, int hk, int j0, int kend) {
+  load_key_tile(Ks, ldk, g, k, b, hk, j0, kend);
+  if (!g.shared_kv) load_value_tile(Vs, ldv, g, v, b, hk, j0, kend);
 }
 
 // The dQ kernels' operand tiles, carved from the start of dynamic shared memory: Q [64][ldq], dO [64][ldv],

@@ -93,19 +93,21 @@ __device__ __forceinline__ void store_warp_row(float* dst, const float (&acc)[NT
     }
 }
 
+// __launch_bounds__'s minimum blocks per SM, which sets ptxas's register budget: for the training block what its
+// shared memory allows (width 64: 4 blocks of ~53 KB, 128 registers; width 128: 3 of ~68 KB, 170), so registers
+// never lower the occupancy below that (left to its own heuristics ptxas gave the width-128 3xTF32 block 180
+// registers, 2 blocks); 1 for the decode block, whose shared memory allows ~5 one-warp blocks anyway (the default
+// budgets for many more and spilled). Cost: the TF32 width-64 block spills 16 bytes at 128 registers.
+template <int NMV, int kWarps>
+constexpr int kForwardMmaMinBlocks = kWarps == 1 ? 1 : (NMV == 1 ? 4 : 3);
+
 // grid (ceil(rows / (16 kWarps)), B * Hk, splits); 32 kWarps threads, 16 query rows per warp. Outputs as
 // attention_forward_kernel (out / lse, or the split's part_o / part_lse). NMV = wv / 64 (at most 2: the output
 // accumulators are 32 registers per 64 columns). kWarps = 4 for training shapes; 1 for decode (at most 16 rows per
 // (b, kv head): the heads sharing the latent, or a few new tokens): one warp's block holds all of them, and many
 // small blocks per SM (split over the keys) keep the latent cache streaming while each computes.
-// __launch_bounds__'s minimum blocks per SM, which sets ptxas's register budget: 0 (no .minnctapersm: ptxas's own
-// choice, 128-168 registers, no spills) for the training block; 1 for the decode block, whose shared memory allows
-// only ~5 one-warp blocks per SM anyway (left to its default, ptxas budgets for many more and spills).
-template <int kWarps>
-constexpr int kForwardMmaMinBlocks = kWarps == 1 ? 1 : 0;
-
 template <int NMV, bool kSplit, int kWarps>
-__global__ void __launch_bounds__(kWarps * 32, kForwardMmaMinBlocks<kWarps>) attention_forward_mma_kernel(
+__global__ void __launch_bounds__(kWarps * 32, (kForwardMmaMinBlocks<NMV, kWarps>)) attention_forward_mma_kernel(
     float* __restrict__ out, float* __restrict__ lse, float* __restrict__ part_o, float* __restrict__ part_lse,
     const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
     const int32_t* __restrict__ kv_start, Geometry g) {
@@ -139,16 +141,23 @@ __global__ void __launch_bounds__(kWarps * 32, kForwardMmaMinBlocks<kWarps>) att
   float o[NT][4];
   zero(o);
 
-  // (copies in flight until the first key tile's wait; no key tiles: no Q either)
-  if (keys.t_begin < keys.t_end) load_row_tile(Qs, ldq, kRows, g.wq, g.dqk, g, q, b, hk, rho0);
+  // The loads overlap the products (flash-attention-2's order): with a separate V, V's tile is copied while S and
+  // the softmax are computed, and the next K tile while P V is. A shared K = V tile is loaded at the top of its
+  // iteration. (No key tiles: no Q either.)
+  const auto load_keys = [&](int t) { load_key_tile(Ks, ldq, g, k, b, hk, keys.start + t * kKeyTile, kend); };
+  if (keys.t_begin < keys.t_end) {
+    load_row_tile(Qs, ldq, kRows, g.wq, g.dqk, g, q, b, hk, rho0);
+    load_keys(keys.t_begin);
+  }
   const float* q_warp = Qs + 16 * warp * ldq;
   const int dq8 = (g.dqk + 7) / 8 * 8;  // the tiles' padding beyond dqk is zero
 
   for (int t = keys.t_begin; t < keys.t_end; ++t) {
     const int j0 = keys.start + t * kKeyTile;
-    load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, kend);
+    if (g.shared_kv && t > keys.t_begin) load_keys(t);
     copies_wait_all();
-    __syncthreads();  // Q (first tile), K, V visible
+    __syncthreads();  // Q (first tile) and K visible; every warp is done with the previous V (P V)
+    if (!g.shared_kv) load_value_tile(Vs, ldv, g, v, b, hk, j0, kend);
 
     // S = Q K^T: s[n] is the 16 x 8 product with key group n.
     float s[8][4];
@@ -193,8 +202,13 @@ __global__ void __launch_bounds__(kWarps * 32, kForwardMmaMinBlocks<kWarps>) att
       }
     }
 
+    if (!g.shared_kv) {
+      copies_wait_all();
+      __syncthreads();  // V visible; every warp is done with K (S)
+      if (t + 1 < keys.t_end) load_keys(t + 1);
+    }
     warp_times_tile<kSplit>(o, s, Vs, ldv);  // O += P V
-    __syncthreads();  // K, V free for the next tile
+    if (g.shared_kv) __syncthreads();  // the K = V tile free for the next load
   }
 
   // Finish: a row's sum is spread over its quad's 4 lanes.

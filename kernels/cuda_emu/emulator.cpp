@@ -217,23 +217,39 @@ void run_block(dim3 bidx) {
   // memory another has not written yet) shows as a wrong or run-to-run different result whichever thread is
   // first, not only when the reader happens to come first. The order is a function of the schedule seed
   // (set_schedule_seed) and of the launches before: a run is reproduced by its seed.
+  //
+  // Warps drift apart on a GPU: between two block barriers one warp may be many instructions ahead of another. So
+  // each round holds every warp back with probability 1/2 (a round that holds back all but none is redrawn), and a
+  // warp that keeps getting picked runs several warp-level steps (shuffles, mma) ahead of one that does not. A
+  // shared-memory access that is only safe while the warps move in step (one warp overwriting a tile, or issuing a
+  // cp.async into it, while another may still read it) then shows.
   std::vector<int>& order = b.order;
   order.resize(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
+  std::vector<char> held(static_cast<size_t>(warps));
+  bool hold_none = false;  // after a round in which the running warps could not move: everyone runs
   int remaining = n;
   while (remaining > 0) {
     b.progress = false;
+    bool any_held = false;
+    for (int w = 0; w < warps; ++w) {
+      held[static_cast<size_t>(w)] = !hold_none && warps > 1 && (next_random() & 1);
+      any_held = any_held || held[static_cast<size_t>(w)];
+    }
+    if (any_held && std::all_of(held.begin(), held.end(), [](char h) { return h != 0; }))
+      held[next_random() % static_cast<uint64_t>(warps)] = 0;
     for (int i = n - 1; i > 0; --i) std::swap(order[static_cast<size_t>(i)], order[next_random() % (i + 1)]);
     for (int t : order) {
       Fiber& f = b.fibers[static_cast<size_t>(t)];
-      if (f.done) continue;
+      if (f.done || held[static_cast<size_t>(t / 32)]) continue;
       if (f.waiting && f.waiting->generation == f.waiting_generation) continue;  // its barrier is still closed
       b.current = t;
       dsk_emu_switch(&b.scheduler_sp, f.sp);
       if (b.fault) std::rethrow_exception(b.fault);
       if (f.done) --remaining;
     }
-    if (remaining > 0 && !b.progress)
+    hold_none = any_held && !b.progress;
+    if (remaining > 0 && !b.progress && !any_held)
       fail("deadlock: the block's threads wait at barriers that cannot open (a __syncthreads not reached by all "
            "threads, or threads of one warp at different collectives)");
   }

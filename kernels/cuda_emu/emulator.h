@@ -8,11 +8,13 @@
 // other's order races on a GPU, and fails here); inside a block, every CUDA thread is a
 // fiber and the fibers take turns, in a fresh pseudo-random order each round, each running until it reaches a
 // barrier (__syncthreads, a warp shuffle or vote, __syncwarp) or ends. A barrier opens when every live thread of
-// its block (or warp) has arrived. So:
+// its block (or warp) has arrived. Each round also holds back a random half of the warps, so warps drift apart
+// between block barriers as they do on a GPU (one may be several shuffles or mma steps ahead of another). So:
 //   - DSK_SHARED (static __shared__) variables are `static`: one copy, shared by the block's fibers (blocks never
 //     overlap), filled with 0xFF bytes when the block's first thread declares it (shared_here);
 //   - a thread reading shared memory another thread has not yet written without a barrier in between sees the
-//     old contents, which makes a missing __syncthreads show as a wrong (or run-to-run different) result;
+//     old contents, which makes a missing __syncthreads show as a wrong (or run-to-run different) result; with
+//     the warps out of step, so does one warp overwriting (or cp.async-ing into) a tile another may still read;
 //   - a warp shuffle or vote with lanes that have exited, or threads of one block waiting at different kinds of
 //     barrier, is reported as an error (a hang or undefined behaviour on a GPU);
 //   - device memory from cudaMalloc and dynamic shared memory start filled with 0xFF bytes (NaN as floats), so

@@ -66,7 +66,25 @@ __global__ void misuse_async_copy(const float* in, float* out, int how) {
   if (how != 0) copies_wait_all();
 }
 
+// Two warps: warp 1 reads a shared cell after 8 warp-level steps, warp 0 overwrites it after 9. Only a __syncthreads
+// between the read and the write (`barrier`) orders them; without it the result depends on how far apart the warps
+// drift, as on a GPU.
+__global__ void warps_out_of_step(float* out, bool barrier) {
+  DSK_SHARED(float, cell, [1]);
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  if (threadIdx.x == 0) cell[0] = 1.0f;
+  __syncthreads();
+  for (int i = 0; i < 8; ++i) __syncwarp();  // steps each warp takes at its own pace
+  const float seen = cell[0];
+  __syncwarp();
+  if (barrier) __syncthreads();
+  if (warp == 0 && lane == 0) cell[0] = 2.0f;
+  if (warp == 1 && lane == 0) out[0] = seen;
+}
+
 }  // namespace
+
+void out_of_step(float* out, bool barrier) { DSK_LAUNCH(1, 64, 0, warps_out_of_step)(out, barrier); }
 
 void rotate_async(const float* in, float* out, int n, bool wait) {
   DSK_LAUNCH(1, kThreads, kThreads * sizeof(float), rotate_through_async_copies)(in, out, n, wait);

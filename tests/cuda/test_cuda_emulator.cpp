@@ -65,6 +65,27 @@ TEST_CASE("cuda emulator: the race check fails launches whose result depends on 
   }
 }
 
+// Warps drift apart on a GPU: a write one warp-level step after another warp's read races unless a __syncthreads
+// orders them. Warps that moved in step (one barrier step per round each) would always read first.
+TEST_CASE("cuda emulator: warps drift apart between block barriers", "[cuda][emulator]") {
+  if (!gpu_available()) return;
+  DeviceBuffer<float> out(1);
+  {
+    emu::ScopedRaceCheck check(40);
+    REQUIRE_THROWS_WITH(
+        [&] {
+          for (int i = 0; i < 40; ++i) emu::out_of_step(out.ptr, false);
+        }(),
+        Catch::Contains("race: kernel warps_out_of_step"));
+  }
+  emu::ScopedRaceCheck check(40);
+  for (int i = 0; i < 40; ++i) {
+    out.poison();
+    REQUIRE_NOTHROW(emu::out_of_step(out.ptr, true));
+    REQUIRE(out.download()[0] == 1.0f);
+  }
+}
+
 TEST_CASE("cuda emulator: race-free launches pass the race check and take effect once", "[cuda][emulator]") {
   if (!gpu_available()) return;
   emu::ScopedRaceCheck check(2);
