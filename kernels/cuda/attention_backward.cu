@@ -230,7 +230,7 @@ BackwardPlan backward_plan(const Geometry& g) {
 
 std::string attention_backward_kernels_cuda(const AttentionShape& s, bool shared_kv) {
   check_shape(s, AttentionDropout{});
-  const BackwardPlan p = backward_plan(make_geometry(s, AttentionDropout{}, shared_kv && s.qk_dim == s.v_dim));
+  const BackwardPlan p = backward_plan(make_geometry(s, AttentionDropout{}, shared_kv));
   return fmt::format("dq {}, dkv {}", kernel_form(p.dq_registers, p.dq_math), kernel_form(p.dkv_registers, p.dkv_math));
 }
 
@@ -244,7 +244,7 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
             "attention_backward: training shapes only (q_len = kv_len = kv_capacity), got {} / {} / {}", T, s.kv_len,
             capacity_of(s));
   DSK_CHECK(lse != nullptr, "attention_backward: needs the log-sum-exp saved by the forward");
-  Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
+  Geometry g = make_geometry(s, drop, k == v);
   g.vec4 = rows_aligned16(g, {q, k, v, dout});
   const BackwardPlan plan = backward_plan(g);
 

@@ -495,7 +495,8 @@ inline void check_shape(const AttentionShape& s, const AttentionDropout& drop) {
             "the grid limit 65535", static_cast<int64_t>(s.batch) * s.kv_heads);
 }
 
-inline Geometry make_geometry(const AttentionShape& s, const AttentionDropout& drop, bool shared_kv) {
+// same_kv: k and v are one tensor (the shared latent); its tile serves as V's when the widths agree too.
+inline Geometry make_geometry(const AttentionShape& s, const AttentionDropout& drop, bool same_kv) {
   Geometry g;
   g.B = s.batch;
   g.Tq = s.q_len;
@@ -512,7 +513,7 @@ inline Geometry make_geometry(const AttentionShape& s, const AttentionDropout& d
   g.offset = s.kv_len - s.q_len;
   g.scale = s.scale;
   g.scale2 = s.scale * kLog2e;
-  g.shared_kv = shared_kv;
+  g.shared_kv = same_kv && s.qk_dim == s.v_dim;
   g.vec4 = false;  // rows_aligned16 decides, knowing the pointers
   g.drop_p = drop.p;
   g.drop_mult = 1.0f / (1.0f - drop.p);

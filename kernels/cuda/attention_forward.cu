@@ -261,7 +261,7 @@ ForwardPlan forward_plan(const Geometry& g) {
 
 std::string attention_forward_kernel_cuda(const AttentionShape& s, bool shared_kv) {
   check_shape(s, AttentionDropout{});
-  const ForwardPlan p = forward_plan(make_geometry(s, AttentionDropout{}, shared_kv && s.qk_dim == s.v_dim));
+  const ForwardPlan p = forward_plan(make_geometry(s, AttentionDropout{}, shared_kv));
   return fmt::format("{}, {}-row blocks", kernel_form(p.registers, p.math), p.rows);
 }
 
@@ -270,7 +270,7 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
                                       const int32_t* kv_start, const AttentionShape& s, const AttentionDropout& drop) {
   check_shape(s, drop);
   // kv_start lives on the device; its range is the caller's responsibility (the CPU checks it on the host).
-  Geometry g = make_geometry(s, drop, k == v && s.qk_dim == s.v_dim);
+  Geometry g = make_geometry(s, drop, k == v);
   g.vec4 = rows_aligned16(g, {q, k, v});
   DSK_CHECK(cuda::ceil_div(g.rows, 16) <= 0x7fffffff, "attention: too many rows");
   const ForwardPlan plan = forward_plan(g);
