@@ -1,6 +1,7 @@
 #include "bench/bench_tokenizer.h"
 
 #include "engine/paths.h"
+#include "engine/read_file.h"
 #include "engine/tokenizer.h"
 #include "kernels/common.h"
 
@@ -50,11 +51,7 @@ double median_seconds(int reps, F&& f) {
 
 nlohmann::json bench_tokenizer(const std::string& corpus_path, int threads) {
   std::string path = corpus_path.empty() ? data_dir() + "/tinyshakespeare.txt" : corpus_path;
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(fmt::format("cannot read corpus {}", path));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  const std::string text = ss.str();
+  const std::string text = read_file(path, "corpus");
   const Tokenizer& tok = Tokenizer::gpt2();  // loaded before timing
   int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (threads <= 0) threads = hw;

@@ -4,6 +4,7 @@
 #include "kernels/device.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -45,7 +46,9 @@ void write_text(const fs::path& path, const std::string& text) {
 
 SafeTensor tensor_of(const std::vector<int64_t>& shape, const std::vector<float>& v) { return f32_tensor(shape, v); }
 
-// Reads a safetensors tensor that must exist with exactly this shape.
+// Reads a safetensors tensor that must exist with exactly this shape and finite values (training never saves a
+// NaN or Inf: it stops first, so one in a file means the file is damaged, and it would only surface later as a
+// NaN loss or garbage text).
 std::vector<float> expect(const SafeTensorsFile& f, const std::string& file, const std::string& name,
                           const std::vector<int64_t>& shape) {
   auto it = f.tensors.find(name);
@@ -53,7 +56,11 @@ std::vector<float> expect(const SafeTensorsFile& f, const std::string& file, con
   if (it->second.shape != shape)
     throw Error(fmt::format("{}: tensor '{}' has shape [{}], the model expects [{}]", file, name,
                             fmt::join(it->second.shape, ", "), fmt::join(shape, ", ")));
-  return as_floats(it->second);
+  std::vector<float> values = as_floats(it->second);
+  for (size_t i = 0; i < values.size(); ++i)
+    if (!std::isfinite(values[i]))
+      throw Error(fmt::format("{}: tensor '{}' holds {} at element {}: the file is damaged", file, name, values[i], i));
+  return values;
 }
 
 }  // namespace

@@ -2,9 +2,10 @@
 
 #include "engine/keyed_config.h"
 
+#include "engine/read_file.h"
 #include "kernels/common.h"
 
-#include <fstream>
+#include <filesystem>
 
 namespace dsk {
 
@@ -53,10 +54,9 @@ ModelConfig load_model_config(const std::string& name_or_path) {
   if (auto it = builtin.find(name_or_path); it != builtin.end()) {
     text = it->second;
   } else {
-    std::ifstream in(name_or_path);
-    if (!in)
-      throw Error(fmt::format("config '{}' is neither small, default, large nor a readable JSON file", name_or_path));
-    text.assign(std::istreambuf_iterator<char>(in), {});
+    if (!std::filesystem::exists(name_or_path))
+      throw Error(fmt::format("config '{}' is neither small, default, large nor a JSON file", name_or_path));
+    text = read_file(name_or_path, "config");
   }
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded()) throw Error(fmt::format("config '{}' is not valid JSON", name_or_path));

@@ -1,5 +1,6 @@
 #include "engine/documents.h"
 
+#include "engine/read_file.h"
 #include "kernels/common.h"
 
 #include <nlohmann/json.hpp>
@@ -16,12 +17,7 @@ namespace dsk {
 namespace {
 
 std::string read_whole(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw Error(fmt::format("cannot read {}", p.string()));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) throw Error(fmt::format("cannot read {}", p.string()));
-  std::string s = ss.str();
+  std::string s = read_file(p.string(), "input");
   if (s.rfind("\xEF\xBB\xBF", 0) == 0) s.erase(0, 3);  // a UTF-8 byte order mark is not text
   return s;
 }

@@ -6,10 +6,21 @@
 
 #include <nlohmann/json.hpp>
 
+#include <limits>
 #include <string>
 #include <type_traits>
 
 namespace dsk::keyed {
+
+// Whether a JSON integer is in T's range (a plain get<T> wraps 2147483648 to a negative int).
+template <class T>
+bool fits_integer(const nlohmann::json& v) {
+  using Limits = std::numeric_limits<T>;
+  if (v.is_number_unsigned()) return v.get<unsigned long long>() <= static_cast<unsigned long long>(Limits::max());
+  const long long x = v.get<long long>();
+  if (x < 0) return std::is_signed_v<T> && x >= static_cast<long long>(Limits::min());
+  return static_cast<unsigned long long>(x) <= static_cast<unsigned long long>(Limits::max());
+}
 
 // Reads one value of the field's type; `what` names the config in messages ("config key", "training key").
 template <class T>
@@ -21,7 +32,8 @@ void read_value(const nlohmann::json& v, const char* what, const std::string& ke
     if (!v.is_boolean()) bad("true or false");
   } else if constexpr (std::is_integral_v<T>) {
     if (!v.is_number_integer()) bad("an integer");
-    if (std::is_unsigned_v<T> && v.get<long long>() < 0) bad(">= 0");
+    if (!fits_integer<T>(v)) bad(fmt::format("an integer from {} to {}", std::numeric_limits<T>::min(),
+                                             std::numeric_limits<T>::max()).c_str());
   } else if constexpr (std::is_floating_point_v<T>) {
     if (!v.is_number()) bad("a number");
   } else {

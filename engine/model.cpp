@@ -6,6 +6,7 @@
 #include "kernels/rng.h"
 
 #include <cmath>
+#include <limits>
 
 namespace dsk {
 
@@ -185,6 +186,11 @@ ForwardResult Model::forward(Tape& t, const Tensor& tokens, const Tensor& target
   const int B = static_cast<int>(tokens.dim(0)), T = static_cast<int>(tokens.dim(1));
   if (T > c.context_length)
     throw Error(fmt::format("sequence of {} tokens exceeds the model's context_length {}", T, c.context_length));
+  // The kernels count rows (B·T tokens, B·T·(top_k + shared) expert slots) in int: refused here, not wrapped.
+  const int64_t slots = int64_t(B) * T * (c.top_k + c.num_shared_experts);
+  if (slots > std::numeric_limits<int>::max())
+    throw Error(fmt::format("a batch of {} × {} tokens is too large for one step (batch × seq_len × (top_k + "
+                            "num_shared_experts) must stay below 2^31); lower the batch size", B, T));
   ForwardResult r;
   Var* tok = t.wrap(tokens, "tokens");
   Var* x = ops::embedding(t, tok, tok_emb_, pos_emb_);  // (B, T, d)

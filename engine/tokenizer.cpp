@@ -3,6 +3,7 @@
 
 #include "engine/paths.h"
 #include "engine/pretokenize.h"
+#include "engine/read_file.h"
 #include "engine/utf8.h"
 #include "kernels/common.h"
 
@@ -42,14 +43,6 @@ std::vector<int> unicode_to_byte_map() {
   std::vector<int> u2b(512, -1);
   for (size_t k = 0; k < bs.size(); ++k) u2b[cs[k]] = bs[k];
   return u2b;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(fmt::format("cannot open {}", path));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 }  // namespace
@@ -172,7 +165,7 @@ Tokenizer Tokenizer::load(const std::string& encoder_json_path, const std::strin
 
   nlohmann::json enc;
   try {
-    enc = nlohmann::json::parse(read_file(encoder_json_path));
+    enc = nlohmann::json::parse(read_file(encoder_json_path, "GPT-2 tokenizer file"));
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("{}: not valid JSON ({})", encoder_json_path, e.what()));
   }
@@ -207,7 +200,7 @@ Tokenizer Tokenizer::load(const std::string& encoder_json_path, const std::strin
 
   // vocab.bpe: merge k (line k+2 after the version line) creates the token of rank 256 + k; tiktoken ranks
   // tokens this way and requires encoder.json to agree, and so do we.
-  std::istringstream merges(read_file(vocab_bpe_path));
+  std::istringstream merges(read_file(vocab_bpe_path, "GPT-2 tokenizer file"));
   std::string line;
   int line_no = 0, merge_index = 0;
   while (std::getline(merges, line)) {
@@ -271,8 +264,7 @@ static std::string checked_text(std::string_view text, bool replace_invalid, std
     return {};
   }
   if (!replace_invalid)
-    throw Error(fmt::format("invalid UTF-8 at byte offset {} (byte 0x{:02X}); --replace-invalid encodes U+FFFD instead",
-                            bad, static_cast<unsigned char>(text[bad])));
+    throw Error(fmt::format("invalid UTF-8 at byte offset {} (byte 0x{:02X})", bad, static_cast<unsigned char>(text[bad])));
   return utf8::replace_invalid(text);
 }
 

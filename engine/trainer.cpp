@@ -6,6 +6,7 @@
 #include "engine/memory_plan.h"
 #include "engine/model.h"
 #include "engine/optimizer.h"
+#include "engine/run_folder.h"
 #include "kernels/device.h"
 
 #include <algorithm>
@@ -75,6 +76,13 @@ void prune_checkpoints(const fs::path& dir, int keep) {
       steps.push_back(e.path());
   std::sort(steps.begin(), steps.end());
   for (size_t i = 0; i + keep < steps.size(); ++i) fs::remove_all(steps[i]);
+}
+
+// Where the NaN stop sends the user: the newest checkpoint this run saved, else the one it resumed from.
+std::string last_good_checkpoint(const std::string& saved, const std::string& resumed_from) {
+  if (!saved.empty()) return "the last good checkpoint is " + saved;
+  if (!resumed_from.empty()) return "the last good checkpoint is " + resumed_from + ", where this run started";
+  return "no checkpoint was written yet";
 }
 
 }  // namespace
@@ -152,10 +160,13 @@ TrainSummary run_training(const TrainRun& run) {
 
   // ---- run folder -------------------------------------------------------------------------------------
   const fs::path out(run.out_dir);
+  if (run.replace_run) clear_run_folder(out.string());
   fs::create_directories(out / "checkpoints");
   const nlohmann::json train_json = tc.to_json();
   {
-    nlohmann::json cfg = {{"model", mc.to_json()}, {"train", train_json}, {"data", data.dir},
+    // The data folder as an absolute path, so that `dsk train --resume` finds it from any working directory.
+    nlohmann::json cfg = {{"format", "dsk-run"}, {"model", mc.to_json()}, {"train", train_json},
+                          {"data", fs::absolute(data.dir).lexically_normal().string()},
                           {"device", backend_name(run.device)}, {"dsk_version", DSK_VERSION}};
     std::ofstream(out / "config.json") << cfg.dump(2) << "\n";
   }
@@ -235,8 +246,8 @@ TrainSummary run_training(const TrainRun& run) {
     }
     const double loss = loss_sum / tc.grad_accum_steps, aux = aux_sum / tc.grad_accum_steps;
     if (!std::isfinite(loss) || !std::isfinite(aux))
-      throw Error(fmt::format("the loss became {} at step {}; stopping. The last good checkpoint is untouched "
-                              "(in {}); try a lower lr or grad_clip", loss, state.step + 1, out.string()));
+      throw Error(fmt::format("the loss became {} at step {}; stopping ({}); try a lower lr or grad_clip", loss,
+                              state.step + 1, last_good_checkpoint(summary.last_checkpoint, run.resume_from)));
     const float lr = learning_rate(tc, static_cast<int>(state.step), static_cast<int>(total_steps));
     const float grad_norm = opt.step(static_cast<int>(state.step) + 1, lr);
     if (run.device == Backend::CUDA) cuda::synchronize();

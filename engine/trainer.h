@@ -19,6 +19,9 @@ struct TrainRun {
   std::string out_dir;      // the run folder: config.json, metrics.jsonl, checkpoints/, best/
   Backend device = Backend::CPU;
   std::string resume_from;  // a checkpoint folder holding trainer_state (empty: fresh start)
+  // out_dir holds an earlier run (`dsk train --force`): its files are removed once this run is sure to start
+  // (data, device, model and memory all set up), not before, so a run that cannot start loses nothing.
+  bool replace_run = false;
   // Polled after every optimizer step; true finishes the step, writes a checkpoint and returns.
   std::function<bool()> stop_requested;
   std::FILE* log = stderr;  // progress and messages

@@ -24,3 +24,21 @@ TEST_CASE("cli: unknown flags and bad values are usage errors", "[cli]") {
   REQUIRE(b.parse({"--batch", "4x"}));
   CHECK_THROWS_AS(b.get_int("batch"), dsk::cli::UsageError);
 }
+
+TEST_CASE("cli: integers outside their range are usage errors naming the range, not wrapped", "[cli]") {
+  auto value = [](const std::string& text) {
+    Args a("x", "test", "dsk x");
+    a.option("n", "N", "n", "1");
+    REQUIRE(a.parse({"--n", text}));
+    return a;
+  };
+  CHECK(value("2147483647").get_int32("n") == 2147483647);
+  CHECK(value("-5").get_int32("n") == -5);
+  CHECK_THROWS_WITH(value("4294967298").get_int32("n"), Catch::Contains("from -2147483648 to 2147483647"));
+  CHECK_THROWS_WITH(value("0").get_int32("n", 1), Catch::Contains("--n must be from 1 to"));
+  CHECK_THROWS_WITH(value("300").get_int32("n", 1, 256), Catch::Contains("from 1 to 256, got 300"));
+  // strtoll saturates at LLONG_MAX; that must not pass for a value.
+  CHECK_THROWS_AS(value("99999999999999999999999").get_int("n"), dsk::cli::UsageError);
+  CHECK_THROWS_AS(value("-99999999999999999999999").get_int("n"), dsk::cli::UsageError);
+  CHECK(value("9223372036854775807").get_int("n") == 9223372036854775807LL);
+}

@@ -1,7 +1,9 @@
 #include "tools/cli.h"
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 
 namespace dsk::cli {
 
@@ -94,13 +96,20 @@ std::string Args::get(const std::string& name) const {
   return s->second.default_value;
 }
 
-long long Args::get_int(const std::string& name) const {
+long long Args::get_int(const std::string& name, long long min, long long max) const {
   std::string v = get(name);
   char* end = nullptr;
+  errno = 0;
   long long x = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || *end != '\0')
     throw UsageError(fmt::format("dsk {}: --{} expects an integer, got '{}'", command_, name, v));
+  if (errno == ERANGE || x < min || x > max)  // (strtoll saturates where a value does not fit)
+    throw UsageError(fmt::format("dsk {}: --{} must be from {} to {}, got {}", command_, name, min, max, v));
   return x;
+}
+
+int Args::get_int32(const std::string& name, int min, int max) const {
+  return static_cast<int>(get_int(name, min, max));
 }
 
 double Args::get_double(const std::string& name) const {

@@ -3,6 +3,7 @@
 // Each subcommand lives in its own tools/cmd_<name>.cpp and registers itself with DSK_COMMAND.
 #include "kernels/common.h"
 
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -34,7 +35,11 @@ class Args {
 
   bool has(const std::string& name) const;  // flag given, or option given / has a default
   std::string get(const std::string& name) const;
-  long long get_int(const std::string& name) const;
+  // An integer option; out of [min, max] (or of long long) is a usage error naming the range.
+  long long get_int(const std::string& name, long long min = std::numeric_limits<long long>::min(),
+                    long long max = std::numeric_limits<long long>::max()) const;
+  int get_int32(const std::string& name, int min = std::numeric_limits<int>::min(),
+                int max = std::numeric_limits<int>::max()) const;  // get_int within int's range
   double get_double(const std::string& name) const;
   const std::vector<std::string>& all(const std::string& name) const;
   const std::vector<std::string>& positional() const { return positional_; }

@@ -13,10 +13,16 @@
 #include "tools/run_setup.h"
 #include "tools/device_option.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
+
+namespace fs = std::filesystem;
 
 namespace dsk {
 namespace {
@@ -28,6 +34,23 @@ const char* kUsage =
     "  attention  MLA's KV cache and decode speed (absorbed / explicit / MHA) + the attention kernel forward/backward\n"
     "  moe        one MoE layer: permuted/grouped dispatch vs the original loop over experts\n"
     "  tokenizer  GPT-2 encoding speed (MB/s), single-threaded and parallel";
+
+// Checked before a benchmark runs, not after: --json FILE must be writable, and may replace only an earlier dsk
+// benchmark result (a re-run), never a file of the user's.
+void check_json_output(const cli::Args& a) {
+  if (!a.has("json") || a.get("json").empty()) return;
+  const fs::path path(a.get("json"));
+  if (fs::is_directory(path)) throw Error(fmt::format("--json {} is a folder", path.string()));
+  const fs::path folder = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  if (!fs::is_directory(folder)) throw Error(fmt::format("--json {}: the folder {} does not exist", path.string(), folder.string()));
+  if (fs::exists(path)) {
+    std::ifstream in(path);
+    const nlohmann::json old = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!old.is_object() || !old.contains("machine") || !old.contains("result"))
+      throw Error(fmt::format("--json {} exists and is not a dsk benchmark result; not overwriting it", path.string()));
+  }
+  if (access(folder.c_str(), W_OK) != 0) throw Error(fmt::format("--json {}: cannot write into {}", path.string(), folder.string()));
+}
 
 // Prints the result with the machine description, and writes it to --json FILE when given.
 int emit(const cli::Args& a, nlohmann::json result) {
@@ -63,6 +86,7 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
               "auto")
       .option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;
+  check_json_output(a);
   const cuda::Math expert_math = cli::parse_math("expert-math", a.get("expert-math"));
   const cuda::Math attention_math = cli::parse_math("attention-math", a.get("attention-math"));
   cuda::set_tf32(a.has("tf32"));
@@ -72,16 +96,11 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
   cli::apply_overrides(a.all("set"), c, nullptr);
   c.validate();
   TrainBenchOptions o;
-  o.batch = static_cast<int>(a.get_int("batch"));
-  o.seq_len = static_cast<int>(a.get_int("seq-len"));
-  o.steps = static_cast<int>(a.get_int("steps"));
-  o.warmup = static_cast<int>(a.get_int("warmup"));
-  o.profile_steps = static_cast<int>(a.get_int("profile-steps"));
-  if (o.batch <= 0 || o.steps <= 0 || o.warmup < 0 || o.profile_steps < 0 || o.seq_len < 0 ||
-      o.seq_len > c.context_length)
-    throw cli::UsageError(
-        "bench train: --batch and --steps must be positive, --warmup and --profile-steps not negative, --seq-len "
-        "within the context length");
+  o.batch = a.get_int32("batch", 1);
+  o.seq_len = a.get_int32("seq-len", 0, c.context_length);
+  o.steps = a.get_int32("steps", 1);
+  o.warmup = a.get_int32("warmup", 0);
+  o.profile_steps = a.get_int32("profile-steps", 0);
   const Backend device = cli::resolve_device(a.get("device"));
   nlohmann::json r = bench_train(c, device, o);
   r["config_name"] = a.get("config");
@@ -101,6 +120,7 @@ int bench_simple(const std::string& name, const std::vector<std::string>& argv,
     a.option("corpus", "FILE", "text to encode (default: the embedded Tiny Shakespeare)")
         .option("threads", "N", "threads for the parallel mode (0 = all cores)", "0");
   if (!a.parse(argv)) return 0;
+  check_json_output(a);
   if (a.get("device") != "cpu") throw cli::UsageError(fmt::format("bench {}: only --device cpu here", name));
   return emit(a, run(a));
 }
@@ -109,6 +129,7 @@ int bench_kernels_cmd(const std::vector<std::string>& argv) {
   cli::Args a("bench kernels", "per-kernel micro-benchmarks", "dsk bench kernels [--device cpu|cuda] [--json FILE]");
   a.option("device", "DEV", "cpu or cuda", "cpu").option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;
+  check_json_output(a);
   const Backend dev = cli::resolve_device(a.get("device"));
   if (dev == Backend::CPU) return emit(a, bench_kernels_cpu());
 #ifdef DSK_HAVE_CUDA
@@ -123,6 +144,7 @@ int bench_moe_cmd(const std::vector<std::string>& argv) {
               "dsk bench moe [--device cpu|cuda] [--json FILE]");
   a.option("device", "DEV", "cpu or cuda", "cpu").option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;
+  check_json_output(a);
   const Backend dev = cli::resolve_device(a.get("device"));
   if (dev == Backend::CPU) return emit(a, bench_moe_cpu());
 #ifdef DSK_HAVE_CUDA
@@ -145,6 +167,7 @@ int bench_attention_cmd(const std::vector<std::string>& argv) {
       .flag("no-kernels", "skip the attention kernel micro-benchmark")
       .option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;
+  check_json_output(a);
   const Backend dev = cli::resolve_device(a.get("device"));
   auto int_list = [&](const std::string& flag) {
     std::vector<int> v;
@@ -171,8 +194,8 @@ int bench_attention_cmd(const std::vector<std::string>& argv) {
     DecodeSweep sw = default_decode_sweep(c, name, dev);
     if (a.has("contexts") && !a.get("contexts").empty()) sw.contexts = int_list("contexts");
     if (a.has("batches") && !a.get("batches").empty()) sw.batches = int_list("batches");
-    if (a.get_int("steps") > 0) sw.steps = static_cast<int>(a.get_int("steps"));
-    if (a.get_int("layers") > 0) {
+    if (a.get_int32("steps", 0) > 0) sw.steps = a.get_int32("steps");
+    if (a.get_int32("layers", 0) > 0) {
       sw.layers = static_cast<int>(std::min<long long>(a.get_int("layers"), c.n_layers));
       sw.note = fmt::format("timed with {} of {} layers (--layers)", sw.layers, c.n_layers);
     }
@@ -206,7 +229,7 @@ int run_bench(const std::vector<std::string>& argv) {
   if (what == "tokenizer")
     return bench_simple(what, rest, [](const cli::Args& a) {
       std::string corpus = a.has("corpus") ? a.get("corpus") : data_dir() + "/tinyshakespeare.txt";
-      return bench_tokenizer(corpus, static_cast<int>(a.get_int("threads")));
+      return bench_tokenizer(corpus, static_cast<int>(a.get_int("threads", 0, 1024)));
     });
   throw cli::UsageError(fmt::format("dsk bench: unknown benchmark '{}' (train, kernels, attention, moe, tokenizer)", what));
 }

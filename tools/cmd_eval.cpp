@@ -2,6 +2,7 @@
 #include "engine/checkpoint.h"
 #include "engine/data.h"
 #include "engine/evaluate.h"
+#include "engine/read_file.h"
 #include "engine/tokenizer.h"
 #include "tools/cli.h"
 #include "tools/device_option.h"
@@ -13,9 +14,7 @@ namespace dsk {
 namespace {
 
 std::vector<uint16_t> encode_file(const std::string& path, bool allow_special) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("cannot read {}", path));
-  std::string text((std::istreambuf_iterator<char>(in)), {});
+  const std::string text = read_file(path, "text file");
   std::vector<int32_t> ids = Tokenizer::gpt2().encode(text, allow_special);
   return std::vector<uint16_t>(ids.begin(), ids.end());
 }
@@ -35,9 +34,8 @@ int run_eval(const std::vector<std::string>& argv) {
   if (!a.parse(argv)) return 0;
   if (!a.has("model")) throw cli::UsageError("dsk eval: --model is required");
   if (a.has("data") == a.has("text")) throw cli::UsageError("dsk eval: give exactly one of --data or --text");
-  const int batch = static_cast<int>(a.get_int("batch-size"));
-  const long long max_windows = a.get_int("max-windows");
-  if (batch <= 0 || max_windows < 0) throw cli::UsageError("dsk eval: --batch-size must be positive, --max-windows >= 0");
+  const int batch = a.get_int32("batch-size", 1);
+  const long long max_windows = a.get_int("max-windows", 0);
 
   const std::string ckpt = resolve_checkpoint(a.get("model"));
   const Backend device = cli::resolve_device(a.get("device"));

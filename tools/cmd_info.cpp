@@ -6,6 +6,7 @@
 #include "tools/run_setup.h"
 
 #include <cstdio>
+#include <limits>
 
 namespace dsk {
 namespace {
@@ -33,9 +34,8 @@ int run_info(const std::vector<std::string>& argv) {
   ModelConfig c = load_model_config(a.get("config"));
   cli::apply_overrides(a.all("set"), c, nullptr);
   c.validate();
-  const int B = static_cast<int>(a.get_int("batch"));
-  const int T = a.get_int("seq-len") > 0 ? static_cast<int>(a.get_int("seq-len")) : c.context_length;
-  if (B <= 0 || T > c.context_length) throw cli::UsageError("dsk info: --batch must be positive, --seq-len <= context");
+  const int B = a.get_int32("batch", 1);
+  const int T = a.get_int32("seq-len", 0, c.context_length) > 0 ? a.get_int32("seq-len") : c.context_length;
 
   const ParamCounts p = count_parameters(c);
   // fp32 cache: MLA keeps the latent c (d_c per token per layer); MHA would keep K and V of every head.

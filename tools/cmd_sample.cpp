@@ -1,5 +1,6 @@
 // dsk sample: generate text from a checkpoint with the latent KV cache; --interactive runs a REPL.
 #include "engine/checkpoint.h"
+#include "engine/read_file.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "tools/cli.h"
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 namespace dsk {
@@ -298,14 +300,11 @@ int run_sample(const std::vector<std::string>& argv) {
 
   Settings s;
   s.sampling.temperature = static_cast<float>(a.get_double("temperature"));
-  s.sampling.top_k = static_cast<int>(a.get_int("top-k"));
+  s.sampling.top_k = a.get_int32("top-k", 0);
   s.sampling.top_p = static_cast<float>(a.get_double("top-p"));
-  const long long max_new = a.get_int("max-new-tokens"), seed = a.get_int("seed"), rows = a.get_int("num-samples");
-  if (max_new < 1) throw cli::UsageError(fmt::format("--max-new-tokens must be >= 1, got {}", max_new));
-  if (seed < 0) throw cli::UsageError(fmt::format("--seed must be >= 0, got {}", seed));
-  if (rows < 1 || rows > 256) throw cli::UsageError(fmt::format("--num-samples must be in 1..256, got {}", rows));
-  s.max_new_tokens = static_cast<int>(max_new);
-  s.seed = static_cast<uint64_t>(seed);
+  const int rows = a.get_int32("num-samples", 1, 256);
+  s.max_new_tokens = a.get_int32("max-new-tokens", 1);
+  s.seed = static_cast<uint64_t>(a.get_int("seed", 0));
   s.stop = a.all("stop");
   try {
     validate(s.sampling);
@@ -315,11 +314,7 @@ int run_sample(const std::vector<std::string>& argv) {
 
   std::string text = a.has("prompt") ? a.get("prompt") : "";
   if (a.has("prompt-file")) {
-    std::ifstream f(a.get("prompt-file"), std::ios::binary);
-    if (!f) throw Error(fmt::format("cannot read the prompt file {}", a.get("prompt-file")));
-    std::stringstream ss;
-    ss << f.rdbuf();
-    text = ss.str();
+    text = read_file(a.get("prompt-file"), "prompt file");
   }
 
   DecodeMode mode;

@@ -1,5 +1,6 @@
 // `dsk tokenize encode|decode [FILE|-]`: the GPT-2 tokenizer on the command line.
 #include "engine/tokenizer.h"
+#include "engine/read_file.h"
 #include "tools/cli.h"
 
 #include <cstdio>
@@ -16,11 +17,13 @@ std::string read_input(const std::string& path) {
     ss << std::cin.rdbuf();
     return ss.str();
   }
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw dsk::Error(fmt::format("cannot open {}", path));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  return dsk::read_file(path, "input");
+}
+
+// The way past invalid UTF-8 that only this command offers (the tokenizer's message names the offset only).
+std::string replace_hint(const dsk::cli::Args& args, const std::string& error) {
+  const bool utf8 = error.find("invalid UTF-8") != std::string::npos;
+  return utf8 && !args.has("replace-invalid") ? "; --replace-invalid encodes U+FFFD instead" : "";
 }
 
 // Whitespace-separated decimal ids; anything else is an error naming its position.
@@ -75,7 +78,7 @@ int run_tokenize(const std::vector<std::string>& argv) {
         ids = tok.encode(std::string_view(input).substr(start, nl - start), !args.has("no-special"),
                          args.has("replace-invalid"));
       } catch (const dsk::Error& e) {
-        throw dsk::Error(fmt::format("{}:{}: {}", name, line_no, e.what()));
+        throw dsk::Error(fmt::format("{}:{}: {}{}", name, line_no, e.what(), replace_hint(args, e.what())));
       }
       if (args.has("count")) {
         out += std::to_string(ids.size());
@@ -93,11 +96,11 @@ int run_tokenize(const std::vector<std::string>& argv) {
     std::vector<int32_t> ids;
     try {
       ids = tok.encode_parallel(input, !args.has("no-special"), args.has("replace-invalid"),
-                                static_cast<int>(args.get_int("threads")));
+                                static_cast<int>(args.get_int("threads", 0, 1024)));
     } catch (const dsk::cli::UsageError&) {
       throw;
     } catch (const dsk::Error& e) {
-      throw dsk::Error(fmt::format("{}: {}", name, e.what()));
+      throw dsk::Error(fmt::format("{}: {}{}", name, e.what(), replace_hint(args, e.what())));
     }
     if (args.has("count")) {
       std::printf("%zu\n", ids.size());

@@ -1,5 +1,6 @@
 // dsk train: train a model (embedded Tiny Shakespeare by default), with resume, checkpoints and metrics.
 #include "engine/checkpoint.h"
+#include "engine/run_folder.h"
 #include "engine/trainer.h"
 #include "tools/cli.h"
 #include "tools/device_option.h"
@@ -31,16 +32,30 @@ std::string timestamp_run_dir() {
   return (fs::path("runs") / buf).string();
 }
 
-bool holds_run(const fs::path& dir) {
-  return fs::exists(dir / "config.json") || fs::exists(dir / "metrics.jsonl") || fs::exists(dir / "checkpoints");
-}
-
 // The run folder a resumed checkpoint belongs to: run/checkpoints/step_N → run.
 std::string run_folder_of(const std::string& checkpoint) {
   fs::path p = fs::path(checkpoint).lexically_normal();
   if (p.filename().empty()) p = p.parent_path();
   if (p.parent_path().filename() == "checkpoints") return p.parent_path().parent_path().string();
   return p.parent_path().string();
+}
+
+bool same_folder(const std::string& a, const std::string& b) {
+  return fs::weakly_canonical(a) == fs::weakly_canonical(b);
+}
+
+// Whether --out may be written, decided before anything is trained: a folder with files dsk did not write under
+// the names a run uses is refused, even with --force; an earlier run is replaced only with --force (and then
+// only once the new run has started: TrainRun::replace_run). Returns whether the old run is to be replaced.
+bool check_out_folder(const std::string& out_dir, bool force) {
+  const RunFolder folder = inspect_run_folder(out_dir);
+  if (folder.kind == RunFolderKind::kForeign)
+    throw Error(fmt::format("{} was not written by dsk train, which writes config.json, metrics.jsonl, checkpoints/ "
+                            "and best/ into its --out folder; choose another --out", folder.foreign));
+  if (folder.kind == RunFolderKind::kRun && !force)
+    throw Error(fmt::format("{} already holds a run; use --resume {} to continue it, --force to replace it, or "
+                            "another --out", out_dir, out_dir));
+  return folder.kind == RunFolderKind::kRun;
 }
 
 int run_train(const std::vector<std::string>& argv) {
@@ -54,10 +69,13 @@ int run_train(const std::vector<std::string>& argv) {
       .option("device", "DEV", "cpu, cuda or auto", "auto")
       .option("resume", "RUN", "continue a run folder (or checkpoint) from its latest checkpoint")
       .repeated("set", "KEY=VALUE", "override a model or training key (e.g. max_steps=500, lr=1e-3)")
-      .flag("force", "reuse an output folder that already holds a run (its old files are removed)")
+      .flag("force", "replace the run an output folder holds (its files go once the new run has started)")
       .option("sample-tokens", "N", "tokens of sample text printed at the end (0 = none)", "100");
   if (!a.parse(argv)) return 0;
   if (a.has("data") && a.has("text")) throw cli::UsageError("dsk train: give --data or --text, not both");
+  // Read now: a typo here must not surface only after the training it follows.
+  const long long sample_tokens = a.get_int("sample-tokens");
+  if (sample_tokens < 0) throw cli::UsageError("dsk train: --sample-tokens must be >= 0");
 
   ModelConfig model = load_model_config(a.get("config"));
   TrainConfig train;
@@ -82,11 +100,20 @@ int run_train(const std::vector<std::string>& argv) {
     model = saved_model;
     train.update_from_json(saved.at("train"));
     cli::apply_overrides(train_sets, model, &train);  // e.g. a larger max_steps to train on
-    if (out_dir.empty()) out_dir = run_folder_of(resume_ckpt);
-    // The run's own data unless another is named.
-    std::ifstream run_cfg(fs::path(out_dir) / "config.json");
+    const std::string resumed_run = run_folder_of(resume_ckpt);
+    if (out_dir.empty()) out_dir = resumed_run;
+    // The resumed run's own data unless another is named (from its folder, whatever --out says).
+    std::ifstream run_cfg(fs::path(resumed_run) / "config.json");
     nlohmann::json rc = run_cfg ? nlohmann::json::parse(run_cfg, nullptr, false) : nlohmann::json();
-    if (!a.has("data") && !a.has("text") && rc.is_object() && rc.contains("data")) data_dir = rc["data"];
+    if (!a.has("data") && !a.has("text")) {
+      if (!rc.is_object() || !rc.contains("data") || !rc["data"].is_string())
+        throw Error(fmt::format("--resume: {}/config.json does not name the run's data; give --data or --text",
+                                resumed_run));
+      data_dir = rc["data"];
+      if (!fs::is_directory(data_dir))
+        throw Error(fmt::format("--resume: the run's data folder {} (from {}/config.json) does not exist here; give "
+                                "--data or --text", data_dir, resumed_run));
+    }
   } else {
     cli::apply_overrides(a.all("set"), model, &train);
     if (train.max_steps == 0 && train.epochs == 0) train.max_steps = kDefaultSteps;
@@ -101,12 +128,9 @@ int run_train(const std::vector<std::string>& argv) {
       data_dir = cli::prepared_text(a.has("text") ? a.get("text") : cli::default_corpus(), true);
   }
   if (out_dir.empty()) out_dir = timestamp_run_dir();
-  if (!a.has("resume") && holds_run(out_dir)) {
-    if (!a.has("force"))
-      throw Error(fmt::format("{} already holds a run; use --resume {} to continue it, --force to replace it, or "
-                              "another --out", out_dir, out_dir));
-    for (const char* name : {"config.json", "metrics.jsonl", "checkpoints", "best"}) fs::remove_all(fs::path(out_dir) / name);
-  }
+  // Continuing a run in its own folder writes over nothing but its own files; any other --out is checked.
+  const bool in_place = a.has("resume") && same_folder(out_dir, run_folder_of(resume_ckpt));
+  const bool replace_run = !in_place && check_out_folder(out_dir, a.has("force"));
 
   TrainRun run;
   run.model = model;
@@ -115,6 +139,7 @@ int run_train(const std::vector<std::string>& argv) {
   run.out_dir = out_dir;
   run.device = cli::resolve_device(a.get("device"));
   run.resume_from = resume_ckpt;
+  run.replace_run = replace_run;
   run.progress_line = isatty(fileno(stderr));
   run.stop_requested = [] { return g_stop.load(); };
   std::fprintf(stderr, "config: %s\n", nlohmann::json({{"model", model.to_json()}, {"train", train.to_json()}}).dump().c_str());
@@ -133,7 +158,6 @@ int run_train(const std::vector<std::string>& argv) {
   std::fprintf(stderr, "done: %lld steps, final loss %.4f, val loss %.4f (best %.4f), %.0f tok/s\nbest checkpoint: %s\n",
                static_cast<long long>(s.steps_done), s.last_loss, s.last_val_loss, s.best_val_loss, s.tokens_per_s,
                s.best_checkpoint.c_str());
-  const long long sample_tokens = a.get_int("sample-tokens");
   if (sample_tokens > 0) cli::print_sample_after_training(s.best_checkpoint, run.device, static_cast<int>(sample_tokens));
   return 0;
 }

@@ -34,7 +34,9 @@ int main(int argc, char** argv) {
   try {
     return it->second.run(std::vector<std::string>(args.begin() + 1, args.end()));
   } catch (const dsk::cli::UsageError& e) {
-    std::fprintf(stderr, "%s\n", e.what());
+    // Most usage errors name their command already; those from shared helpers (--set, --device) get it here.
+    const std::string msg = e.what(), prefix = msg.rfind("dsk", 0) == 0 ? "" : "dsk " + args[0] + ": ";
+    std::fprintf(stderr, "%s%s\n", prefix.c_str(), msg.c_str());
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dsk %s: error: %s\n", args[0].c_str(), e.what());

@@ -33,6 +33,9 @@ std::vector<std::string> apply_overrides(const std::vector<std::string>& sets, M
 std::string default_corpus() { return (fs::path(data_dir()) / "tinyshakespeare.txt").string(); }
 
 std::string prepared_text(const std::string& text_file, bool verbose) {
+  if (fs::is_directory(text_file))
+    throw Error(fmt::format("--text {} is a folder: `dsk prepare --input {} --out DIR` prepares a folder of files, "
+                            "then train with --data DIR", text_file, text_file));
   if (!fs::is_regular_file(text_file)) throw Error(fmt::format("no such text file: {}", text_file));
   const std::string digest = sha256_file(text_file).substr(0, 16);
   const fs::path dir = fs::path(cache_dir()) / "prepared" / (fs::path(text_file).stem().string() + "-" + digest);

@@ -44,6 +44,13 @@ TEST_CASE("config: bad keys and values are rejected naming the key", "[config]")
   ModelConfig c;
   CHECK_THROWS_WITH(c.set("emb_dimm", "3"), Catch::Contains("unknown model config key 'emb_dimm'"));
   CHECK_THROWS_WITH(c.set("n_heads", "2.5"), Catch::Contains("'n_heads' must be an integer"));
+  // Out of the field's range: an error, not a value wrapped to a negative int.
+  CHECK_THROWS_WITH(c.set("n_heads", "2147483648"), Catch::Contains("'n_heads' must be an integer from -2147483648 to 2147483647"));
+  CHECK_THROWS_WITH(c.set("n_heads", "-99999999999"), Catch::Contains("must be an integer from"));
+  TrainConfig t;
+  CHECK_THROWS_WITH(t.set("seed", "-1"), Catch::Contains("'seed' must be an integer from 0 to"));
+  t.set("seed", "18446744073709551615");
+  CHECK(t.seed == 18446744073709551615ULL);
   auto invalid = [](auto mutate, const std::string& needle) {
     ModelConfig x;
     mutate(x);

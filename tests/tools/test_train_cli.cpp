@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -65,6 +66,47 @@ TEST_CASE("dsk train/eval: a run, then eval of its best checkpoint over the whol
     CHECK_THAT(again.output, Catch::Contains("already holds a run") && Catch::Contains("--resume"));
     CHECK(fs::exists(f.d / "run/best/model.safetensors"));  // untouched
   }
+  SECTION("--force with inputs that cannot start a run fails before the old run is touched") {
+    auto bad = run_dsk(fmt::format("train --config {} --data {} --out {} --device cpu --force", f.config,
+                                   f.d / "no_such_data", f.d / "run"));
+    CHECK(bad.exit_code == 1);
+    CHECK_THAT(bad.output, Catch::Contains("no_such_data"));
+    CHECK(fs::exists(f.d / "run/best/model.safetensors"));
+    CHECK(fs::exists(f.d / "run/config.json"));
+    CHECK(fs::exists(f.d / "run/metrics.jsonl"));
+  }
+  SECTION("--force replaces the run's own files and keeps the user's") {
+    std::ofstream(f.d / "run/notes.txt") << "mine";
+    std::ofstream(f.d / "run/checkpoints/README") << "mine too";
+    auto again = run_dsk(f.train_args(f.d / "run", 2) + " --force");
+    INFO(again.output);
+    CHECK(again.exit_code == 0);
+    CHECK(fs::exists(f.d / "run/notes.txt"));
+    CHECK(fs::exists(f.d / "run/checkpoints/README"));
+    CHECK_FALSE(fs::exists(f.d / "run/checkpoints/step_00000003"));  // the old run's checkpoint
+    CHECK(fs::exists(f.d / "run/checkpoints/step_00000002"));
+    std::ifstream in(f.d / "run/metrics.jsonl");
+    int train_lines = 0;
+    for (std::string line; std::getline(in, line);) train_lines += nlohmann::json::parse(line)["type"] == "train";
+    CHECK(train_lines == 2);  // a new log, not the old one appended to
+  }
+  SECTION("resume into another folder trains on the run's data, recorded as an absolute path") {
+    const auto cfg = nlohmann::json::parse(std::ifstream(f.d / "run/config.json"));
+    CHECK(cfg["format"] == "dsk-run");
+    CHECK(fs::path(cfg["data"].get<std::string>()).is_absolute());
+    CHECK(fs::equivalent(cfg["data"].get<std::string>(), f.data));
+    auto more = run_dsk(fmt::format("train --resume {} --out {} --set max_steps=5 --device cpu --sample-tokens 0",
+                                    f.d / "run", f.d / "other"));
+    INFO(more.output);
+    CHECK(more.exit_code == 0);
+    const auto other = nlohmann::json::parse(std::ifstream(f.d / "other/config.json"));
+    CHECK(other["data"] == cfg["data"]);
+    // Into a folder that holds another run: refused without --force, as for a fresh run.
+    auto onto = run_dsk(fmt::format("train --resume {} --out {} --set max_steps=6 --device cpu", f.d / "run",
+                                    f.d / "other"));
+    CHECK(onto.exit_code == 1);
+    CHECK_THAT(onto.output, Catch::Contains("already holds a run"));
+  }
   SECTION("resume with a different model config is refused") {
     auto bad = run_dsk(fmt::format("train --resume {} --set emb_dim=64 --set max_steps=5 --device cpu", f.d / "run"));
     CHECK(bad.exit_code == 1);
@@ -94,6 +136,22 @@ TEST_CASE("dsk train/eval: a run, then eval of its best checkpoint over the whol
     for (const auto& e : fs::directory_iterator(f.d / "run"))  // no half-written folder left behind
       CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
   }
+  SECTION("a checkpoint holding a NaN is refused as damaged, not sampled from") {
+    const std::string file = f.d / "run/best/model.safetensors";
+    {
+      std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
+      io.seekp(-4, std::ios::end);  // the last element of the last tensor
+      const float nan = std::nanf("");
+      io.write(reinterpret_cast<const char*>(&nan), 4);
+    }
+    auto e = run_dsk(fmt::format("eval --model {} --data {} --device cpu", f.d / "run", f.data));
+    CHECK(e.exit_code == 1);
+    CHECK_THAT(e.output, Catch::Contains("model.safetensors") && Catch::Contains("holds nan") &&
+                             Catch::Contains("damaged"));
+    auto smp = run_dsk(fmt::format("sample --model {} --prompt hi --max-new-tokens 3 --device cpu", f.d / "run"));
+    CHECK(smp.exit_code == 1);
+    CHECK_THAT(smp.output, Catch::Contains("damaged"));
+  }
   SECTION("a truncated checkpoint is a one-line error and stays as it was") {
     const std::string file = f.d / "run/best/model.safetensors";
     fs::resize_file(file, fs::file_size(file) / 2);
@@ -116,6 +174,81 @@ TEST_CASE("dsk train/eval: bad command lines and missing models", "[train_cli]")
   auto ctx = run_dsk(f.train_args(f.d / "r", 2) + " --set seq_len=64");
   CHECK(ctx.exit_code == 1);
   CHECK_THAT(ctx.output, Catch::Contains("exceeds the model's context_length 16"));
+}
+
+TEST_CASE("dsk train: folders holding files dsk did not write are refused, even with --force", "[train_cli]") {
+  Fixture f;
+  fs::create_directories(f.d / "p");
+  std::ofstream(f.d / "p/config.json") << "{\"my\": 1}\n";
+  fs::create_directories(f.d / "q/best");
+  std::ofstream(f.d / "q/best/notes.txt") << "mine";
+  for (const char* flags : {"", " --force"}) {
+    auto p = run_dsk(f.train_args(f.d / "p", 1) + flags);
+    CHECK(p.exit_code == 1);
+    CHECK_THAT(p.output, Catch::Contains("config.json was not written by dsk train"));
+    auto q = run_dsk(f.train_args(f.d / "q", 1) + flags);
+    CHECK(q.exit_code == 1);
+    CHECK_THAT(q.output, Catch::Contains("best was not written by dsk train"));
+  }
+  CHECK(nlohmann::json::parse(std::ifstream(f.d / "p/config.json"))["my"] == 1);
+  CHECK(fs::exists(f.d / "q/best/notes.txt"));
+  // Other files beside a run's names are fine: the run is written next to them.
+  fs::create_directories(f.d / "r");
+  std::ofstream(f.d / "r/notes.txt") << "mine";
+  auto r = run_dsk(f.train_args(f.d / "r", 1));
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(fs::exists(f.d / "r/notes.txt"));
+}
+
+TEST_CASE("dsk: a folder where a file is expected is a one-line error naming it", "[train_cli]") {
+  Fixture f;
+  const std::string dir = f.d / "folder";
+  fs::create_directories(dir);
+  for (const std::string& cmd : {"train --device cpu --config " + dir, "tokenize encode " + dir,
+                                 "bench tokenizer --corpus " + dir}) {
+    auto r = run_dsk(cmd);
+    INFO(cmd << "\n" << r.output);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.output, Catch::Contains(dir + " is a folder"));
+  }
+  auto text = run_dsk(fmt::format("train --device cpu --text {} --out {}", dir, f.d / "run"));
+  CHECK(text.exit_code == 1);
+  CHECK_THAT(text.output, Catch::Contains("is a folder") && Catch::Contains("dsk prepare"));
+}
+
+TEST_CASE("dsk bench --json: checked before the benchmark; replaces only an earlier result", "[train_cli]") {
+  Fixture f;
+  const std::string corpus = f.d / "corpus.txt", mine = f.d / "mine.json", result = f.d / "result.json";
+  std::ofstream(corpus) << "To be, or not to be, that is the question.\n";
+  std::ofstream(mine) << "my notes\n";
+  const std::string bench = "bench tokenizer --threads 1 --corpus " + corpus + " --json ";
+  auto refused = run_dsk(bench + mine);
+  CHECK(refused.exit_code == 1);
+  CHECK_THAT(refused.output, Catch::Contains("not a dsk benchmark result; not overwriting"));
+  std::ifstream in(mine);
+  CHECK(std::string((std::istreambuf_iterator<char>(in)), {}) == "my notes\n");
+  auto nowhere = run_dsk(bench + (f.d / "no/such/folder.json"));
+  CHECK(nowhere.exit_code == 1);
+  CHECK_THAT(nowhere.output, Catch::Contains("does not exist"));
+  CHECK(run_dsk(bench + result).exit_code == 0);
+  auto again = run_dsk(bench + result);  // a re-run replaces its own earlier result
+  INFO(again.output);
+  CHECK(again.exit_code == 0);
+  CHECK(nlohmann::json::parse(std::ifstream(result)).contains("result"));
+}
+
+TEST_CASE("dsk train: option errors come before the training, a NaN stop names no checkpoint that is not there",
+          "[train_cli]") {
+  Fixture f;
+  auto bad = run_dsk(f.train_args(f.d / "run", 2) + " --sample-tokens abc");
+  CHECK(bad.exit_code == 2);
+  CHECK_FALSE(fs::exists(f.d / "run"));  // nothing trained or written
+  CHECK(run_dsk(f.train_args(f.d / "run", 2) + " --sample-tokens -1").exit_code == 2);
+  auto nan = run_dsk(f.train_args(f.d / "nan", 5) + " --set lr=1e30 --set grad_clip=0 --set warmup_steps=0");
+  INFO(nan.output);
+  CHECK(nan.exit_code == 1);
+  CHECK_THAT(nan.output, Catch::Contains("the loss became") && Catch::Contains("no checkpoint was written yet"));
 }
 
 TEST_CASE("dsk train: SIGINT finishes the step, writes a checkpoint and exits 0", "[train_cli]") {
