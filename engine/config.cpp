@@ -60,6 +60,10 @@ ModelConfig load_model_config(const std::string& name_or_path) {
   }
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded()) throw Error(fmt::format("config '{}' is not valid JSON", name_or_path));
+  // A run's or checkpoint's config.json holds the model config under "model", beside the training keys.
+  if (j.is_object() && j.contains("model") && j.contains("train"))
+    throw Error(fmt::format("config '{}' is a run's or checkpoint's config.json, not a model config: continue that "
+                            "run with --resume, or save its \"model\" object as a file of its own", name_or_path));
   ModelConfig c;
   c.update_from_json(j);
   c.validate();

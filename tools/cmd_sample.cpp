@@ -306,6 +306,8 @@ int run_sample(const std::vector<std::string>& argv) {
   s.max_new_tokens = a.get_int32("max-new-tokens", 1);
   s.seed = static_cast<uint64_t>(a.get_int("seed", 0));
   s.stop = a.all("stop");
+  for (const std::string& stop : s.stop)  // (an empty text is contained everywhere: it would stop at once)
+    if (stop.empty()) throw cli::UsageError("dsk sample: --stop needs a non-empty text");
   try {
     validate(s.sampling);
   } catch (const Error& e) {

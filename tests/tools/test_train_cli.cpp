@@ -107,6 +107,16 @@ TEST_CASE("dsk train/eval: a run, then eval of its best checkpoint over the whol
     CHECK(onto.exit_code == 1);
     CHECK_THAT(onto.output, Catch::Contains("already holds a run"));
   }
+  SECTION("a run's config.json given as --config says what it is") {
+    auto bad = run_dsk(fmt::format("train --config {} --device cpu --out {}", f.d / "run/config.json", f.d / "r2"));
+    CHECK(bad.exit_code == 1);
+    CHECK_THAT(bad.output, Catch::Contains("is a run's or checkpoint's config.json") && Catch::Contains("--resume"));
+  }
+  SECTION("sample --stop with an empty text is a usage error") {
+    auto bad = run_dsk(fmt::format("sample --model {} --prompt hi --stop \"\" --device cpu", f.d / "run"));
+    CHECK(bad.exit_code == 2);
+    CHECK_THAT(bad.output, Catch::Contains("--stop needs a non-empty text"));
+  }
   SECTION("resume with a different model config is refused") {
     auto bad = run_dsk(fmt::format("train --resume {} --set emb_dim=64 --set max_steps=5 --device cpu", f.d / "run"));
     CHECK(bad.exit_code == 1);
