@@ -4,7 +4,11 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -20,16 +24,44 @@ nlohmann::json read_json(const fs::path& path) {
   return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
 }
 
-bool is_checkpoint(const fs::path& dir) {
-  const nlohmann::json j = read_json(dir / "config.json");
-  return j.is_object() && j.value("format", "") == "dsk-checkpoint";
+// What save_checkpoint leaves behind when it is interrupted: <stem>.tmp-<pid> or <stem>.old-<pid>, where stem is
+// best or step_<8 digits>.
+bool is_interrupted_save(const fs::path& p) {
+  const std::string name = p.filename().string();
+  const size_t dot = name.find('.');
+  if (dot == std::string::npos) return false;
+  const std::string stem = name.substr(0, dot), rest = name.substr(dot);
+  const bool step = stem.size() == 13 && stem.rfind("step_", 0) == 0 &&
+                    std::all_of(stem.begin() + 5, stem.end(), [](unsigned char c) { return std::isdigit(c); });
+  if (stem != "best" && !step) return false;
+  if (rest.rfind(".tmp-", 0) != 0 && rest.rfind(".old-", 0) != 0) return false;
+  return rest.size() > 5 && std::all_of(rest.begin() + 5, rest.end(), [](unsigned char c) { return std::isdigit(c); });
 }
 
-// What save_checkpoint leaves behind when it is interrupted: step_N.tmp-PID, best.old-PID, ...
-bool is_interrupted_save(const fs::path& p, const std::string& stem) {
-  const std::string name = p.filename().string();
-  return name.rfind(stem, 0) == 0 &&
-         (name.find(".tmp-") != std::string::npos || name.find(".old-") != std::string::npos);
+// The first thing under a run's names in `d` that a dsk run did not write ("" when there is none): metrics.jsonl
+// a file, best/ a dsk checkpoint, checkpoints/ a folder whose step_* entries are dsk checkpoints (entries under
+// other names are the user's and are left alone).
+std::string first_foreign_entry(const fs::path& d) {
+  if (fs::exists(d / "metrics.jsonl") && !fs::is_regular_file(d / "metrics.jsonl")) return (d / "metrics.jsonl").string();
+  if (fs::exists(fs::symlink_status(d / "best")) && !is_dsk_checkpoint((d / "best").string())) return (d / "best").string();
+  const fs::path checkpoints = d / "checkpoints";
+  if (!fs::exists(fs::symlink_status(checkpoints))) return "";
+  if (!fs::is_directory(fs::symlink_status(checkpoints))) return checkpoints.string();
+  for (const auto& e : fs::directory_iterator(checkpoints)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("step_", 0) == 0 && !is_interrupted_save(e.path()) && !is_dsk_checkpoint(e.path().string()))
+      return e.path().string();
+  }
+  return "";
+}
+
+// The run folder that `d` lies inside, if any ("" when none): dsk never writes a run into another run.
+std::string enclosing_run(const fs::path& d) {
+  for (fs::path p = fs::absolute(d).lexically_normal().parent_path(); !p.empty(); p = p.parent_path()) {
+    if (is_run_config((p / "config.json").string())) return p.string();
+    if (p == p.root_path()) break;
+  }
+  return "";
 }
 
 }  // namespace
@@ -42,33 +74,69 @@ bool is_run_config(const std::string& config_json_path) {
   return j.contains("model") && j.contains("train") && j.contains("data") && j.contains("dsk_version");
 }
 
+bool is_dsk_checkpoint(const std::string& dir) {
+  if (!fs::is_directory(fs::symlink_status(dir))) return false;
+  const nlohmann::json j = read_json(fs::path(dir) / "config.json");
+  return j.is_object() && j.value("format", "") == "dsk-checkpoint";
+}
+
 RunFolder inspect_run_folder(const std::string& dir) {
   const fs::path d(dir);
+  const std::string outer = enclosing_run(d);
+  if (!outer.empty()) return {RunFolderKind::kForeign, fmt::format("{} lies inside the run {}", dir, outer)};
   if (!fs::exists(d)) return {};
   if (!fs::is_directory(d)) throw Error(fmt::format("{} exists and is not a folder", dir));
-  if (fs::exists(d / "config.json"))
-    return is_run_config((d / "config.json").string()) ? RunFolder{RunFolderKind::kRun, ""}
-                                                       : RunFolder{RunFolderKind::kForeign, (d / "config.json").string()};
-  // No run config: any of the other names a run writes belongs to someone else (or to a run whose config.json
-  // is gone, which dsk cannot tell apart).
-  for (const char* name : {"metrics.jsonl", "checkpoints", "best"})
-    if (fs::exists(d / name)) return {RunFolderKind::kForeign, (d / name).string()};
+  const bool has_config = fs::exists(fs::symlink_status(d / "config.json"));
+  if (has_config && !is_run_config((d / "config.json").string()))
+    return {RunFolderKind::kForeign, fmt::format("{} was not written by dsk train", (d / "config.json").string())};
+  const std::string foreign = first_foreign_entry(d);
+  if (!foreign.empty()) return {RunFolderKind::kForeign, fmt::format("{} was not written by dsk train", foreign)};
+  if (has_config) return {RunFolderKind::kRun, ""};
+  // dsk's own files (checked above) without the run's config.json: a run whose config.json is gone.
+  bool dsk_files = fs::exists(d / "metrics.jsonl") || fs::exists(d / "best");
+  if (fs::is_directory(d / "checkpoints"))
+    for (const auto& e : fs::directory_iterator(d / "checkpoints"))
+      dsk_files = dsk_files || e.path().filename().string().rfind("step_", 0) == 0;
+  if (dsk_files)
+    return {RunFolderKind::kForeign,
+            fmt::format("{} holds a run's files but no config.json (continue it with --resume {} --data DIR)", dir, dir)};
   return {};
 }
 
 void clear_run_folder(const std::string& dir) {
   const fs::path d(dir), checkpoints = d / "checkpoints";
-  // Listed first, removed after: a directory_iterator need not survive removals under it.
-  std::vector<fs::path> doomed = {d / "config.json", d / "metrics.jsonl"};
+  // Listed first, moved after: a directory_iterator need not survive changes under it.
+  std::vector<fs::path> doomed;
+  for (const char* name : {"config.json", "metrics.jsonl", "best"})
+    if (fs::exists(fs::symlink_status(d / name))) doomed.push_back(d / name);
   for (const auto& e : fs::directory_iterator(d))
-    if (e.is_directory() && (e.path().filename() == "best" ? is_checkpoint(e.path()) : is_interrupted_save(e.path(), "best")))
-      doomed.push_back(e.path());
+    if (is_interrupted_save(e.path())) doomed.push_back(e.path());
   if (fs::is_directory(checkpoints))
     for (const auto& e : fs::directory_iterator(checkpoints))
-      if (e.is_directory() && (is_checkpoint(e.path()) || is_interrupted_save(e.path(), "step_")))
-        doomed.push_back(e.path());
-  for (const fs::path& p : doomed) fs::remove_all(p);
-  if (fs::is_directory(checkpoints) && fs::is_empty(checkpoints)) fs::remove(checkpoints);
+      if (is_dsk_checkpoint(e.path().string()) || is_interrupted_save(e.path())) doomed.push_back(e.path());
+
+  // Everything moves into one hidden folder first (renames: all or nothing), and only then is deleted, so a
+  // file that cannot go (permissions, an immutable file) leaves the old run whole instead of half-deleted.
+  const fs::path trash = d / fmt::format(".dsk-replaced-{}", getpid());
+  fs::create_directory(trash);
+  std::vector<std::pair<fs::path, fs::path>> moved;  // (from, to)
+  for (size_t i = 0; i < doomed.size(); ++i) {
+    const fs::path to = trash / fmt::format("{}-{}", i, doomed[i].filename().string());
+    std::error_code ec;
+    fs::rename(doomed[i], to, ec);
+    if (ec) {
+      const std::string why = ec.message();
+      for (auto it = moved.rbegin(); it != moved.rend(); ++it) fs::rename(it->second, it->first, ec);
+      fs::remove(trash, ec);
+      throw Error(fmt::format("cannot replace the run in {}: {} cannot be moved ({}); the old run is unchanged", dir,
+                              doomed[i].string(), why));
+    }
+    moved.emplace_back(doomed[i], to);
+  }
+  std::error_code ec;
+  fs::remove_all(trash, ec);
+  if (ec) std::fprintf(stderr, "note: could not delete the replaced run's files in %s (%s)\n", trash.c_str(), ec.message().c_str());
+  if (fs::is_directory(checkpoints) && fs::is_empty(checkpoints)) fs::remove(checkpoints, ec);
 }
 
 }  // namespace dsk

@@ -7,24 +7,28 @@ namespace dsk {
 
 enum class RunFolderKind {
   kFresh,    // missing, or holds none of the names a run writes (other files beside them are left alone)
-  kRun,      // holds a dsk run (its config.json says so)
-  kForeign,  // holds one of a run's names (config.json, metrics.jsonl, checkpoints, best) that dsk did not write
+  kRun,      // holds a dsk run (its config.json says so) and nothing else under a run's names
+  kForeign,  // holds something under a run's names that dsk did not write, or sits inside a run
 };
 
 struct RunFolder {
   RunFolderKind kind = RunFolderKind::kFresh;
-  std::string foreign;  // kForeign: the path that is not dsk's
+  std::string problem;  // kForeign: what is in the way, as a sentence for the user
 };
 
 // Throws when `dir` exists but is not a folder.
 RunFolder inspect_run_folder(const std::string& dir);
 
-// Removes an earlier run's own files from `dir` (a kRun folder): config.json, metrics.jsonl, the dsk checkpoints
-// in checkpoints/ and best/ (and leftovers of interrupted saves). Anything else stays, and so does checkpoints/
-// when something else is in it.
+// Replaces nothing yet: moves an earlier run's own files out of `dir` (a kRun folder) into a hidden folder and
+// deletes that. config.json, metrics.jsonl, the dsk checkpoints in checkpoints/, best/ and leftovers of
+// interrupted saves go; anything else stays. If any of them cannot be moved, the ones already moved are put back
+// and it throws: the old run is then as it was.
 void clear_run_folder(const std::string& dir);
 
-// True when `json` is the config.json that run_training writes into a run folder.
+// True when the file is the config.json that run_training writes into a run folder.
 bool is_run_config(const std::string& config_json_path);
+
+// True when `dir` is a checkpoint written by save_checkpoint (its config.json says "dsk-checkpoint").
+bool is_dsk_checkpoint(const std::string& dir);
 
 }  // namespace dsk

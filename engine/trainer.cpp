@@ -71,9 +71,8 @@ std::vector<float> read_vector(const Tensor& t) {
 void prune_checkpoints(const fs::path& dir, int keep) {
   std::vector<fs::path> steps;
   for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory() && e.path().filename().string().rfind("step_", 0) == 0 &&
-        e.path().filename().string().find(".tmp") == std::string::npos)
-      steps.push_back(e.path());
+    if (e.path().filename().string().rfind("step_", 0) == 0 && is_dsk_checkpoint(e.path().string()))
+      steps.push_back(e.path());  // (a user's folder named step_* is not dsk's to delete)
   std::sort(steps.begin(), steps.end());
   for (size_t i = 0; i + keep < steps.size(); ++i) fs::remove_all(steps[i]);
 }
@@ -160,7 +159,12 @@ TrainSummary run_training(const TrainRun& run) {
 
   // ---- run folder -------------------------------------------------------------------------------------
   const fs::path out(run.out_dir);
-  if (run.replace_run) clear_run_folder(out.string());
+  if (run.replace_run) {
+    // A Ctrl-C during the setup above means "don't": the old run stays.
+    if (run.stop_requested && run.stop_requested())
+      throw Error(fmt::format("stopped before the run started; the run in {} is unchanged", out.string()));
+    clear_run_folder(out.string());
+  }
   fs::create_directories(out / "checkpoints");
   const nlohmann::json train_json = tc.to_json();
   {

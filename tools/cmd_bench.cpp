@@ -58,12 +58,21 @@ int emit(const cli::Args& a, nlohmann::json result) {
   std::string text = out.dump(2);
   std::puts(text.c_str());
   if (a.has("json") && !a.get("json").empty()) {
-    std::string path = a.get("json"), tmp = path + ".tmp";
+    // Through a symbolic link to its target (replacing the link would leave the target stale); a temporary of
+    // this process's own, renamed into place.
+    const std::string path = fs::weakly_canonical(a.get("json")).string();
+    const std::string tmp = fmt::format("{}.tmp-{}", path, getpid());
     {
       std::ofstream f(tmp);
-      if (!(f << text << "\n")) throw Error(fmt::format("cannot write {}", path));
+      if (!(f << text << "\n")) {
+        std::remove(tmp.c_str());
+        throw Error(fmt::format("cannot write {}", path));
+      }
     }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(fmt::format("cannot write {}", path));
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      std::remove(tmp.c_str());
+      throw Error(fmt::format("cannot write {}", path));
+    }
     std::fprintf(stderr, "wrote %s\n", path.c_str());
   }
   return 0;

@@ -34,7 +34,7 @@ std::string timestamp_run_dir() {
 
 // The run folder a resumed checkpoint belongs to: run/checkpoints/step_N → run.
 std::string run_folder_of(const std::string& checkpoint) {
-  fs::path p = fs::path(checkpoint).lexically_normal();
+  fs::path p = fs::absolute(checkpoint).lexically_normal();  // (absolute: "." or "best" have no parent otherwise)
   if (p.filename().empty()) p = p.parent_path();
   if (p.parent_path().filename() == "checkpoints") return p.parent_path().parent_path().string();
   return p.parent_path().string();
@@ -50,8 +50,8 @@ bool same_folder(const std::string& a, const std::string& b) {
 bool check_out_folder(const std::string& out_dir, bool force) {
   const RunFolder folder = inspect_run_folder(out_dir);
   if (folder.kind == RunFolderKind::kForeign)
-    throw Error(fmt::format("{} was not written by dsk train, which writes config.json, metrics.jsonl, checkpoints/ "
-                            "and best/ into its --out folder; choose another --out", folder.foreign));
+    throw Error(fmt::format("{}; dsk train writes config.json, metrics.jsonl, checkpoints/ and best/ into its --out "
+                            "folder and replaces only its own: choose another --out", folder.problem));
   if (folder.kind == RunFolderKind::kRun && !force)
     throw Error(fmt::format("{} already holds a run; use --resume {} to continue it, --force to replace it, or "
                             "another --out", out_dir, out_dir));

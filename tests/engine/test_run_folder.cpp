@@ -1,0 +1,110 @@
+// What `dsk train` may write into and remove from an --out folder (engine/run_folder.h).
+#include "engine/run_folder.h"
+#include "tests/test_env.h"
+
+#include <catch2/catch.hpp>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace dsk;
+using dsk::testing::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+void checkpoint_at(const fs::path& dir) {
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << R"({"format": "dsk-checkpoint", "version": 1})";
+  std::ofstream(dir / "model.safetensors") << "weights";
+}
+
+// A run as run_training leaves it: config.json, metrics.jsonl, best/, checkpoints/step_*.
+fs::path make_run(const TempDir& d) {
+  const fs::path run = d.path / "run";
+  fs::create_directories(run);
+  std::ofstream(run / "config.json") << R"({"format": "dsk-run", "model": {}, "train": {}})";
+  std::ofstream(run / "metrics.jsonl") << "{}\n";
+  checkpoint_at(run / "best");
+  checkpoint_at(run / "checkpoints/step_00000002");
+  return run;
+}
+
+}  // namespace
+
+TEST_CASE("run folder: a run, a fresh folder, and what dsk did not write", "[run_folder]") {
+  TempDir d("run_folder");
+  const fs::path run = make_run(d);
+  CHECK(inspect_run_folder(run.string()).kind == RunFolderKind::kRun);
+  CHECK(inspect_run_folder((d.path / "nothing").string()).kind == RunFolderKind::kFresh);
+  std::ofstream(run / "notes.txt") << "mine";  // other names beside a run are the user's business
+  fs::create_directories(run / "checkpoints/mine");
+  CHECK(inspect_run_folder(run.string()).kind == RunFolderKind::kRun);
+
+  auto foreign = [](const fs::path& dir, const std::string& needle) {
+    const RunFolder f = inspect_run_folder(dir.string());
+    CHECK(f.kind == RunFolderKind::kForeign);
+    CHECK_THAT(f.problem, Catch::Contains(needle));
+  };
+  SECTION("a best/ that is not a dsk checkpoint") {
+    fs::remove_all(run / "best");
+    fs::create_directories(run / "best");
+    std::ofstream(run / "best/photo.jpg") << "mine";
+    foreign(run, "best was not written by dsk train");
+  }
+  SECTION("a checkpoints/step_* folder that is not a dsk checkpoint") {
+    fs::create_directories(run / "checkpoints/step_00000001_mine");
+    foreign(run, "step_00000001_mine was not written by dsk train");
+  }
+  SECTION("checkpoints as a plain file") {
+    fs::remove_all(run / "checkpoints");
+    std::ofstream(run / "checkpoints") << "x";
+    foreign(run, "checkpoints was not written by dsk train");
+  }
+  SECTION("metrics.jsonl as a folder") {
+    fs::remove(run / "metrics.jsonl");
+    fs::create_directories(run / "metrics.jsonl");
+    foreign(run, "metrics.jsonl was not written by dsk train");
+  }
+  SECTION("a config.json that is not a run's") {
+    std::ofstream(run / "config.json") << R"({"my": 1})";
+    foreign(run, "config.json was not written by dsk train");
+  }
+  SECTION("a run that lost its config.json") {
+    fs::remove(run / "config.json");
+    foreign(run, "holds a run's files but no config.json");
+  }
+  SECTION("a folder inside a run") {
+    foreign(run / "checkpoints", "lies inside the run");
+    foreign(run / "best", "lies inside the run");
+    foreign(run / "new/deeper", "lies inside the run");
+  }
+}
+
+TEST_CASE("run folder: clearing removes only dsk's files, and all or nothing", "[run_folder]") {
+  TempDir d("run_folder_clear");
+  const fs::path run = make_run(d);
+  std::ofstream(run / "notes.txt") << "mine";
+  fs::create_directories(run / "checkpoints/mine");
+  fs::create_directories(run / "step_00000003.tmp-12");  // an interrupted save
+  SECTION("everything of dsk's goes, the user's stays") {
+    clear_run_folder(run.string());
+    CHECK(inspect_run_folder(run.string()).kind == RunFolderKind::kFresh);
+    for (const char* gone : {"config.json", "metrics.jsonl", "best", "checkpoints/step_00000002"})
+      CHECK_FALSE(fs::exists(run / gone));
+    CHECK(fs::exists(run / "notes.txt"));
+    CHECK(fs::exists(run / "checkpoints/mine"));
+    for (const auto& e : fs::directory_iterator(run))  // no hidden leftovers
+      CHECK(e.path().filename().string().rfind(".dsk-replaced", 0) != 0);
+  }
+  SECTION("a file that cannot be moved puts back what was moved and leaves the run whole") {
+    // The second move (metrics.jsonl) finds a non-empty folder at its destination and fails, whoever runs this.
+    fs::create_directories(run / fmt::format(".dsk-replaced-{}/1-metrics.jsonl/blocker", getpid()));
+    CHECK_THROWS_WITH(clear_run_folder(run.string()), Catch::Contains("the old run is unchanged"));
+    for (const char* kept : {"config.json", "metrics.jsonl", "best/model.safetensors",
+                             "checkpoints/step_00000002/model.safetensors"})
+      CHECK(fs::exists(run / kept));
+    CHECK(inspect_run_folder(run.string()).kind == RunFolderKind::kRun);
+  }
+}
