@@ -15,12 +15,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <limits>
 
 namespace fs = std::filesystem;
 
@@ -196,6 +196,7 @@ int bench_attention_cmd(const std::vector<std::string>& argv) {
   };
   std::vector<std::string> configs = a.all("config");
   if (configs.empty()) configs = {"small", "default", "large"};
+  const int steps = a.get_int32("steps", 0), layers = a.get_int32("layers", 0);  // 0: the sweep's own
   nlohmann::json decode = nlohmann::json::array();
   for (const std::string& name : configs) {
     ModelConfig c = load_model_config(name);
@@ -203,9 +204,9 @@ int bench_attention_cmd(const std::vector<std::string>& argv) {
     DecodeSweep sw = default_decode_sweep(c, name, dev);
     if (a.has("contexts") && !a.get("contexts").empty()) sw.contexts = int_list("contexts");
     if (a.has("batches") && !a.get("batches").empty()) sw.batches = int_list("batches");
-    if (a.get_int32("steps", 0) > 0) sw.steps = a.get_int32("steps");
-    if (a.get_int32("layers", 0) > 0) {
-      sw.layers = static_cast<int>(std::min<long long>(a.get_int("layers"), c.n_layers));
+    if (steps > 0) sw.steps = steps;
+    if (layers > 0) {
+      sw.layers = std::min(layers, c.n_layers);
       sw.note = fmt::format("timed with {} of {} layers (--layers)", sw.layers, c.n_layers);
     }
     for (int L : sw.contexts)
@@ -238,7 +239,7 @@ int run_bench(const std::vector<std::string>& argv) {
   if (what == "tokenizer")
     return bench_simple(what, rest, [](const cli::Args& a) {
       std::string corpus = a.has("corpus") ? a.get("corpus") : data_dir() + "/tinyshakespeare.txt";
-      return bench_tokenizer(corpus, static_cast<int>(a.get_int("threads", 0, 1024)));
+      return bench_tokenizer(corpus, a.get_int32("threads", 0, 1024));
     });
   throw cli::UsageError(fmt::format("dsk bench: unknown benchmark '{}' (train, kernels, attention, moe, tokenizer)", what));
 }

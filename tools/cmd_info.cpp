@@ -6,7 +6,6 @@
 #include "tools/run_setup.h"
 
 #include <cstdio>
-#include <limits>
 
 namespace dsk {
 namespace {
@@ -35,7 +34,8 @@ int run_info(const std::vector<std::string>& argv) {
   cli::apply_overrides(a.all("set"), c, nullptr);
   c.validate();
   const int B = a.get_int32("batch", 1);
-  const int T = a.get_int32("seq-len", 0, c.context_length) > 0 ? a.get_int32("seq-len") : c.context_length;
+  const int seq_len = a.get_int32("seq-len", 0, c.context_length);
+  const int T = seq_len > 0 ? seq_len : c.context_length;
 
   const ParamCounts p = count_parameters(c);
   // fp32 cache: MLA keeps the latent c (d_c per token per layer); MHA would keep K and V of every head.

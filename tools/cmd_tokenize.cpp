@@ -1,6 +1,6 @@
 // `dsk tokenize encode|decode [FILE|-]`: the GPT-2 tokenizer on the command line.
-#include "engine/tokenizer.h"
 #include "engine/read_file.h"
+#include "engine/tokenizer.h"
 #include "tools/cli.h"
 
 #include <cstdio>
@@ -96,7 +96,7 @@ int run_tokenize(const std::vector<std::string>& argv) {
     std::vector<int32_t> ids;
     try {
       ids = tok.encode_parallel(input, !args.has("no-special"), args.has("replace-invalid"),
-                                static_cast<int>(args.get_int("threads", 0, 1024)));
+                                args.get_int32("threads", 0, 1024));
     } catch (const dsk::cli::UsageError&) {
       throw;
     } catch (const dsk::Error& e) {

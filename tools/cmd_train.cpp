@@ -74,8 +74,7 @@ int run_train(const std::vector<std::string>& argv) {
   if (!a.parse(argv)) return 0;
   if (a.has("data") && a.has("text")) throw cli::UsageError("dsk train: give --data or --text, not both");
   // Read now: a typo here must not surface only after the training it follows.
-  const long long sample_tokens = a.get_int("sample-tokens");
-  if (sample_tokens < 0) throw cli::UsageError("dsk train: --sample-tokens must be >= 0");
+  const int sample_tokens = a.get_int32("sample-tokens", 0);
 
   ModelConfig model = load_model_config(a.get("config"));
   TrainConfig train;
@@ -83,7 +82,7 @@ int run_train(const std::vector<std::string>& argv) {
   std::vector<std::string> model_sets, train_sets;
   for (const std::string& kv : a.all("set"))
     (model.has_key(kv.substr(0, kv.find('='))) ? model_sets : train_sets).push_back(kv);
-  std::string resume_ckpt, out_dir = a.get("out"), data_dir;
+  std::string resume_ckpt, resumed_run, out_dir = a.get("out"), data_dir;
   if (a.has("resume")) {
     resume_ckpt = latest_checkpoint(a.get("resume"));
     nlohmann::json saved = read_checkpoint_config(resume_ckpt);
@@ -100,7 +99,7 @@ int run_train(const std::vector<std::string>& argv) {
     model = saved_model;
     train.update_from_json(saved.at("train"));
     cli::apply_overrides(train_sets, model, &train);  // e.g. a larger max_steps to train on
-    const std::string resumed_run = run_folder_of(resume_ckpt);
+    resumed_run = run_folder_of(resume_ckpt);
     if (out_dir.empty()) out_dir = resumed_run;
     // The resumed run's own data unless another is named (from its folder, whatever --out says).
     std::ifstream run_cfg(fs::path(resumed_run) / "config.json");
@@ -129,7 +128,7 @@ int run_train(const std::vector<std::string>& argv) {
   }
   if (out_dir.empty()) out_dir = timestamp_run_dir();
   // Continuing a run in its own folder writes over nothing but its own files; any other --out is checked.
-  const bool in_place = a.has("resume") && same_folder(out_dir, run_folder_of(resume_ckpt));
+  const bool in_place = a.has("resume") && same_folder(out_dir, resumed_run);
   const bool replace_run = !in_place && check_out_folder(out_dir, a.has("force"));
 
   TrainRun run;
@@ -158,7 +157,7 @@ int run_train(const std::vector<std::string>& argv) {
   std::fprintf(stderr, "done: %lld steps, final loss %.4f, val loss %.4f (best %.4f), %.0f tok/s\nbest checkpoint: %s\n",
                static_cast<long long>(s.steps_done), s.last_loss, s.last_val_loss, s.best_val_loss, s.tokens_per_s,
                s.best_checkpoint.c_str());
-  if (sample_tokens > 0) cli::print_sample_after_training(s.best_checkpoint, run.device, static_cast<int>(sample_tokens));
+  if (sample_tokens > 0) cli::print_sample_after_training(s.best_checkpoint, run.device, sample_tokens);
   return 0;
 }
 
