@@ -1,5 +1,6 @@
 #include "engine/checkpoint.h"
 
+#include "engine/folder_replace.h"
 #include "engine/safetensors.h"
 #include "kernels/device.h"
 
@@ -8,7 +9,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 namespace fs = std::filesystem;
 
@@ -67,12 +67,8 @@ std::vector<float> expect(const SafeTensorsFile& f, const std::string& file, con
 
 void save_checkpoint(const std::string& dir, const Model& m, const nlohmann::json& train_config,
                      const TrainerState* state) {
-  const fs::path final_dir(dir);
-  const fs::path tmp = final_dir.parent_path() / (final_dir.filename().string() + ".tmp-" + std::to_string(getpid()));
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  if (ec) throw Error(fmt::format("cannot create {}: {}", tmp.string(), ec.message()));
+  FolderReplace out{fs::path(dir)};  // an existing checkpoint of this name is replaced only by a complete one
+  const fs::path& tmp = out.dir();
   try {
     const ParamStore& ps = m.params();
     SafeTensorsFile weights;
@@ -106,21 +102,9 @@ void save_checkpoint(const std::string& dir, const Model& m, const nlohmann::jso
       st.metadata["version"] = std::to_string(kCheckpointVersion);
       write_safetensors((tmp / "trainer_state.safetensors").string(), st);
     }
-    // Swap into place: the old checkpoint of this name is removed only once the new one is complete.
-    if (fs::exists(final_dir)) {
-      const fs::path old = final_dir.parent_path() / (final_dir.filename().string() + ".old-" + std::to_string(getpid()));
-      fs::rename(final_dir, old);
-      fs::rename(tmp, final_dir);
-      fs::remove_all(old, ec);
-    } else {
-      fs::rename(tmp, final_dir);
-    }
+    out.commit();
   } catch (const fs::filesystem_error& e) {
-    fs::remove_all(tmp, ec);
     throw Error(fmt::format("cannot save checkpoint {}: {}", dir, e.code().message()));
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
   }
 }
 

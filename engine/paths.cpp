@@ -35,4 +35,9 @@ std::string cache_dir() {
   return (fs::temp_directory_path() / "dsk-cache").string();
 }
 
+fs::path absolute_path(const std::string& path) {
+  fs::path p = fs::absolute(path).lexically_normal();
+  return p.filename().empty() && p != p.root_path() ? p.parent_path() : p;
+}
+
 }  // namespace dsk

@@ -1,6 +1,8 @@
 // `dsk prepare`: documents -> tokens -> train/val shards + manifest.json, and opening such a folder.
 #include "engine/data.h"
 #include "engine/documents.h"
+#include "engine/folder_replace.h"
+#include "engine/paths.h"
 #include "engine/sha256.h"
 #include "engine/tokenizer.h"
 #include "kernels/common.h"
@@ -14,7 +16,6 @@
 #include <fstream>
 #include <random>
 #include <thread>
-#include <unistd.h>
 
 namespace fs = std::filesystem;
 
@@ -98,7 +99,7 @@ nlohmann::json prepare_dataset(const PrepareOptions& opt) {
   if (opt.out_dir.empty()) throw Error("no output folder given (--out DIR)");
   if (!(opt.val_fraction > 0.0 && opt.val_fraction < 1.0))
     throw Error(fmt::format("--val-fraction {} leaves a split empty; it must be in (0, 1)", opt.val_fraction));
-  const fs::path out = fs::absolute(opt.out_dir).lexically_normal();
+  const fs::path out = absolute_path(opt.out_dir);
   std::error_code ec;
   // Check the output first: nothing is read or written when it would be refused at the end.
   if (fs::exists(out, ec)) {
@@ -193,31 +194,16 @@ nlohmann::json prepare_dataset(const PrepareOptions& opt) {
   if (format == "jsonl") manifest["field"] = opt.field;
 
   // Write everything into a temporary sibling folder, then swap it in.
-  fs::path tmp = out.string() + fmt::format(".tmp-{}", getpid());
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  if (ec) throw Error(fmt::format("cannot create {}: {}", tmp.string(), ec.message()));
-  try {
-    write_token_shard((tmp / "train.bin").string(), train, tok.vocab_size());
-    write_token_shard((tmp / "val.bin").string(), val, tok.vocab_size());
-    manifest["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::ofstream m(tmp / "manifest.json");
-    m << manifest.dump(2) << "\n";
-    if (!m.flush()) throw Error(fmt::format("cannot write {}", (tmp / "manifest.json").string()));
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  fs::path old = out.string() + fmt::format(".old-{}", getpid());
-  bool had_old = fs::exists(out);
-  if (had_old) fs::rename(out, old);
-  fs::rename(tmp, out, ec);
-  if (ec) {
-    if (had_old) fs::rename(old, out);
-    fs::remove_all(tmp);
-    throw Error(fmt::format("cannot move the prepared data to {}: {}", out.string(), ec.message()));
-  }
-  if (had_old) fs::remove_all(old, ec);
+  FolderReplace written(out);
+  const fs::path& tmp = written.dir();
+  write_token_shard((tmp / "train.bin").string(), train, tok.vocab_size());
+  write_token_shard((tmp / "val.bin").string(), val, tok.vocab_size());
+  manifest["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::ofstream m(tmp / "manifest.json");
+  m << manifest.dump(2) << "\n";
+  if (!m.flush()) throw Error(fmt::format("cannot write {}", (tmp / "manifest.json").string()));
+  m.close();
+  written.commit();
   return manifest;
 }
 

@@ -1,5 +1,7 @@
 #include "engine/run_folder.h"
 
+#include "engine/folder_replace.h"
+#include "engine/paths.h"
 #include "kernels/common.h"  // Error
 
 #include <fmt/format.h>
@@ -24,18 +26,13 @@ nlohmann::json read_json(const fs::path& path) {
   return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
 }
 
-// What save_checkpoint leaves behind when it is interrupted: <stem>.tmp-<pid> or <stem>.old-<pid>, where stem is
-// best or step_<8 digits>.
+// What save_checkpoint leaves behind when it is interrupted (engine/folder_replace.h): a leftover of best or
+// step_<8 digits>.
 bool is_interrupted_save(const fs::path& p) {
-  const std::string name = p.filename().string();
-  const size_t dot = name.find('.');
-  if (dot == std::string::npos) return false;
-  const std::string stem = name.substr(0, dot), rest = name.substr(dot);
+  const std::string stem = replace_leftover_stem(p.filename().string());
   const bool step = stem.size() == 13 && stem.rfind("step_", 0) == 0 &&
                     std::all_of(stem.begin() + 5, stem.end(), [](unsigned char c) { return std::isdigit(c); });
-  if (stem != "best" && !step) return false;
-  if (rest.rfind(".tmp-", 0) != 0 && rest.rfind(".old-", 0) != 0) return false;
-  return rest.size() > 5 && std::all_of(rest.begin() + 5, rest.end(), [](unsigned char c) { return std::isdigit(c); });
+  return stem == "best" || step;
 }
 
 // The first thing under a run's names in `d` that a dsk run did not write ("" when there is none): metrics.jsonl
@@ -57,7 +54,7 @@ std::string first_foreign_entry(const fs::path& d) {
 
 // The run folder that `d` lies inside, if any ("" when none): dsk never writes a run into another run.
 std::string enclosing_run(const fs::path& d) {
-  for (fs::path p = fs::absolute(d).lexically_normal().parent_path(); !p.empty(); p = p.parent_path()) {
+  for (fs::path p = absolute_path(d.string()).parent_path(); !p.empty(); p = p.parent_path()) {
     if (is_run_config((p / "config.json").string())) return p.string();
     if (p == p.root_path()) break;
   }

@@ -6,6 +6,7 @@
 #include "engine/memory_plan.h"
 #include "engine/model.h"
 #include "engine/optimizer.h"
+#include "engine/paths.h"
 #include "engine/run_folder.h"
 #include "kernels/device.h"
 
@@ -170,7 +171,7 @@ TrainSummary run_training(const TrainRun& run) {
   {
     // The data folder as an absolute path, so that `dsk train --resume` finds it from any working directory.
     nlohmann::json cfg = {{"format", "dsk-run"}, {"model", mc.to_json()}, {"train", train_json},
-                          {"data", fs::absolute(data.dir).lexically_normal().string()},
+                          {"data", absolute_path(data.dir).string()},
                           {"device", backend_name(run.device)}, {"dsk_version", DSK_VERSION}};
     std::ofstream(out / "config.json") << cfg.dump(2) << "\n";
   }

@@ -42,3 +42,12 @@ TEST_CASE("cli: integers outside their range are usage errors naming the range, 
   CHECK_THROWS_AS(value("-99999999999999999999999").get_int("n"), dsk::cli::UsageError);
   CHECK(value("9223372036854775807").get_int("n") == 9223372036854775807LL);
 }
+
+TEST_CASE("cli: help states each option's default once", "[cli]") {
+  Args a("x", "test", "dsk x");
+  a.option("batch", "N", "batch size", "8").option("seq-len", "T", "sequence length (default: context_length)", "0");
+  const std::string help = a.help_text();
+  CHECK_THAT(help, Catch::Contains("batch size (default: 8)"));
+  CHECK_THAT(help, Catch::Contains("sequence length (default: context_length)\n"));
+  CHECK_THAT(help, !Catch::Contains("(default: 0)"));
+}

@@ -132,7 +132,9 @@ std::string Args::help_text() const {
   for (const auto& name : order_) {
     const Spec& s = specs_.at(name);
     std::string left = s.is_flag ? "--" + name : fmt::format("--{} {}", name, s.metavar);
-    std::string def = s.default_value.empty() ? "" : fmt::format(" (default: {})", s.default_value);
+    // A help text that already says what its default means ("(default: context_length)") keeps that wording.
+    const bool says_default = s.help.find("(default:") != std::string::npos;
+    std::string def = s.default_value.empty() || says_default ? "" : fmt::format(" (default: {})", s.default_value);
     std::string rep = s.is_repeated ? " (repeatable)" : "";
     out += fmt::format("  {:<28} {}{}{}\n", left, s.help, def, rep);
   }

@@ -1,5 +1,6 @@
 // dsk train: train a model (embedded Tiny Shakespeare by default), with resume, checkpoints and metrics.
 #include "engine/checkpoint.h"
+#include "engine/paths.h"
 #include "engine/run_folder.h"
 #include "engine/trainer.h"
 #include "tools/cli.h"
@@ -34,8 +35,7 @@ std::string timestamp_run_dir() {
 
 // The run folder a resumed checkpoint belongs to: run/checkpoints/step_N → run.
 std::string run_folder_of(const std::string& checkpoint) {
-  fs::path p = fs::absolute(checkpoint).lexically_normal();  // (absolute: "." or "best" have no parent otherwise)
-  if (p.filename().empty()) p = p.parent_path();
+  const fs::path p = absolute_path(checkpoint);  // (absolute: "." or "best" have no parent otherwise)
   if (p.parent_path().filename() == "checkpoints") return p.parent_path().parent_path().string();
   return p.parent_path().string();
 }

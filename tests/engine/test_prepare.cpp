@@ -88,6 +88,20 @@ TEST_CASE("prepare: tiny CSV splits by document with the right counts", "[prepar
   o.force = true;
   o.seed = 1337;
   CHECK(dsk::prepare_dataset(o)["tokens"] == m["tokens"]);
+  // "out/" (a shell's completion) is the same folder: replaced in place, nothing left inside or beside it.
+  o.out_dir = (d / "out") + "/";
+  CHECK(dsk::prepare_dataset(o)["tokens"] == m["tokens"]);
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(d / "out")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"manifest.json", "train.bin", "val.bin"});
+  CHECK(std::filesystem::exists(d / "tiny.csv"));
+  CHECK(std::distance(std::filesystem::directory_iterator(d.path), std::filesystem::directory_iterator()) == 2);
+  o.out_dir = (d / "fresh") + "/";
+  o.force = false;
+  CHECK(dsk::prepare_dataset(o)["tokens"] == m["tokens"]);
+  CHECK(std::filesystem::is_regular_file(d / "fresh/train.bin"));
+  CHECK(std::distance(std::filesystem::directory_iterator(d.path), std::filesystem::directory_iterator()) == 3);
 }
 
 TEST_CASE("prepare: one text file is split at a line break, validation is its tail", "[prepare]") {

@@ -37,6 +37,8 @@ TEST_CASE("run folder: a run, a fresh folder, and what dsk did not write", "[run
   TempDir d("run_folder");
   const fs::path run = make_run(d);
   CHECK(inspect_run_folder(run.string()).kind == RunFolderKind::kRun);
+  // "run/" (a shell's completion) is the run itself, not a folder inside it.
+  CHECK(inspect_run_folder(run.string() + "/").kind == RunFolderKind::kRun);
   CHECK(inspect_run_folder((d.path / "nothing").string()).kind == RunFolderKind::kFresh);
   std::ofstream(run / "notes.txt") << "mine";  // other names beside a run are the user's business
   fs::create_directories(run / "checkpoints/mine");
