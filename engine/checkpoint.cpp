@@ -1,6 +1,7 @@
 #include "engine/checkpoint.h"
 
 #include "engine/folder_replace.h"
+#include "engine/read_file.h"
 #include "engine/safetensors.h"
 #include "kernels/device.h"
 
@@ -125,10 +126,9 @@ std::string resolve_checkpoint(const std::string& path) {
 
 nlohmann::json read_checkpoint_config(const std::string& dir) {
   const std::string path = (fs::path(dir) / "config.json").string();
-  std::ifstream in(path);
-  if (!in) throw Error(fmt::format("missing {}", path));
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw Error(fmt::format("{} is not valid JSON", path));
+  if (!fs::exists(path)) throw Error(fmt::format("missing {}", path));
+  const nlohmann::json j = probe_json(path);
+  if (!j.is_object()) throw Error(fmt::format("{} is not valid JSON", path));
   if (j.value("format", "") != "dsk-checkpoint") throw Error(fmt::format("{} is not a dsk checkpoint config", path));
   if (j.value("version", 0) != kCheckpointVersion)
     throw Error(fmt::format("{}: checkpoint version {} is not supported (this dsk reads {})", path,

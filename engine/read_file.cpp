@@ -3,6 +3,7 @@
 #include "kernels/common.h"  // Error
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <cerrno>
 #include <cstring>
@@ -22,6 +23,12 @@ std::string read_file(const std::string& path, const std::string& what) {
   ss << f.rdbuf();
   if (f.bad()) throw Error(fmt::format("cannot read the {} {}: {}", what, path, std::strerror(errno)));
   return ss.str();
+}
+
+nlohmann::json probe_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return nlohmann::json(nlohmann::json::value_t::discarded);
+  return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
 }
 
 }  // namespace dsk

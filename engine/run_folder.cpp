@@ -2,6 +2,7 @@
 
 #include "engine/folder_replace.h"
 #include "engine/paths.h"
+#include "engine/read_file.h"
 #include "kernels/common.h"  // Error
 
 #include <fmt/format.h>
@@ -12,19 +13,12 @@
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <vector>
 
 namespace fs = std::filesystem;
 
 namespace dsk {
 namespace {
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return nullptr;
-  return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-}
 
 // What save_checkpoint leaves behind when it is interrupted (engine/folder_replace.h): a leftover of best or
 // step_<8 digits>.
@@ -64,7 +58,7 @@ std::string enclosing_run(const fs::path& d) {
 }  // namespace
 
 bool is_run_config(const std::string& config_json_path) {
-  const nlohmann::json j = read_json(config_json_path);
+  const nlohmann::json j = probe_json(config_json_path);
   if (!j.is_object()) return false;
   if (j.value("format", "") == "dsk-run") return true;
   // Runs written before the "format" key carry exactly these.
@@ -73,7 +67,7 @@ bool is_run_config(const std::string& config_json_path) {
 
 bool is_dsk_checkpoint(const std::string& dir) {
   if (!fs::is_directory(fs::symlink_status(dir))) return false;
-  const nlohmann::json j = read_json(fs::path(dir) / "config.json");
+  const nlohmann::json j = probe_json((fs::path(dir) / "config.json").string());
   return j.is_object() && j.value("format", "") == "dsk-checkpoint";
 }
 

@@ -8,6 +8,7 @@
 #include "bench/moe_bench.h"
 #include "engine/config.h"
 #include "engine/paths.h"
+#include "engine/read_file.h"
 #include "kernels/device.h"
 #include "tools/cli.h"
 #include "tools/run_setup.h"
@@ -44,8 +45,7 @@ void check_json_output(const cli::Args& a) {
   const fs::path folder = path.has_parent_path() ? path.parent_path() : fs::path(".");
   if (!fs::is_directory(folder)) throw Error(fmt::format("--json {}: the folder {} does not exist", path.string(), folder.string()));
   if (fs::exists(path)) {
-    std::ifstream in(path);
-    const nlohmann::json old = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    const nlohmann::json old = probe_json(path.string());
     if (!old.is_object() || !old.contains("machine") || !old.contains("result"))
       throw Error(fmt::format("--json {} exists and is not a dsk benchmark result; not overwriting it", path.string()));
   }

@@ -1,6 +1,7 @@
 // dsk train: train a model (embedded Tiny Shakespeare by default), with resume, checkpoints and metrics.
 #include "engine/checkpoint.h"
 #include "engine/paths.h"
+#include "engine/read_file.h"
 #include "engine/run_folder.h"
 #include "engine/trainer.h"
 #include "tools/cli.h"
@@ -9,7 +10,6 @@
 #include "tools/sample_after_train.h"
 
 #include <atomic>
-#include <fstream>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -102,8 +102,7 @@ int run_train(const std::vector<std::string>& argv) {
     resumed_run = run_folder_of(resume_ckpt);
     if (out_dir.empty()) out_dir = resumed_run;
     // The resumed run's own data unless another is named (from its folder, whatever --out says).
-    std::ifstream run_cfg(fs::path(resumed_run) / "config.json");
-    nlohmann::json rc = run_cfg ? nlohmann::json::parse(run_cfg, nullptr, false) : nlohmann::json();
+    const nlohmann::json rc = probe_json((fs::path(resumed_run) / "config.json").string());
     if (!a.has("data") && !a.has("text")) {
       if (!rc.is_object() || !rc.contains("data") || !rc["data"].is_string())
         throw Error(fmt::format("--resume: {}/config.json does not name the run's data; give --data or --text",
