@@ -5,6 +5,7 @@
 #include "kernels/device.h"
 
 #include <atomic>
+#include <filesystem>
 #include <mutex>
 
 namespace dsk {
@@ -16,6 +17,12 @@ std::string cuda_unavailable_reason() {
   cudaError_t err = cudaGetDeviceCount(&n);
   if (err != cudaSuccess) {
     cudaGetLastError();  // clear the sticky error so later calls are not poisoned
+    // With no driver at all the runtime says "CUDA driver version is insufficient for CUDA runtime version" (it
+    // found none new enough), which sends a user of a machine without a GPU looking for a driver update. The
+    // kernel module's /proc entry tells the two cases apart.
+    const bool no_driver = err == cudaErrorInsufficientDriver || err == cudaErrorNoDevice;
+    if (no_driver && !std::filesystem::exists("/proc/driver/nvidia/version"))
+      return "no NVIDIA driver found (no /proc/driver/nvidia)";
     return fmt::format("no usable CUDA device ({})", cudaGetErrorString(err));
   }
   if (n == 0) return "no CUDA device found";

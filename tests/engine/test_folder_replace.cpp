@@ -30,13 +30,20 @@ std::vector<std::string> entries(const fs::path& dir) {
   return out;
 }
 
+// A folder `name` in `parent` holding one file; returns the folder.
+fs::path folder_with_file(const fs::path& parent, const std::string& name, const std::string& file,
+                          const std::string& text) {
+  const fs::path dir = parent / name;
+  fs::create_directories(dir);
+  std::ofstream(dir / file) << text;
+  return dir;
+}
+
 }  // namespace
 
 TEST_CASE("folder replace: the old folder stays until commit, then the new one is there and nothing else", "[folder]") {
   TempDir d("replace");
-  const fs::path target = d.path / "data";
-  fs::create_directories(target);
-  std::ofstream(target / "old.txt") << "old";
+  const fs::path target = folder_with_file(d.path, "data", "old.txt", "old");
   {
     FolderReplace r(target);
     CHECK(r.dir().parent_path() == d.path);
@@ -52,9 +59,7 @@ TEST_CASE("folder replace: the old folder stays until commit, then the new one i
 
 TEST_CASE("folder replace: abandoned before commit, the old folder is untouched and the temporary one gone", "[folder]") {
   TempDir d("abandon");
-  const fs::path target = d.path / "ckpt";
-  fs::create_directories(target);
-  std::ofstream(target / "model.safetensors") << "weights";
+  const fs::path target = folder_with_file(d.path, "ckpt", "model.safetensors", "weights");
   try {
     FolderReplace r(target);
     std::ofstream(r.dir() / "model.safetensors") << "half";
@@ -67,9 +72,7 @@ TEST_CASE("folder replace: abandoned before commit, the old folder is untouched 
 
 TEST_CASE("folder replace: a path ending in a separator names the folder, not an entry inside it", "[folder]") {
   TempDir d("slash");
-  const fs::path target = d.path / "out";
-  fs::create_directories(target);
-  std::ofstream(target / "a") << "1";
+  const fs::path target = folder_with_file(d.path, "out", "a", "1");
   FolderReplace r(target.string() + "/");
   CHECK(r.dir().parent_path() == d.path);
   std::ofstream(r.dir() / "b") << "2";
@@ -80,9 +83,7 @@ TEST_CASE("folder replace: a path ending in a separator names the folder, not an
 
 TEST_CASE("folder replace: a commit that cannot happen says so and keeps the old folder", "[folder]") {
   TempDir d("fail");
-  const fs::path target = d.path / "data";
-  fs::create_directories(target);
-  std::ofstream(target / "keep") << "k";
+  const fs::path target = folder_with_file(d.path, "data", "keep", "k");
   FolderReplace r(target);
   fs::remove_all(r.dir());  // the written folder vanished: the swap must fail and put the old one back
   CHECK_THROWS_WITH(r.commit(), Catch::Contains("cannot replace") && Catch::Contains("data"));
