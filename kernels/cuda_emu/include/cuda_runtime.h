@@ -9,6 +9,8 @@ enum cudaError_t {
   cudaSuccess = 0,
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
+  cudaErrorInsufficientDriver = 35,  // (values as in the CUDA runtime)
+  cudaErrorNoDevice = 100,
   cudaErrorLaunchFailure = 719,
 };
 enum cudaMemcpyKind {
