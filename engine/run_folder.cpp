@@ -89,7 +89,7 @@ RunFolder inspect_run_folder(const std::string& dir) {
     for (const auto& e : fs::directory_iterator(d / "checkpoints"))
       dsk_files = dsk_files || e.path().filename().string().rfind("step_", 0) == 0;
   if (dsk_files)
-    return {RunFolderKind::kForeign,
+    return {RunFolderKind::kRunWithoutConfig,
             fmt::format("{} holds a run's files but no config.json (continue it with --resume {} --data DIR)", dir, dir)};
   return {};
 }

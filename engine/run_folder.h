@@ -9,11 +9,13 @@ enum class RunFolderKind {
   kFresh,    // missing, or holds none of the names a run writes (other files beside them are left alone)
   kRun,      // holds a dsk run (its config.json says so) and nothing else under a run's names
   kForeign,  // holds something under a run's names that dsk did not write, or sits inside a run
+  kRunWithoutConfig,  // only dsk's files, but no config.json: a run whose config.json is gone (resumable in
+                      // place with --resume and --data; never replaced)
 };
 
 struct RunFolder {
   RunFolderKind kind = RunFolderKind::kFresh;
-  std::string problem;  // kForeign: what is in the way, as a sentence for the user
+  std::string problem;  // kForeign, kRunWithoutConfig: what is in the way, as a sentence for the user
 };
 
 // Throws when `dir` exists but is not a folder.

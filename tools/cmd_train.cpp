@@ -3,6 +3,7 @@
 #include "engine/paths.h"
 #include "engine/read_file.h"
 #include "engine/run_folder.h"
+#include "engine/run_lock.h"
 #include "engine/trainer.h"
 #include "tools/cli.h"
 #include "tools/device_option.h"
@@ -26,16 +27,24 @@ void on_signal(int) { g_stop = true; }
 
 constexpr int kDefaultSteps = 200;  // a few minutes of the small config on a 2-core CPU
 
-std::string timestamp_run_dir() {
+// runs/<date-time>, or runs/<date-time>-2, -3, ... when a run started in the same second; locked for this process
+// (two starts in one second must not share a folder).
+std::string fresh_run_dir(RunLock& lock) {
   std::time_t now = std::time(nullptr);
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&now));
-  return (fs::path("runs") / buf).string();
+  const std::string base = (fs::path("runs") / buf).string();
+  for (int i = 1;; ++i) {
+    const std::string dir = i == 1 ? base : fmt::format("{}-{}", base, i);
+    if (fs::exists(fs::symlink_status(dir))) continue;
+    if (lock.try_acquire(dir) && !fs::exists(fs::symlink_status(dir))) return dir;
+  }
 }
 
-// The run folder a resumed checkpoint belongs to: run/checkpoints/step_N → run.
+// The run folder a resumed checkpoint belongs to: run/checkpoints/step_N → run (through symbolic links: a link
+// to a checkpoint belongs to the run the checkpoint is in, not to the folder holding the link).
 std::string run_folder_of(const std::string& checkpoint) {
-  const fs::path p = absolute_path(checkpoint);  // (absolute: "." or "best" have no parent otherwise)
+  const fs::path p = fs::weakly_canonical(absolute_path(checkpoint));  // ("." or "best" have a parent)
   if (p.parent_path().filename() == "checkpoints") return p.parent_path().parent_path().string();
   return p.parent_path().string();
 }
@@ -49,7 +58,7 @@ bool same_folder(const std::string& a, const std::string& b) {
 // only once the new run has started: TrainRun::replace_run). Returns whether the old run is to be replaced.
 bool check_out_folder(const std::string& out_dir, bool force) {
   const RunFolder folder = inspect_run_folder(out_dir);
-  if (folder.kind == RunFolderKind::kForeign)
+  if (folder.kind == RunFolderKind::kForeign || folder.kind == RunFolderKind::kRunWithoutConfig)
     throw Error(fmt::format("{}; dsk train writes config.json, metrics.jsonl, checkpoints/ and best/ into its --out "
                             "folder and replaces only its own: choose another --out", folder.problem));
   if (folder.kind == RunFolderKind::kRun && !force)
@@ -100,13 +109,22 @@ int run_train(const std::vector<std::string>& argv) {
     train.update_from_json(saved.at("train"));
     cli::apply_overrides(train_sets, model, &train);  // e.g. a larger max_steps to train on
     resumed_run = run_folder_of(resume_ckpt);
+    // A checkpoint copied out of its run (models/v1) has no run around it to continue in: the folder holding it is
+    // the user's, not dsk's to fill with a run.
+    const RunFolderKind around = inspect_run_folder(resumed_run).kind;
+    if (around != RunFolderKind::kRun && around != RunFolderKind::kRunWithoutConfig) {
+      if (out_dir.empty())
+        throw Error(fmt::format("--resume {}: the checkpoint is not inside a run folder; give --out DIR for the "
+                                "continued run", a.get("resume")));
+      resumed_run.clear();
+    }
     if (out_dir.empty()) out_dir = resumed_run;
     // The resumed run's own data unless another is named (from its folder, whatever --out says).
-    const nlohmann::json rc = probe_json((fs::path(resumed_run) / "config.json").string());
+    const nlohmann::json rc =
+        resumed_run.empty() ? nlohmann::json() : probe_json((fs::path(resumed_run) / "config.json").string());
     if (!a.has("data") && !a.has("text")) {
       if (!rc.is_object() || !rc.contains("data") || !rc["data"].is_string())
-        throw Error(fmt::format("--resume: {}/config.json does not name the run's data; give --data or --text",
-                                resumed_run));
+        throw Error(fmt::format("--resume {}: no run config names the data; give --data or --text", a.get("resume")));
       data_dir = rc["data"];
       if (!fs::is_directory(data_dir))
         throw Error(fmt::format("--resume: the run's data folder {} (from {}/config.json) does not exist here; give "
@@ -125,9 +143,13 @@ int run_train(const std::vector<std::string>& argv) {
     else
       data_dir = cli::prepared_text(a.has("text") ? a.get("text") : cli::default_corpus(), true);
   }
-  if (out_dir.empty()) out_dir = timestamp_run_dir();
+  RunLock lock;  // held until the process ends
+  if (out_dir.empty())
+    out_dir = fresh_run_dir(lock);
+  else
+    lock.acquire(out_dir);
   // Continuing a run in its own folder writes over nothing but its own files; any other --out is checked.
-  const bool in_place = a.has("resume") && same_folder(out_dir, resumed_run);
+  const bool in_place = !resumed_run.empty() && same_folder(out_dir, resumed_run);
   const bool replace_run = !in_place && check_out_folder(out_dir, a.has("force"));
 
   TrainRun run;
@@ -153,10 +175,15 @@ int run_train(const std::vector<std::string>& argv) {
                  out_dir.c_str());
     return 0;
   }
+  // A resumed run that never beat its earlier validation loss saved no new best: the earlier one stands.
+  std::string best = s.best_checkpoint;
+  if (best.empty() && !resumed_run.empty() && is_dsk_checkpoint((fs::path(resumed_run) / "best").string()))
+    best = (fs::path(resumed_run) / "best").string();
+  if (best.empty()) best = s.last_checkpoint;
   std::fprintf(stderr, "done: %lld steps, final loss %.4f, val loss %.4f (best %.4f), %.0f tok/s\nbest checkpoint: %s\n",
                static_cast<long long>(s.steps_done), s.last_loss, s.last_val_loss, s.best_val_loss, s.tokens_per_s,
-               s.best_checkpoint.c_str());
-  if (sample_tokens > 0) cli::print_sample_after_training(s.best_checkpoint, run.device, sample_tokens);
+               best.c_str());
+  if (sample_tokens > 0) cli::print_sample_after_training(best, run.device, sample_tokens);
   return 0;
 }
 

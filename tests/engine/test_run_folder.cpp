@@ -1,5 +1,6 @@
 // What `dsk train` may write into and remove from an --out folder (engine/run_folder.h).
 #include "engine/run_folder.h"
+#include "engine/run_lock.h"
 #include "tests/test_env.h"
 
 #include <catch2/catch.hpp>
@@ -75,7 +76,9 @@ TEST_CASE("run folder: a run, a fresh folder, and what dsk did not write", "[run
   }
   SECTION("a run that lost its config.json") {
     fs::remove(run / "config.json");
-    foreign(run, "holds a run's files but no config.json");
+    const RunFolder f = inspect_run_folder(run.string());
+    CHECK(f.kind == RunFolderKind::kRunWithoutConfig);
+    CHECK_THAT(f.problem, Catch::Contains("holds a run's files but no config.json"));
   }
   SECTION("a folder inside a run") {
     foreign(run / "checkpoints", "lies inside the run");
@@ -109,4 +112,19 @@ TEST_CASE("run folder: clearing removes only dsk's files, and all or nothing", "
       CHECK(fs::exists(run / kept));
     CHECK(inspect_run_folder(run.string()).kind == RunFolderKind::kRun);
   }
+}
+
+TEST_CASE("run lock: one holder per run folder, whatever path names it", "[run_folder]") {
+  TempDir d("run_lock");
+  const std::string run = (d.path / "run").string();
+  RunLock first;
+  REQUIRE(first.try_acquire(run));
+  RunLock second;
+  CHECK_FALSE(second.try_acquire(run + "/"));
+  CHECK_FALSE(second.try_acquire((d.path / "." / "run").string()));
+  CHECK_THROWS_WITH(second.acquire(run),
+                    Catch::Contains(fmt::format("another dsk train (process {}) is writing into", getpid())));
+  CHECK(second.try_acquire((d.path / "other").string()));  // another folder is free
+  first.release();
+  CHECK(second.try_acquire(run));
 }

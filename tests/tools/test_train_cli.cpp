@@ -292,3 +292,53 @@ TEST_CASE("dsk train: SIGINT finishes the step, writes a checkpoint and exits 0"
   CHECK_THAT(text, Catch::Contains("stopped at step") && Catch::Contains("resume with: dsk train --resume"));
   CHECK_NOTHROW(load_model(latest_checkpoint(out), Backend::CPU));
 }
+
+TEST_CASE("dsk train --resume: a checkpoint outside a run needs --out; a link to one continues its own run",
+          "[train_cli]") {
+  Fixture f;
+  const std::string run = f.d / "run";
+  REQUIRE(run_dsk(f.train_args(run, 2)).exit_code == 0);
+  // Copied out beside the user's own config.json: resuming must not make the user's folder a run.
+  fs::create_directories(f.d / "models");
+  fs::copy(run + "/checkpoints/step_00000002", f.d / "models/v1", fs::copy_options::recursive);
+  std::ofstream(f.d / "models/config.json") << "{\"my\": 1}\n";
+  const std::string resume = " --device cpu --sample-tokens 0 --set max_steps=3 --data " + f.data;
+  auto copied = run_dsk("train --resume " + (f.d / "models/v1") + resume);
+  CHECK(copied.exit_code == 1);
+  CHECK_THAT(copied.output, Catch::Contains("not inside a run folder; give --out"));
+  CHECK(nlohmann::json::parse(std::ifstream(f.d / "models/config.json"))["my"] == 1);
+  CHECK(!fs::exists(f.d / "models/metrics.jsonl"));
+  auto elsewhere = run_dsk("train --resume " + (f.d / "models/v1") + resume + " --out " + (f.d / "continued"));
+  INFO(elsewhere.output);
+  CHECK(elsewhere.exit_code == 0);
+  CHECK(fs::exists(f.d / "continued/checkpoints/step_00000003"));
+  // A symbolic link to a run's checkpoint belongs to that run, not to the folder holding the link.
+  fs::create_symlink(run + "/checkpoints/step_00000002", f.d / "link");
+  auto linked = run_dsk("train --resume " + (f.d / "link") + " --device cpu --sample-tokens 0 --set max_steps=3");
+  INFO(linked.output);
+  CHECK(linked.exit_code == 0);
+  CHECK(fs::exists(run + "/checkpoints/step_00000003"));
+  CHECK(!fs::exists(f.d / "metrics.jsonl"));
+}
+
+TEST_CASE("dsk train --resume: a run whose validation loss does not improve still names its best checkpoint",
+          "[train_cli]") {
+  Fixture f;
+  const std::string run = f.d / "run";
+  REQUIRE(run_dsk(f.train_args(run, 2)).exit_code == 0);
+  // Continued on other text, the validation loss is far above the best so far: nothing saves best/ again.
+  std::string other;
+  for (int i = 0; i < 60; ++i) other += "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.\n";
+  REQUIRE(run_dsk("prepare --input " + f.d.file("other.txt", other) + " --out " + (f.d / "other")).exit_code == 0);
+  auto worse = run_dsk("train --resume " + run + " --data " + (f.d / "other") +
+                       " --device cpu --sample-tokens 2 --set max_steps=3");
+  INFO(worse.output);
+  CHECK(worse.exit_code == 0);
+  double val = 0, best = 0;
+  const auto at = worse.output.find("val loss ");
+  REQUIRE(at != std::string::npos);
+  REQUIRE(std::sscanf(worse.output.c_str() + at, "val loss %lf (best %lf)", &val, &best) == 2);
+  REQUIRE(val > best);  // (else this run tests nothing)
+  CHECK_THAT(worse.output, Catch::Contains("best checkpoint: " + run + "/best\n"));
+  CHECK_THAT(worse.output, Catch::Contains("--- sample"));
+}

@@ -1,0 +1,63 @@
+#include "engine/run_lock.h"
+
+#include "engine/paths.h"
+#include "engine/sha256.h"
+#include "kernels/common.h"  // Error
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace dsk {
+namespace {
+
+// One lock file per run folder, whatever path names it ("runs/x", "./runs/x/", a symbolic link to it).
+fs::path lock_path(const std::string& run_dir) {
+  const std::string real = fs::weakly_canonical(absolute_path(run_dir)).string();
+  return fs::temp_directory_path() / fmt::format("dsk-run-{}.lock", sha256_hex(real).substr(0, 24));
+}
+
+}  // namespace
+
+RunLock::~RunLock() { release(); }
+
+void RunLock::release() {
+  if (fd_ >= 0) close(fd_);  // closing drops the flock; the file stays (deleting it would race a new locker)
+  fd_ = -1;
+}
+
+bool RunLock::try_acquire(const std::string& run_dir) {
+  release();
+  const fs::path path = lock_path(run_dir);
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) throw Error(fmt::format("cannot create the run lock {}: {}", path.string(), std::strerror(errno)));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return false;
+  }
+  // The holder's pid, for the message a second process prints (the lock holds without it: failures ignored).
+  const std::string pid = std::to_string(getpid()) + "\n";
+  if (ftruncate(fd, 0) == 0) (void)!pwrite(fd, pid.data(), pid.size(), 0);
+  fd_ = fd;
+  return true;
+}
+
+void RunLock::acquire(const std::string& run_dir) {
+  if (try_acquire(run_dir)) return;
+  std::ifstream in(lock_path(run_dir));
+  std::string pid;
+  std::getline(in, pid);
+  throw Error(fmt::format("another dsk train{} is writing into {}; wait for it to finish, or choose another --out",
+                          pid.empty() ? "" : " (process " + pid + ")", run_dir));
+}
+
+}  // namespace dsk

@@ -1,0 +1,27 @@
+#pragma once
+// One `dsk train` at a time per run folder: two processes appending to one metrics.jsonl and replacing each
+// other's checkpoints would both finish "successfully" with a corrupt run. The lock is an flock on a file in the
+// temporary folder named after the run folder's real path (the run folder may not exist yet, and nothing is added
+// to it); the kernel drops it when the process ends, however it ends.
+#include <string>
+
+namespace dsk {
+
+class RunLock {
+ public:
+  RunLock() = default;
+  ~RunLock();
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+
+  // Takes the lock of `run_dir` (releasing any held before); false, holding nothing, when another process has it.
+  bool try_acquire(const std::string& run_dir);
+  // try_acquire, or throw Error naming the run folder and the process that holds it.
+  void acquire(const std::string& run_dir);
+  void release();
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace dsk
