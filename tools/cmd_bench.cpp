@@ -36,12 +36,26 @@ const char* kUsage =
     "  moe        one MoE layer: permuted/grouped dispatch vs the original loop over experts\n"
     "  tokenizer  GPT-2 encoding speed (MB/s), single-threaded and parallel";
 
+// Where --json FILE is written: through symbolic links (even one to a file not there yet) to the file itself, so
+// that a link is never replaced by a file while its target stays stale.
+fs::path json_output_path(const cli::Args& a) {
+  fs::path p(a.get("json"));
+  for (int hops = 0; hops < 40 && fs::is_symlink(p); ++hops) {
+    const fs::path target = fs::read_symlink(p);
+    p = target.is_absolute() ? target : p.parent_path() / target;
+  }
+  return p;
+}
+
 // Checked before a benchmark runs, not after: --json FILE must be writable, and may replace only an earlier dsk
 // benchmark result (a re-run), never a file of the user's.
 void check_json_output(const cli::Args& a) {
   if (!a.has("json") || a.get("json").empty()) return;
-  const fs::path path(a.get("json"));
+  const fs::path path = json_output_path(a);
   if (fs::is_directory(path)) throw Error(fmt::format("--json {} is a folder", path.string()));
+  // (A FIFO or a device would block the check below, or receive the result in place of a file.)
+  if (fs::exists(path) && !fs::is_regular_file(path))
+    throw Error(fmt::format("--json {} is not a regular file", path.string()));
   const fs::path folder = path.has_parent_path() ? path.parent_path() : fs::path(".");
   if (!fs::is_directory(folder)) throw Error(fmt::format("--json {}: the folder {} does not exist", path.string(), folder.string()));
   if (fs::exists(path)) {
@@ -58,9 +72,8 @@ int emit(const cli::Args& a, nlohmann::json result) {
   std::string text = out.dump(2);
   std::puts(text.c_str());
   if (a.has("json") && !a.get("json").empty()) {
-    // Through a symbolic link to its target (replacing the link would leave the target stale); a temporary of
-    // this process's own, renamed into place.
-    const std::string path = fs::weakly_canonical(a.get("json")).string();
+    // A temporary of this process's own, renamed into place.
+    const std::string path = json_output_path(a).string();
     const std::string tmp = fmt::format("{}.tmp-{}", path, getpid());
     {
       std::ofstream f(tmp);

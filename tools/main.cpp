@@ -1,7 +1,9 @@
 // dsk: train, sample, prepare, bench and inspect DeepSeek-style (MLA + MoE) models.
 #include "tools/cli.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 
 namespace {
@@ -32,7 +34,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    return it->second.run(std::vector<std::string>(args.begin() + 1, args.end()));
+    const int rc = it->second.run(std::vector<std::string>(args.begin() + 1, args.end()));
+    // Output into a full disk fails at a write or at this flush, silently unless asked: a command whose output
+    // was lost must not exit 0 (`dsk tokenize encode big.txt > ids.txt` would leave a cut file and "succeed").
+    errno = 0;
+    if (std::fflush(stdout) != 0 || std::ferror(stdout))
+      throw dsk::Error(fmt::format("cannot write the output: {}", errno ? std::strerror(errno) : "write error"));
+    return rc;
   } catch (const dsk::cli::UsageError& e) {
     // Most usage errors name their command already; those from shared helpers (--set, --device) get it here.
     const std::string msg = e.what(), prefix = msg.rfind("dsk", 0) == 0 ? "" : "dsk " + args[0] + ": ";

@@ -2,8 +2,12 @@
 #include "kernels/device.h"
 #include "tests/test_env.h"
 
+#include <sys/wait.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -63,4 +67,15 @@ TEST_CASE("dsk: a bad --expert-math / --attention-math is a one-line usage error
     CHECK_THAT(r.output, Catch::Contains("must be auto, ffma, tf32 or 3xtf32, got 'fp16'"));
     CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
   }
+}
+
+TEST_CASE("dsk: output that cannot be written (a full disk) is an error, not a silent exit 0", "[info_cli]") {
+  dsk::testing::TempDir d("full");
+  const std::string err = d / "stderr.txt";
+  const int status = std::system((std::string(DSK_BINARY) + " info --json > /dev/full 2> " + err).c_str());
+  CHECK(WEXITSTATUS(status) == 1);
+  std::ifstream in(err);
+  std::string line;
+  std::getline(in, line);
+  CHECK_THAT(line, Catch::Contains("dsk info: error: cannot write the output: No space left on device"));
 }

@@ -5,6 +5,7 @@
 #include "tests/train_testing.h"
 
 #include <catch2/catch.hpp>
+#include <sys/stat.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -246,6 +247,16 @@ TEST_CASE("dsk bench --json: checked before the benchmark; replaces only an earl
   INFO(again.output);
   CHECK(again.exit_code == 0);
   CHECK(nlohmann::json::parse(std::ifstream(result)).contains("result"));
+  // A link to a file not written yet: the result goes to the link's target, and the link stays a link.
+  fs::create_symlink("target.json", f.d / "link.json");
+  CHECK(run_dsk(bench + (f.d / "link.json")).exit_code == 0);
+  CHECK(fs::is_symlink(f.d / "link.json"));
+  CHECK(nlohmann::json::parse(std::ifstream(f.d / "target.json")).contains("result"));
+  // A FIFO would block the check (and take the result in place of a file): refused at once.
+  REQUIRE(mkfifo((f.d / "fifo.json").c_str(), 0600) == 0);
+  auto fifo = run_dsk(bench + (f.d / "fifo.json"));
+  CHECK(fifo.exit_code == 1);
+  CHECK_THAT(fifo.output, Catch::Contains("is not a regular file"));
 }
 
 TEST_CASE("dsk train: option errors come before the training, a NaN stop names no checkpoint that is not there",
