@@ -127,7 +127,7 @@ std::string resolve_checkpoint(const std::string& path) {
 nlohmann::json read_checkpoint_config(const std::string& dir) {
   const std::string path = (fs::path(dir) / "config.json").string();
   if (!fs::exists(path)) throw Error(fmt::format("missing {}", path));
-  const nlohmann::json j = probe_json(path);
+  const nlohmann::json j = nlohmann::json::parse(read_file(path, "checkpoint config"), nullptr, false);
   if (!j.is_object()) throw Error(fmt::format("{} is not valid JSON", path));
   if (j.value("format", "") != "dsk-checkpoint") throw Error(fmt::format("{} is not a dsk checkpoint config", path));
   if (j.value("version", 0) != kCheckpointVersion)

@@ -22,6 +22,10 @@ void ModelConfig::validate() const {
   positive("num_experts", num_experts);
   positive("top_k", top_k);
   positive("expert_hidden_dim", expert_hidden_dim);
+  // Every layer is a loop iteration in building and planning the model (dsk info plans a million layers for
+  // minutes); no model this engine is for comes near (DeepSeek-V3 has 61).
+  if (n_layers > kMaxLayers)
+    throw Error(fmt::format("config key 'n_layers' must be at most {}, got {}", kMaxLayers, n_layers));
   if (num_shared_experts < 0)
     throw Error(fmt::format("config key 'num_shared_experts' must be >= 0, got {}", num_shared_experts));
   if (emb_dim % n_heads != 0)
@@ -60,6 +64,8 @@ ModelConfig load_model_config(const std::string& name_or_path) {
   }
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded()) throw Error(fmt::format("config '{}' is not valid JSON", name_or_path));
+  if (!j.is_object())
+    throw Error(fmt::format("config '{}' must hold a JSON object of model keys, not {}", name_or_path, j.type_name()));
   // A run's or checkpoint's config.json holds the model config under "model", beside the training keys.
   if (j.is_object() && j.contains("model") && j.contains("train"))
     throw Error(fmt::format("config '{}' is a run's or checkpoint's config.json, not a model config: continue that "

@@ -9,6 +9,8 @@
 namespace dsk {
 
 struct ModelConfig {
+  static constexpr int kMaxLayers = 4096;  // validate(): far above any model dsk is for
+
   int vocab_size = 50257;
   int context_length = 128;
   int emb_dim = 256;

@@ -66,7 +66,7 @@ bool has_key(const C& config, const std::string& key) {
 
 template <class C>
 void update_from_json(C& config, const nlohmann::json& j, const char* what) {
-  if (!j.is_object()) throw Error(fmt::format("a {} config must be a JSON object", what));
+  if (!j.is_object()) throw Error(fmt::format("the {}s must be a JSON object, not {}", what, j.type_name()));
   for (const auto& [key, value] : j.items()) {
     if (!has_key(config, key)) throw Error(fmt::format("unknown {} '{}'", what, key));
     C::visit(config, [&](const char* k, auto& field) {

@@ -89,6 +89,8 @@ int64_t shape_numel(const std::vector<int64_t>& shape) {
 }
 
 SafeTensorsFile read_safetensors(const std::string& path) {
+  // (A folder opens as a stream of "9223372036854775807" bytes and fails later with a confusing length.)
+  DSK_CHECK(!std::filesystem::is_directory(path), "safetensors file '{}' is a folder, not a file", path);
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   DSK_CHECK(in, "cannot open safetensors file '{}'", path);
   const uint64_t file_bytes = static_cast<uint64_t>(in.tellg());

@@ -16,6 +16,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <limits>
 
 namespace fs = std::filesystem;
 
@@ -28,7 +30,7 @@ using Clock = std::chrono::steady_clock;
 // Appends one JSON object per line and flushes, so a crash loses at most the line being written.
 class MetricsLog {
  public:
-  explicit MetricsLog(const std::string& path) : out_(path, std::ios::app) {
+  explicit MetricsLog(const std::string& path) : out_((drop_partial_last_line(path), path), std::ios::app) {
     if (!out_) throw Error(fmt::format("cannot open {}", path));
   }
   void write(const nlohmann::json& j) {
@@ -37,6 +39,17 @@ class MetricsLog {
   }
 
  private:
+  // A run killed in the middle of a write leaves a last line without its newline: appending to it would glue the
+  // next record on and make one line that is not JSON. The cut record is dropped (the step is logged again).
+  static void drop_partial_last_line(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return;
+    const std::string text((std::istreambuf_iterator<char>(in)), {});
+    if (text.empty() || text.back() == '\n') return;
+    const size_t keep = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
+    fs::resize_file(path, keep);
+  }
+
   std::ofstream out_;
 };
 
@@ -90,7 +103,12 @@ std::string last_good_checkpoint(const std::string& saved, const std::string& re
 int64_t total_train_steps(const TrainConfig& c, int64_t windows_per_epoch) {
   if (c.max_steps > 0) return c.max_steps;
   const double per_step = static_cast<double>(c.batch_size) * c.grad_accum_steps;
-  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c.epochs * windows_per_epoch / per_step)));
+  const double steps = std::ceil(c.epochs * windows_per_epoch / per_step);
+  // (The step counter, the schedule and the checkpoints' step_NNNNNNNN names are 32-bit, as max_steps is.)
+  if (!(steps <= std::numeric_limits<int32_t>::max()))
+    throw Error(fmt::format("epochs {} is {:.3g} steps of this data, more than {}; lower epochs", c.epochs, steps,
+                            std::numeric_limits<int32_t>::max()));
+  return std::max<int64_t>(1, static_cast<int64_t>(steps));
 }
 
 std::string latest_checkpoint(const std::string& path) {

@@ -59,6 +59,7 @@ TEST_CASE("config: bad keys and values are rejected naming the key", "[config]")
   invalid([](ModelConfig& x) { x.n_heads = 3; }, "'emb_dim' (256) must be divisible by n_heads (3)");
   invalid([](ModelConfig& x) { x.top_k = 5; }, "'top_k' (5) must not exceed num_experts (4)");
   invalid([](ModelConfig& x) { x.kv_latent_dim = 0; }, "'kv_latent_dim' must be positive");
+  invalid([](ModelConfig& x) { x.n_layers = 1000000; }, "'n_layers' must be at most 4096, got 1000000");
   invalid([](ModelConfig& x) { x.drop_rate = 1.0f; }, "'drop_rate'");
   invalid([](ModelConfig& x) { x.vocab_size = 70000; }, "'vocab_size'");
   invalid([](ModelConfig& x) { x.attention = "fast"; }, "'attention'");
@@ -66,6 +67,8 @@ TEST_CASE("config: bad keys and values are rejected naming the key", "[config]")
   std::string path = "/tmp/dsk_test_bad_config.json";
   std::ofstream(path) << R"({"emb_dim": 128, "colour": 1})";
   CHECK_THROWS_WITH(load_model_config(path), Catch::Contains("unknown model config key 'colour'"));
+  std::ofstream(path) << "[]";
+  CHECK_THROWS_WITH(load_model_config(path), Catch::EndsWith("must hold a JSON object of model keys, not array"));
   std::ofstream(path) << R"({"emb_dim": 128,)";
   CHECK_THROWS_WITH(load_model_config(path), Catch::Contains("not valid JSON"));
 }

@@ -110,6 +110,24 @@ TEST_CASE("trainer: stop + resume gives the same losses as an uninterrupted run"
   CHECK(train_losses(d / "split") == full);  // 3 before the stop + 3 after, bit for bit
 }
 
+TEST_CASE("trainer: a metrics.jsonl line cut by a crash is dropped on resume, not glued to the next", "[trainer]") {
+  TempDir d("trainer_cut");
+  const std::string data = tiny_data(d);
+  TrainConfig tc = tiny_train(3);
+  int polls = 0;
+  train(data, d / "run", tc, "", [&] { return ++polls == 2; });
+  const std::string metrics = d / "run/metrics.jsonl";
+  std::filesystem::resize_file(metrics, std::filesystem::file_size(metrics) - 5);  // the last record cut short
+  train(data, d / "run", tc, latest_checkpoint(d / "run"));
+  std::ifstream in(metrics);
+  int lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) {
+    INFO(line);
+    CHECK_NOTHROW(nlohmann::json::parse(line));
+  }
+  CHECK(lines > 3);
+}
+
 TEST_CASE("trainer: bad input is refused with a clear message", "[trainer]") {
   TempDir d("trainer_bad");
   const std::string data = tiny_data(d);
@@ -130,6 +148,11 @@ TEST_CASE("trainer: bad input is refused with a clear message", "[trainer]") {
   SECTION("missing data") {
     r.data_dir = d / "nowhere";
     CHECK_THROWS_WITH(run_training(r), Catch::Contains("nowhere"));
+  }
+  SECTION("more epochs than a 32-bit step counter holds") {
+    r.train.max_steps = 0;
+    r.train.epochs = 1e30f;
+    CHECK_THROWS_WITH(run_training(r), Catch::Contains("epochs 1e+30 is") && Catch::Contains("lower epochs"));
   }
   SECTION("resume past the end") {
     train(data, d / "done", tiny_train(2));

@@ -226,6 +226,23 @@ TEST_CASE("dsk: a folder where a file is expected is a one-line error naming it"
   auto text = run_dsk(fmt::format("train --device cpu --text {} --out {}", dir, f.d / "run"));
   CHECK(text.exit_code == 1);
   CHECK_THAT(text.output, Catch::Contains("is a folder") && Catch::Contains("dsk prepare"));
+  // A checkpoint's files replaced by folders: named, not "basic_filebuf::underflow" or a 2^63-byte length.
+  REQUIRE(run_dsk(f.train_args(f.d / "run", 1)).exit_code == 0);
+  for (const char* file : {"config.json", "model.safetensors"}) {
+    const fs::path bad = f.d / (std::string("bad-") + file);
+    fs::copy(f.d / "run/best", bad, fs::copy_options::recursive);
+    fs::remove(bad / file);
+    fs::create_directories(bad / file);
+    for (const std::string& cmd : {"sample --device cpu --max-new-tokens 1 --model " + bad.string(),
+                                   "eval --device cpu --data " + f.data + " --model " + bad.string()}) {
+      auto r = run_dsk(cmd);
+      INFO(cmd << "\n" << r.output);
+      CHECK(r.exit_code == 1);
+      CHECK_THAT(r.output, Catch::Contains((bad / file).string() + "' is a folder") ||
+                               Catch::Contains((bad / file).string() + " is a folder"));
+      CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+    }
+  }
 }
 
 TEST_CASE("dsk bench --json: checked before the benchmark; replaces only an earlier result", "[train_cli]") {
