@@ -36,6 +36,12 @@ void TrainConfig::validate() const {
     check(cuda::math_named(*value).has_value(), key, "must be " + cuda::math_choices() + ", got \"" + *value + "\"");
 }
 
+void TrainConfig::validate_for(int context_length) const {
+  validate();
+  if (seq_len > context_length)
+    throw Error(fmt::format("seq_len {} exceeds the model's context_length {}", seq_len, context_length));
+}
+
 nlohmann::json TrainConfig::to_json() const { return keyed::to_json(*this); }
 
 bool TrainConfig::has_key(const std::string& key) const { return keyed::has_key(*this, key); }

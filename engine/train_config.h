@@ -69,6 +69,8 @@ struct TrainConfig {
   }
 
   void validate() const;
+  // validate(), and the window fits the model: seq_len at most context_length.
+  void validate_for(int context_length) const;
   nlohmann::json to_json() const;
   void update_from_json(const nlohmann::json& j);
   void set(const std::string& key, const std::string& value);

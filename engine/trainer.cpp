@@ -128,11 +128,9 @@ TrainSummary run_training(const TrainRun& run) {
   const TrainConfig& tc = run.train;
   if (tc.dropout >= 0) mc.drop_rate = tc.dropout;
   mc.validate();
-  tc.validate();
+  tc.validate_for(mc.context_length);
   const int B = tc.batch_size;
   const int T = tc.seq_len > 0 ? tc.seq_len : mc.context_length;
-  if (T > mc.context_length)
-    throw Error(fmt::format("seq_len {} exceeds the model's context_length {}", T, mc.context_length));
 
   // ---- data -------------------------------------------------------------------------------------------
   PreparedData data = open_prepared(run.data_dir);
@@ -191,7 +189,8 @@ TrainSummary run_training(const TrainRun& run) {
     nlohmann::json cfg = {{"format", "dsk-run"}, {"model", mc.to_json()}, {"train", train_json},
                           {"data", absolute_path(data.dir).string()},
                           {"device", backend_name(run.device)}, {"dsk_version", DSK_VERSION}};
-    std::ofstream(out / "config.json") << cfg.dump(2) << "\n";
+    // (The data path is the user's bytes, not always UTF-8: written with U+FFFD rather than failing the run.)
+    std::ofstream(out / "config.json") << cfg.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   }
   MetricsLog metrics((out / "metrics.jsonl").string());
   std::fprintf(run.log, "training %lld steps of %d × %d tokens (%d accumulation) on %s; parameters %.1f MiB, "

@@ -116,7 +116,7 @@ int bench_train_cmd(const std::vector<std::string>& argv) {
   cuda::set_attention_math(attention_math);
   ModelConfig c = load_model_config(a.get("config"));
   cli::apply_overrides(a.all("set"), c, nullptr);
-  c.validate();
+  cli::validate_after_overrides(c, nullptr, a.all("set"));
   TrainBenchOptions o;
   o.batch = a.get_int32("batch", 1);
   o.seq_len = a.get_int32("seq-len", 0, c.context_length);

@@ -32,7 +32,7 @@ int run_info(const std::vector<std::string>& argv) {
   if (!a.parse(argv)) return 0;
   ModelConfig c = load_model_config(a.get("config"));
   cli::apply_overrides(a.all("set"), c, nullptr);
-  c.validate();
+  cli::validate_after_overrides(c, nullptr, a.all("set"));
   const int B = a.get_int32("batch", 1);
   const int seq_len = a.get_int32("seq-len", 0, c.context_length);
   const int T = seq_len > 0 ? seq_len : c.context_length;

@@ -134,8 +134,7 @@ int run_train(const std::vector<std::string>& argv) {
     cli::apply_overrides(a.all("set"), model, &train);
     if (train.max_steps == 0 && train.epochs == 0) train.max_steps = kDefaultSteps;
   }
-  model.validate();
-  train.validate();
+  cli::validate_after_overrides(model, &train, a.all("set"));
 
   if (data_dir.empty()) {
     if (a.has("data"))

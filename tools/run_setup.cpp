@@ -18,16 +18,32 @@ std::vector<std::string> apply_overrides(const std::vector<std::string>& sets, M
     const auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) throw UsageError(fmt::format("--set expects KEY=VALUE, got '{}'", kv));
     const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
-    if (model.has_key(key)) {
-      model.set(key, value);
-      model_keys.push_back(key);
-    } else if (train && train->has_key(key)) {
-      train->set(key, value);
-    } else {
+    if (!model.has_key(key) && !(train && train->has_key(key)))
       throw UsageError(fmt::format("--set: unknown config key '{}'", key));
+    try {
+      if (model.has_key(key)) {
+        model.set(key, value);
+        model_keys.push_back(key);
+      } else {
+        train->set(key, value);
+      }
+    } catch (const UsageError&) {
+      throw;
+    } catch (const Error& e) {  // a value of the wrong type, typed on the command line
+      throw UsageError(fmt::format("--set {}: {}", kv, e.what()));
     }
   }
   return model_keys;
+}
+
+void validate_after_overrides(const ModelConfig& model, const TrainConfig* train, const std::vector<std::string>& sets) {
+  try {
+    model.validate();
+    if (train) train->validate_for(model.context_length);
+  } catch (const Error& e) {
+    if (sets.empty()) throw;
+    throw UsageError(e.what());
+  }
 }
 
 std::string default_corpus() { return (fs::path(data_dir()) / "tinyshakespeare.txt").string(); }

@@ -182,9 +182,20 @@ TEST_CASE("dsk train/eval: bad command lines and missing models", "[train_cli]")
   CHECK(missing.exit_code == 1);
   CHECK_THAT(missing.output, Catch::Contains("no such model"));
   CHECK(run_dsk("eval --data x").exit_code == 2);  // --model missing
-  auto ctx = run_dsk(f.train_args(f.d / "r", 2) + " --set seq_len=64");
-  CHECK(ctx.exit_code == 1);
-  CHECK_THAT(ctx.output, Catch::Contains("exceeds the model's context_length 16"));
+  // A --set value of the wrong type or out of range is a command-line mistake (2), reported before the run starts.
+  for (const char* set : {"seq_len=64", "lr=abc", "max_steps=-1", "max_steps=1.5", "tf32=yes", "n_layers=0"}) {
+    auto r = run_dsk(f.train_args(f.d / "r", 2) + " --set " + set);
+    INFO(set << "\n" << r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+    CHECK(!fs::exists(f.d / "r"));
+  }
+  CHECK_THAT(run_dsk(f.train_args(f.d / "r", 2) + " --set seq_len=64").output,
+             Catch::Contains("exceeds the model's context_length 16"));
+  CHECK(run_dsk("info --set n_layers=abc").exit_code == 2);
+  CHECK(run_dsk("info --set n_layers=0").exit_code == 2);
+  // The same value in a config file is not a command-line mistake.
+  CHECK(run_dsk("info --config " + f.d.file("zero.json", R"({"n_layers": 0})")).exit_code == 1);
 }
 
 TEST_CASE("dsk train: folders holding files dsk did not write are refused, even with --force", "[train_cli]") {
