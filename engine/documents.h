@@ -1,6 +1,7 @@
 #pragma once
 // Reading the documents of a corpus for `dsk prepare`: one .txt, a folder of .txt, CSV (RFC 4180) or JSONL.
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace dsk {
@@ -14,9 +15,15 @@ struct Document {
 std::string resolve_format(const std::string& path, const std::string& format);
 
 // Reads all documents. Errors (dsk::Error, one line): missing or unreadable input, unknown format, a CSV without
-// the column or malformed (with the line number), malformed JSONL or a line without the string field.
+// the column or malformed (with the line number), malformed JSONL or a line without the string field, invalid
+// UTF-8 in a .txt or JSONL file ("FILE:LINE: invalid UTF-8 at byte offset N", N counted in the file on disk), a
+// .txt entry of a folder that cannot be followed. (CSV text is checked by the tokenizer, per record.)
 std::vector<Document> read_documents(const std::string& path, const std::string& format, const std::string& column,
                                      const std::string& field);
+
+// Input quoted in an error message: at most `max` bytes, then "...", with control characters (\n, \x01) and bytes
+// that are not UTF-8 escaped, so that a message stays one short line whatever the file holds.
+std::string echo_input(std::string_view s, size_t max = 80);
 
 // RFC 4180 CSV: records of fields; quoted fields may hold commas, doubled quotes and newlines; LF or CRLF.
 // `name` is used in errors, which give the 1-based line where the bad record or field starts.

@@ -44,6 +44,54 @@ bool is_prepared_folder(const fs::path& dir) {
   }
 }
 
+// The folder --out names. A symbolic link stands for its target: renaming the link itself would turn the user's
+// link into a folder and leave the target's old data behind. A link that leads nowhere is refused (replacing it
+// by a folder would lose the link, and creating its target is a guess).
+fs::path resolve_out(const std::string& out_dir) {
+  const fs::path out = absolute_path(out_dir);
+  std::error_code ec;
+  if (!fs::is_symlink(fs::symlink_status(out, ec))) return out;
+  fs::path target = fs::canonical(out, ec);
+  if (ec) {
+    std::error_code ignored;
+    throw Error(fmt::format("output {} is a symbolic link to {}, which cannot be followed ({})", out_dir,
+                            fs::read_symlink(out, ignored).string(), ec.message()));
+  }
+  return target;
+}
+
+bool is_inside(const fs::path& p, const fs::path& dir) {
+  return std::mismatch(dir.begin(), dir.end(), p.begin(), p.end()).first == dir.end();
+}
+
+// --force replaces only what dsk prepare wrote: an empty folder, or one holding a dsk manifest and nothing but
+// manifest.json, train.bin, val.bin (files) and leftovers of an interrupted write of them (NAME.tmp-PID).
+// Anything else is the user's (notes, even the corpus being read), so the whole folder is refused, naming the
+// first such entry. `shown` is the folder as the user spelled it.
+void check_replaceable(const fs::path& out, const std::string& shown, const std::string& input) {
+  std::error_code ec;
+  if (!fs::is_directory(out, ec))
+    throw Error(fmt::format("refusing to replace {}: it is not a folder made by dsk prepare", shown));
+  fs::path in = fs::weakly_canonical(absolute_path(input), ec);
+  if (!ec && is_inside(in, out))
+    throw Error(fmt::format("refusing to replace {}: the input {} is inside it", shown, input));
+  std::vector<std::string> names;
+  for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec)) names.push_back(it->path().filename().string());
+  if (ec) throw Error(fmt::format("cannot list {}: {}", shown, ec.message()));
+  std::sort(names.begin(), names.end());
+  for (const auto& name : names) {
+    const std::string stem = replace_leftover_stem(name);
+    const std::string& base = stem.empty() ? name : stem;
+    const bool ours = base == "manifest.json" || base == "train.bin" || base == "val.bin";
+    if (!ours || fs::is_directory(fs::symlink_status(out / name, ec)))
+      throw Error(fmt::format("refusing to replace {}: {} was not written by dsk prepare", shown,
+                              (fs::path(shown) / name).string()));
+  }
+  if (!names.empty() && !is_prepared_folder(out))
+    throw Error(fmt::format("refusing to replace {}: it is not a folder made by dsk prepare (no dsk manifest.json)",
+                            shown));
+}
+
 // Encodes every document (in parallel over documents; one big document uses the parallel encoder instead).
 std::vector<std::vector<int32_t>> encode_documents(const std::vector<Document>& docs, bool allow_special) {
   const Tokenizer& tok = Tokenizer::gpt2();
@@ -78,6 +126,17 @@ std::vector<std::vector<int32_t>> encode_documents(const std::vector<Document>& 
   return ids;
 }
 
+// The hint for too small a --val-fraction: the smallest value with 3 significant digits that gives
+// round(f * n) >= 1, rounded up (a hint rounded down to the nearest would itself fail).
+std::string smallest_val_fraction(size_t n) {
+  const double need = 0.5 / static_cast<double>(n);
+  double step = std::pow(10.0, std::floor(std::log10(need)) - 2);
+  for (double f = std::ceil(need / step) * step;; f += step) {
+    std::string s = fmt::format("{:.3g}", f);
+    if (std::llround(std::strtod(s.c_str(), nullptr) * static_cast<double>(n)) >= 1) return s;
+  }
+}
+
 // Documents joined by <|endoftext|> (between documents, not after the last), as uint16.
 std::vector<uint16_t> join_split(const std::vector<std::vector<int32_t>>& ids, const std::vector<size_t>& which) {
   size_t total = which.empty() ? 0 : which.size() - 1;
@@ -97,15 +156,16 @@ nlohmann::json prepare_dataset(const PrepareOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
   if (opt.input.empty()) throw Error("no input given (--input PATH)");
   if (opt.out_dir.empty()) throw Error("no output folder given (--out DIR)");
-  if (!(opt.val_fraction > 0.0 && opt.val_fraction < 1.0))
-    throw Error(fmt::format("--val-fraction {} leaves a split empty; it must be in (0, 1)", opt.val_fraction));
-  const fs::path out = absolute_path(opt.out_dir);
+  if (!(opt.val_fraction > 0.0 && opt.val_fraction < 1.0))  // (written so that NaN fails too)
+    throw Error(fmt::format("--val-fraction must be greater than 0 and less than 1, got {}", opt.val_fraction));
+  const fs::path out = resolve_out(opt.out_dir);
   std::error_code ec;
   // Check the output first: nothing is read or written when it would be refused at the end.
-  if (fs::exists(out, ec)) {
+  if (fs::exists(fs::symlink_status(out, ec))) {
     if (!opt.force) throw Error(fmt::format("output folder {} exists; use --force to replace it", out.string()));
-    if (!fs::is_directory(out) || (!fs::is_empty(out) && !is_prepared_folder(out)))
-      throw Error(fmt::format("refusing to replace {}: it is not a folder made by dsk prepare", out.string()));
+    std::string shown = opt.out_dir;  // as the user spelled it, without the slash a shell's completion adds
+    while (shown.size() > 1 && shown.back() == '/') shown.pop_back();
+    check_replaceable(out, shown, opt.input);
   }
 
   const std::string format = resolve_format(opt.input, opt.format);
@@ -129,13 +189,16 @@ nlohmann::json prepare_dataset(const PrepareOptions& opt) {
   std::vector<size_t> train_idx, val_idx;
   std::string split_rule;
   if (docs.size() == 1) {
+    // A usable cut leaves text (not only whitespace) on both sides: it lies after the first non-space byte and
+    // before the last one. Blank lines at the start or the end are thus never a split on their own.
     const std::string& text = docs[0].text;
+    const size_t lo = text.find_first_not_of(" \t\r\n") + 1, hi = text.find_last_not_of(" \t\r\n");
     size_t target = static_cast<size_t>(std::floor(text.size() * (1.0 - opt.val_fraction)));
-    size_t nl = text.find('\n', target);
-    if (nl == std::string::npos || nl + 1 >= text.size()) nl = target > 0 ? text.rfind('\n', target - 1) : std::string::npos;
-    if (nl == std::string::npos || nl == 0 || nl + 1 >= text.size())
-      throw Error(fmt::format("{} is one document without a line break to split at; validation would be empty",
-                              docs[0].origin));
+    size_t nl = lo < hi ? text.find('\n', std::clamp(target, lo, hi)) : std::string::npos;
+    if (lo < hi && (nl == std::string::npos || nl >= hi)) nl = text.rfind('\n', hi - 1);
+    if (nl == std::string::npos || nl < lo || nl >= hi)
+      throw Error(fmt::format("{} is one document without a line break between lines of text to split at; "
+                              "validation would be empty", docs[0].origin));
     split_docs.push_back({text.substr(0, nl + 1), docs[0].origin});
     split_docs.push_back({text.substr(nl + 1), docs[0].origin});
     train_idx = {0};
@@ -145,8 +208,8 @@ nlohmann::json prepare_dataset(const PrepareOptions& opt) {
     size_t n = docs.size();
     size_t n_val = static_cast<size_t>(std::llround(opt.val_fraction * static_cast<double>(n)));
     if (n_val == 0)
-      throw Error(fmt::format("--val-fraction {} of {} documents leaves validation empty; raise it to at least {:.3g}",
-                              opt.val_fraction, n, 0.5 / static_cast<double>(n) + 1e-9));
+      throw Error(fmt::format("--val-fraction {} of {} documents leaves validation empty; raise it to at least {}",
+                              opt.val_fraction, n, smallest_val_fraction(n)));
     if (n_val >= n)
       throw Error(fmt::format("--val-fraction {} of {} documents leaves training empty", opt.val_fraction, n));
     std::vector<size_t> order(n);
@@ -200,7 +263,8 @@ nlohmann::json prepare_dataset(const PrepareOptions& opt) {
   write_token_shard((tmp / "val.bin").string(), val, tok.vocab_size());
   manifest["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::ofstream m(tmp / "manifest.json");
-  m << manifest.dump(2) << "\n";
+  // File and column names are the user's bytes, not always UTF-8: dump them with U+FFFD rather than fail.
+  m << manifest.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   if (!m.flush()) throw Error(fmt::format("cannot write {}", (tmp / "manifest.json").string()));
   m.close();
   written.commit();

@@ -25,9 +25,14 @@ int run_prepare(const std::vector<std::string>& argv) {
   opt.input = args.get("input");
   opt.out_dir = args.get("out");
   opt.format = args.get("format");
+  if (opt.format != "auto" && opt.format != "txt" && opt.format != "dir" && opt.format != "csv" && opt.format != "jsonl")
+    throw dsk::cli::UsageError(fmt::format("dsk prepare: --format must be auto, txt, dir, csv or jsonl, got '{}'", opt.format));
   opt.column = args.get("column");
   opt.field = args.get("field");
   opt.val_fraction = args.get_double("val-fraction");
+  if (!(opt.val_fraction > 0.0 && opt.val_fraction < 1.0))  // (written so that NaN fails too)
+    throw dsk::cli::UsageError(fmt::format(
+        "dsk prepare: --val-fraction must be greater than 0 and less than 1, got {}", args.get("val-fraction")));
   long long seed = args.get_int("seed");
   if (seed < 0) throw dsk::cli::UsageError("dsk prepare: --seed must be >= 0");
   opt.seed = static_cast<uint64_t>(seed);

@@ -3,19 +3,29 @@
 #include "engine/tokenizer.h"
 #include "tools/cli.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
-#include <fstream>
-#include <iostream>
-#include <iterator>
-#include <sstream>
+#include <cstring>
 
 namespace {
 
 std::string read_input(const std::string& path) {
   if (path.empty() || path == "-") {
-    std::ostringstream ss;
-    ss << std::cin.rdbuf();
-    return ss.str();
+    // A folder on stdin (`< somedir`) reads as nothing through iostreams; refuse it as a folder argument is.
+    struct stat st;
+    if (fstat(STDIN_FILENO, &st) == 0 && S_ISDIR(st.st_mode))
+      throw dsk::Error("the input <stdin> is a folder, not a file");
+    std::string text;
+    char buf[1 << 16];
+    for (ssize_t n; (n = read(STDIN_FILENO, buf, sizeof buf)) != 0;) {
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw dsk::Error(fmt::format("cannot read the input <stdin>: {}", std::strerror(errno)));
+      text.append(buf, static_cast<size_t>(n));
+    }
+    return text;
   }
   return dsk::read_file(path, "input");
 }
@@ -55,13 +65,15 @@ int run_tokenize(const std::vector<std::string>& argv) {
   args.flag("count", "print only the number of tokens")
       .flag("no-special", "encode the literal <|endoftext|> as plain text instead of token 50256")
       .flag("replace-invalid", "encode invalid UTF-8 as U+FFFD instead of failing")
-      .flag("lines", "encode each input line alone (without its newline) and print one line of ids per line")
+      .flag("lines", "encode each input line alone (without its newline, \\n or \\r\\n) and print one line of ids per line")
       .option("threads", "N", "encode with N threads (0: all cores)", "1")
       .positionals(2);
   if (!args.parse(argv)) return 0;
   const auto& pos = args.positional();
   if (pos.empty() || (pos[0] != "encode" && pos[0] != "decode"))
     throw dsk::cli::UsageError("dsk tokenize: expected 'encode' or 'decode' (see dsk tokenize --help)");
+  // Every option is checked before any input is read, whatever the mode uses.
+  const int threads = args.get_int32("threads", 0, 1024);
   std::string path = pos.size() > 1 ? pos[1] : "-";
   std::string name = path == "-" ? "<stdin>" : path;
   std::string input = read_input(path);
@@ -73,9 +85,11 @@ int run_tokenize(const std::vector<std::string>& argv) {
     while (start < input.size()) {
       size_t nl = input.find('\n', start);
       if (nl == std::string::npos) nl = input.size();
+      // "\r\n" is a newline too (a Windows file): its \r is not part of the line.
+      const size_t end = nl < input.size() && nl > start && input[nl - 1] == '\r' ? nl - 1 : nl;
       std::vector<int32_t> ids;
       try {
-        ids = tok.encode(std::string_view(input).substr(start, nl - start), !args.has("no-special"),
+        ids = tok.encode(std::string_view(input).substr(start, end - start), !args.has("no-special"),
                          args.has("replace-invalid"));
       } catch (const dsk::Error& e) {
         throw dsk::Error(fmt::format("{}:{}: {}{}", name, line_no, e.what(), replace_hint(args, e.what())));
@@ -95,10 +109,7 @@ int run_tokenize(const std::vector<std::string>& argv) {
   if (pos[0] == "encode") {
     std::vector<int32_t> ids;
     try {
-      ids = tok.encode_parallel(input, !args.has("no-special"), args.has("replace-invalid"),
-                                args.get_int32("threads", 0, 1024));
-    } catch (const dsk::cli::UsageError&) {
-      throw;
+      ids = tok.encode_parallel(input, !args.has("no-special"), args.has("replace-invalid"), threads);
     } catch (const dsk::Error& e) {
       throw dsk::Error(fmt::format("{}: {}{}", name, e.what(), replace_hint(args, e.what())));
     }
@@ -117,15 +128,15 @@ int run_tokenize(const std::vector<std::string>& argv) {
     return 0;
   }
   std::vector<int32_t> ids = parse_ids(input, name);
+  std::string text;
+  try {
+    text = tok.decode(ids);  // also for --count: an id that does not decode is an error either way
+  } catch (const dsk::Error& e) {
+    throw dsk::Error(fmt::format("{}: {}", name, e.what()));
+  }
   if (args.has("count")) {
     std::printf("%zu\n", ids.size());
     return 0;
-  }
-  std::string text;
-  try {
-    text = tok.decode(ids);
-  } catch (const dsk::Error& e) {
-    throw dsk::Error(fmt::format("{}: {}", name, e.what()));
   }
   std::fwrite(text.data(), 1, text.size(), stdout);
   return 0;

@@ -192,7 +192,7 @@ TEST_CASE("prepare: errors name the problem and leave existing output alone", "[
   CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("exists") && Catch::Contains("--force"));
   // --force does not delete a folder that dsk did not make.
   o.force = true;
-  CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("not a folder made by dsk prepare"));
+  CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("keep.txt was not written by dsk prepare"));
   CHECK(fs::exists(keep));
 
   CHECK_THROWS_WITH(dsk::open_prepared(d / "nowhere"), Catch::Contains("does not exist"));
@@ -213,4 +213,233 @@ TEST_CASE("prepare: the CLI exits 1 on bad input and 2 on a bad command line", "
   CHECK(code(dsk + " prepare --input " + csv + " --out " + (d / "o") + " --val-fraction 0.2") == 0);
   CHECK(code(dsk + " prepare --input " + csv + " --out " + (d / "o")) == 1);  // exists, no --force
   CHECK(code(dsk + " tokenize decode " + d.file("ids.txt", "1 2 50257")) == 1);
+}
+
+namespace {
+
+using dsk::testing::run_dsk;
+
+std::vector<std::string> entries(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+dsk::PrepareOptions lines_input(const TempDir& d, const std::string& out) {
+  std::string text;
+  for (int i = 0; i < 20; ++i) text += fmt::format("line {} of the text\n", i);
+  dsk::PrepareOptions o;
+  o.input = d.file("a.txt", text);
+  o.out_dir = out;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("prepare --force replaces only a folder holding nothing but what dsk prepare wrote", "[prepare]") {
+  TempDir d("force");
+  dsk::PrepareOptions o = lines_input(d, d / "data");
+  dsk::prepare_dataset(o);
+  const std::vector<std::string> ours{"manifest.json", "train.bin", "val.bin"};
+  o.force = true;
+  // A file of the user's beside the shards: refused, naming it, before anything is read; nothing is lost.
+  d.file("data/notes.txt", "notes");
+  CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("refusing to replace " + (d / "data") + ": " +
+                                                             (d / "data/notes.txt") + " was not written by dsk prepare"));
+  CHECK(entries(d / "data") == std::vector<std::string>{"manifest.json", "notes.txt", "train.bin", "val.bin"});
+  fs::remove(d / "data/notes.txt");
+  // The input itself inside the folder (the tester's repro): refused, the input kept.
+  fs::copy_file(o.input, d / "data/corpus.txt");
+  dsk::PrepareOptions inside = o;
+  inside.input = d / "data/corpus.txt";
+  CHECK_THROWS_WITH(dsk::prepare_dataset(inside), Catch::Contains("the input " + inside.input + " is inside it"));
+  CHECK(fs::exists(d / "data/corpus.txt"));
+  fs::remove(d / "data/corpus.txt");
+  // ...even when it has one of dsk's names.
+  inside.input = d / "data/val.bin";
+  inside.format = "txt";
+  CHECK_THROWS_WITH(dsk::prepare_dataset(inside), Catch::Contains("is inside it"));
+  // A folder named like a shard is not dsk's.
+  fs::create_directories(d.path / "data/extra");
+  CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("extra was not written"));
+  fs::remove(d / "data/extra");
+  // Leftovers of an interrupted write of dsk's files are replaced with the rest.
+  d.file("data/train.bin.tmp-4242", "partial");
+  CHECK_NOTHROW(dsk::prepare_dataset(o));
+  CHECK(entries(d / "data") == ours);
+  // The exact command line of the report: exit 1, one line, the notes kept.
+  d.file("data/notes.txt", "notes");
+  auto r = run_dsk("prepare --input " + o.input + " --out " + (d / "data") + " --force");
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::Contains("data/notes.txt was not written by dsk prepare"));
+  CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+  CHECK(fs::exists(d / "data/notes.txt"));
+}
+
+TEST_CASE("prepare --out LINK: a link to a folder replaces the target, a dangling link is refused", "[prepare]") {
+  TempDir d("outlink");
+  dsk::PrepareOptions o = lines_input(d, d / "link");
+  // A link to a prepared folder: --force is needed, then the target gets the new data and the link stays.
+  dsk::PrepareOptions first = lines_input(d, d / "target");
+  dsk::prepare_dataset(first);
+  fs::create_directory_symlink(d / "target", d / "link");
+  CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("--force"));
+  o.force = true;
+  o.seed = 7;
+  dsk::prepare_dataset(o);
+  CHECK(fs::is_symlink(d / "link"));
+  CHECK(dsk::open_prepared(d / "target").manifest["seed"] == 7);
+  CHECK(entries(d.path) == std::vector<std::string>{"a.txt", "link", "target"});
+  // The target is held to the same rule as any folder.
+  d.file("target/notes.txt", "mine");
+  CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("notes.txt was not written by dsk prepare"));
+  CHECK(fs::exists(d / "target/notes.txt"));
+  // Dangling: refused with and without --force; the link stays a link.
+  fs::remove_all(d / "link");
+  fs::create_directory_symlink(d / "nowhere", d / "link");
+  for (bool force : {false, true}) {
+    o.force = force;
+    CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("symbolic link") && Catch::Contains("nowhere"));
+    CHECK(fs::is_symlink(d / "link"));
+    CHECK(!fs::exists(d / "nowhere"));
+  }
+  auto r = run_dsk("prepare --input " + o.input + " --out " + (d / "link"));
+  CHECK(r.exit_code == 1);
+  CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+}
+
+TEST_CASE("prepare: invalid UTF-8 names the file's own line and byte offset", "[prepare]") {
+  TempDir d("utf8");
+  std::string body;
+  for (int i = 0; i < 20; ++i) body += "line one is here\n";
+  body += "tail \xff bad\n";  // the 0xFF is at byte 20 * 17 + 5 = 345, on line 21
+  dsk::PrepareOptions o;
+  o.out_dir = d / "out";
+  o.input = d.file("c.txt", body);
+  CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("c.txt:21: invalid UTF-8 at byte offset 345"));
+  o.input = d.file("bom.txt", "\xEF\xBB\xBF" + body);  // offsets count the byte order mark, as on disk
+  CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("bom.txt:21: invalid UTF-8 at byte offset 348"));
+  // JSONL: checked before parsing, so the raw byte is not echoed.
+  o.input = d.file("inv.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\xff\"}\n");
+  try {
+    dsk::prepare_dataset(o);
+    FAIL("no error");
+  } catch (const dsk::Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("inv.jsonl:2: invalid UTF-8 at byte offset 25"));
+    CHECK(std::string(e.what()).find('\xff') == std::string::npos);
+  }
+}
+
+TEST_CASE("prepare: echoed input in messages is short and one line", "[prepare]") {
+  TempDir d("echo");
+  dsk::PrepareOptions o;
+  o.out_dir = d / "out";
+  o.input = d.file("long.jsonl", "{\"text\": \"a\"}\n{\"text\": \"" + std::string(100000, 'x') + "\n");  // unclosed
+  try {
+    dsk::prepare_dataset(o);
+    FAIL("no error");
+  } catch (const dsk::Error& e) {
+    std::string what = e.what();
+    CHECK_THAT(what, Catch::Contains("long.jsonl:2: invalid JSON") && Catch::Contains("..."));
+    CHECK(what.size() < 400);
+  }
+  o.input = d.file("nl.csv", "\"first\nname\",other\x01\n1,2\n");
+  try {
+    dsk::prepare_dataset(o);
+    FAIL("no error");
+  } catch (const dsk::Error& e) {
+    std::string what = e.what();
+    CHECK_THAT(what, Catch::Contains("first\\nname, other\\x01"));
+    CHECK(what.find('\n') == std::string::npos);
+  }
+}
+
+TEST_CASE("prepare: file names that are not UTF-8 are kept in the manifest", "[prepare]") {
+  TempDir d("latin1");
+  fs::create_directories(d.path / "caf\xe9");
+  std::string text;
+  for (int i = 0; i < 10; ++i) text += fmt::format("line {}\n", i);
+  dsk::PrepareOptions o;
+  o.input = d.file("caf\xe9/r\xe9sum\xe9.txt", text);
+  o.out_dir = d / "out";
+  CHECK_NOTHROW(dsk::prepare_dataset(o));
+  auto p = dsk::open_prepared(d / "out");  // the manifest is valid JSON (U+FFFD for the bad bytes)
+  CHECK_THAT(p.manifest["source"].get<std::string>(), Catch::Contains("caf\xEF\xBF\xBD"));
+}
+
+TEST_CASE("prepare: a folder input ignores non-.txt entries, even link loops; a broken .txt is an error", "[prepare]") {
+  TempDir d("loops");
+  fs::create_directories(d.path / "docs");
+  for (int i = 0; i < 10; ++i) d.file(fmt::format("docs/{:02}.txt", i), fmt::format("document number {}", i));
+  fs::create_symlink("loop", d.path / "docs/loop");  // a link to itself
+  dsk::PrepareOptions o;
+  o.input = d / "docs";
+  o.out_dir = d / "out";
+  CHECK(dsk::prepare_dataset(o)["documents"]["train"] == 9);
+  fs::create_symlink("self.txt", d.path / "docs/self.txt");
+  o.force = true;
+  CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("cannot read the input") && Catch::Contains("self.txt"));
+  fs::remove(d.path / "docs/self.txt");
+  fs::create_symlink("missing", d.path / "docs/gone.txt");
+  CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("cannot read the input") && Catch::Contains("gone.txt"));
+}
+
+TEST_CASE("prepare: a single document is cut between lines of text, not at a leading blank line", "[prepare]") {
+  TempDir d("lead");
+  const std::string text = "\nfirst line of text\nsecond line of text\nthird\n";
+  dsk::PrepareOptions o;
+  o.input = d.file("lead.txt", text);
+  o.out_dir = d / "out";
+  o.val_fraction = 0.99;
+  dsk::prepare_dataset(o);
+  const auto& tok = dsk::Tokenizer::gpt2();
+  auto val = shard_tokens(d / "out/val.bin");
+  CHECK(tok.decode(std::vector<int32_t>(val.begin(), val.end())) == "second line of text\nthird\n");
+  // Trailing blank lines are not a validation split either: the cut falls before the last line of text.
+  o.input = d.file("trail.txt", "one\ntwo\n\n\n\n");
+  o.out_dir = d / "out2";
+  o.val_fraction = 0.1;
+  dsk::prepare_dataset(o);
+  val = shard_tokens(d / "out2/val.bin");
+  CHECK(tok.decode(std::vector<int32_t>(val.begin(), val.end())) == "two\n\n\n\n");
+}
+
+TEST_CASE("prepare: the --val-fraction hint is a value that works", "[prepare]") {
+  TempDir d("hint");
+  fs::create_directories(d.path / "d7");
+  for (int i = 1; i <= 7; ++i) d.file(fmt::format("d7/f{}.txt", i), fmt::format("doc {}", i));
+  dsk::PrepareOptions o;
+  o.input = d / "d7";
+  o.out_dir = d / "p7";
+  o.val_fraction = 0.01;
+  std::string hint;
+  try {
+    dsk::prepare_dataset(o);
+    FAIL("no error");
+  } catch (const dsk::Error& e) {
+    std::string what = e.what();
+    const size_t at = what.find("at least ");
+    REQUIRE(at != std::string::npos);
+    hint = what.substr(at + 9);
+  }
+  CHECK(hint == "0.0715");
+  o.val_fraction = std::stod(hint);
+  CHECK(dsk::prepare_dataset(o)["documents"]["val"] == 1);
+}
+
+TEST_CASE("prepare: a bad --val-fraction or --format is a usage error (exit 2) stating the range", "[prepare][cli]") {
+  TempDir d("usage");
+  std::string in = d.file("t.csv", kTinyCsv);
+  for (const char* f : {"1.5", "-0.5", "0", "1", "nan", "inf"}) {
+    INFO(f);
+    auto r = run_dsk("prepare --input " + in + " --out " + (d / "o") + " --val-fraction " + f);
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.output, Catch::Contains("greater than 0 and less than 1"));
+    CHECK_THAT(r.output, !Catch::Contains("leaves"));
+  }
+  auto r = run_dsk("prepare --input " + in + " --out " + (d / "o") + " --format bogus");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("--format"));
+  CHECK(!fs::exists(d / "o"));
 }
