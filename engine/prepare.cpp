@@ -273,6 +273,8 @@ nlohmann::json prepare_dataset(const PrepareOptions& opt) {
 
 PreparedData open_prepared(const std::string& dir) {
   fs::path d(dir);
+  if (fs::exists(d) && !fs::is_directory(d))
+    throw Error(fmt::format("{} is a file, not a folder made by dsk prepare (a text file goes in with --text)", dir));
   if (!fs::is_directory(d)) throw Error(fmt::format("prepared data folder {} does not exist (make it with dsk prepare)", dir));
   PreparedData p;
   p.dir = dir;

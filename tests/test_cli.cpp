@@ -51,3 +51,11 @@ TEST_CASE("cli: help states each option's default once", "[cli]") {
   CHECK_THAT(help, Catch::Contains("sequence length (default: context_length)\n"));
   CHECK_THAT(help, !Catch::Contains("(default: 0)"));
 }
+
+TEST_CASE("cli: a path printed as a command to paste is quoted for the shell when it must be", "[cli]") {
+  CHECK(dsk::cli::shell_quote("runs/20261130-1200") == "runs/20261130-1200");
+  CHECK(dsk::cli::shell_quote("my run") == "'my run'");
+  CHECK(dsk::cli::shell_quote("it's") == "'it'\\''s'");
+  CHECK(dsk::cli::shell_quote("$HOME;rm") == "'$HOME;rm'");
+  CHECK(dsk::cli::shell_quote("") == "''");
+}

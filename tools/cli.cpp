@@ -1,8 +1,11 @@
 #include "tools/cli.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 
 namespace dsk::cli {
@@ -125,6 +128,16 @@ const std::vector<std::string>& Args::all(const std::string& name) const {
   static const std::vector<std::string> empty;
   auto it = values_.find(name);
   return it == values_.end() ? empty : it->second;
+}
+
+std::string shell_quote(const std::string& word) {
+  const bool plain = !word.empty() && std::all_of(word.begin(), word.end(), [](unsigned char c) {
+    return std::isalnum(c) || (c != 0 && std::strchr("_-./:=+,@%", c) != nullptr);
+  });
+  if (plain) return word;
+  std::string out = "'";
+  for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);  // ' ends, \' is one, ' resumes
+  return out + "'";
 }
 
 std::string Args::help_text() const {

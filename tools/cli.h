@@ -58,6 +58,10 @@ class Args {
   int max_positionals_ = 0;
 };
 
+// `word` as a shell reads it back: unchanged when it is plain (letters, digits, _ - . / : = + , @ %), else in single
+// quotes. For commands dsk prints for the user to paste ("resume with: dsk train --resume 'my run'").
+std::string shell_quote(const std::string& word);
+
 struct Command {
   std::string name;
   std::string summary;

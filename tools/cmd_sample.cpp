@@ -180,7 +180,7 @@ bool repl_command(const std::string& line, Settings& s) {
     else s.sampling.temperature = static_cast<float>(x);
   } else if (cmd == "/topk") {
     if (!needs_arg()) return true;
-    if (!parse_int(arg, &n) || n < 0 || n > 1000000) bad("expected an integer >= 0 (0 = off)");
+    if (!parse_int(arg, &n) || n < 0 || n > 1000000) bad("expected an integer from 0 to 1000000 (0 = off)");
     else s.sampling.top_k = static_cast<int>(n);
   } else if (cmd == "/topp") {
     if (!needs_arg()) return true;
@@ -188,7 +188,7 @@ bool repl_command(const std::string& line, Settings& s) {
     else s.sampling.top_p = static_cast<float>(x);
   } else if (cmd == "/max") {
     if (!needs_arg()) return true;
-    if (!parse_int(arg, &n) || n < 1 || n > 1000000) bad("expected an integer >= 1");
+    if (!parse_int(arg, &n) || n < 1 || n > 1000000) bad("expected an integer from 1 to 1000000");
     else s.max_new_tokens = static_cast<int>(n);
   } else if (cmd == "/seed") {
     if (!needs_arg()) return true;

@@ -63,7 +63,7 @@ bool check_out_folder(const std::string& out_dir, bool force) {
                             "folder and replaces only its own: choose another --out", folder.problem));
   if (folder.kind == RunFolderKind::kRun && !force)
     throw Error(fmt::format("{} already holds a run; use --resume {} to continue it, --force to replace it, or "
-                            "another --out", out_dir, out_dir));
+                            "another --out", out_dir, cli::shell_quote(out_dir)));
   return folder.kind == RunFolderKind::kRun;
 }
 
@@ -171,7 +171,7 @@ int run_train(const std::vector<std::string>& argv) {
   if (s.stopped_early) {
     std::fprintf(stderr, "stopped at step %lld of %lld; checkpoint saved in %s\nresume with: dsk train --resume %s\n",
                  static_cast<long long>(s.steps_done), static_cast<long long>(s.total_steps), s.last_checkpoint.c_str(),
-                 out_dir.c_str());
+                 cli::shell_quote(out_dir).c_str());
     return 0;
   }
   // A resumed run that never beat its earlier validation loss saved no new best: the earlier one stands.

@@ -62,6 +62,7 @@ std::string prepared_text(const std::string& text_file, bool verbose) {
   o.input = text_file;
   o.out_dir = dir.string();
   o.format = "txt";
+  o.force = true;  // the cache folder is dsk's: a leftover without manifest.json (an interrupted first use) is redone
   prepare_dataset(o);
   return dir.string();
 }

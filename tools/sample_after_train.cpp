@@ -4,6 +4,7 @@
 #include "engine/inference.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "tools/cli.h"
 
 #include <cstdio>
 
@@ -17,7 +18,7 @@ void print_sample_after_training(const std::string& checkpoint, Backend device, 
   GenerateOptions o;
   o.max_new_tokens = max_new_tokens;
   const Tokenizer& tok = Tokenizer::gpt2();
-  std::fprintf(stderr, "--- sample (dsk sample --model %s) ---\n", checkpoint.c_str());
+  std::fprintf(stderr, "--- sample (dsk sample --model %s) ---\n", shell_quote(checkpoint).c_str());
   generate(session, {tok.encode("\n")}, o, [&](int32_t id) { return tok.token_bytes(id); },
            [](int, const std::string& piece) {
              std::fputs(piece.c_str(), stdout);

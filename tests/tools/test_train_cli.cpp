@@ -239,6 +239,10 @@ TEST_CASE("dsk: a folder where a file is expected is a one-line error naming it"
   CHECK_THAT(text.output, Catch::Contains("is a folder") && Catch::Contains("dsk prepare"));
   // A checkpoint's files replaced by folders: named, not "basic_filebuf::underflow" or a 2^63-byte length.
   REQUIRE(run_dsk(f.train_args(f.d / "run", 1)).exit_code == 0);
+  // And the other way round: a text file where a prepared folder is expected.
+  auto file_as_data = run_dsk("eval --device cpu --model " + (f.d / "run") + " --data " + (f.d / "corpus.txt"));
+  CHECK(file_as_data.exit_code == 1);
+  CHECK_THAT(file_as_data.output, Catch::Contains("corpus.txt is a file, not a folder made by dsk prepare"));
   for (const char* file : {"config.json", "model.safetensors"}) {
     const fs::path bad = f.d / (std::string("bad-") + file);
     fs::copy(f.d / "run/best", bad, fs::copy_options::recursive);
