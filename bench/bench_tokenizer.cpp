@@ -56,7 +56,12 @@ nlohmann::json bench_tokenizer(const std::string& corpus_path, int threads) {
   int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (threads <= 0) threads = hw;
 
-  size_t n_tokens = tok.encode(text).size();  // warm-up (page cache, allocator)
+  size_t n_tokens = 0;
+  try {
+    n_tokens = tok.encode(text).size();  // warm-up (page cache, allocator)
+  } catch (const Error& e) {  // (invalid UTF-8: name the file, as dsk tokenize does)
+    throw Error(fmt::format("{}: {}", path, e.what()));
+  }
   const int reps = 5;
   double single = median_seconds(reps, [&] {
     if (tok.encode(text).size() != n_tokens) throw Error("tokenizer bench: token count changed between runs");

@@ -7,10 +7,14 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <vector>
@@ -92,6 +96,22 @@ RunFolder inspect_run_folder(const std::string& dir) {
     return {RunFolderKind::kRunWithoutConfig,
             fmt::format("{} holds a run's files but no config.json (continue it with --resume {} --data DIR)", dir, dir)};
   return {};
+}
+
+void remove_interrupted_saves(const std::string& dir) {
+  std::vector<fs::path> stale;
+  for (const fs::path& folder : {fs::path(dir), fs::path(dir) / "checkpoints"}) {
+    if (!fs::is_directory(folder)) continue;
+    for (const auto& e : fs::directory_iterator(folder)) {
+      if (!is_interrupted_save(e.path())) continue;
+      const std::string name = e.path().filename().string();
+      const long long pid = std::strtoll(name.c_str() + name.rfind('-') + 1, nullptr, 10);
+      const bool gone = pid > 0 && pid <= INT32_MAX && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+      if (gone) stale.push_back(e.path());  // (a live process may be saving it now)
+    }
+  }
+  std::error_code ec;
+  for (const fs::path& p : stale) fs::remove_all(p, ec);
 }
 
 void clear_run_folder(const std::string& dir) {

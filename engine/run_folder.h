@@ -27,6 +27,10 @@ RunFolder inspect_run_folder(const std::string& dir);
 // and it throws: the old run is then as it was.
 void clear_run_folder(const std::string& dir);
 
+// Deletes what interrupted checkpoint saves left in `dir` and its checkpoints/ (best.tmp-PID, step_N.old-PID, ...)
+// when the process PID is gone: a killed run's half-written copies, which nothing else would ever remove.
+void remove_interrupted_saves(const std::string& dir);
+
 // True when the file is the config.json that run_training writes into a run folder.
 bool is_run_config(const std::string& config_json_path);
 

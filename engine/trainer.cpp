@@ -183,6 +183,7 @@ TrainSummary run_training(const TrainRun& run) {
     clear_run_folder(out.string());
   }
   fs::create_directories(out / "checkpoints");
+  remove_interrupted_saves(out.string());
   const nlohmann::json train_json = tc.to_json();
   {
     // The data folder as an absolute path, so that `dsk train --resume` finds it from any working directory.

@@ -128,3 +128,21 @@ TEST_CASE("run lock: one holder per run folder, whatever path names it", "[run_f
   first.release();
   CHECK(second.try_acquire(run));
 }
+
+TEST_CASE("run folder: leftovers of a killed save are removed, those of a live process kept", "[run_folder]") {
+  TempDir d("leftovers");
+  const fs::path run = make_run(d);
+  // A pid that cannot be running: the largest pid_max Linux allows is 2^22.
+  const std::string dead = "99999999", live = std::to_string(getpid());
+  checkpoint_at(run / ("best.tmp-" + dead));
+  checkpoint_at(run / ("checkpoints/step_00000003.old-" + dead));
+  checkpoint_at(run / ("best.tmp-" + live));
+  fs::create_directories(run / ("notes.tmp-" + dead));  // not a checkpoint's name: the user's
+  remove_interrupted_saves(run.string());
+  CHECK_FALSE(fs::exists(run / ("best.tmp-" + dead)));
+  CHECK_FALSE(fs::exists(run / ("checkpoints/step_00000003.old-" + dead)));
+  CHECK(fs::exists(run / ("best.tmp-" + live)));
+  CHECK(fs::exists(run / ("notes.tmp-" + dead)));
+  CHECK(fs::exists(run / "best/model.safetensors"));
+  CHECK(fs::exists(run / "checkpoints/step_00000002/model.safetensors"));
+}

@@ -271,6 +271,9 @@ TEST_CASE("dsk bench --json: checked before the benchmark; replaces only an earl
   CHECK_THAT(refused.output, Catch::Contains("not a dsk benchmark result; not overwriting"));
   std::ifstream in(mine);
   CHECK(std::string((std::istreambuf_iterator<char>(in)), {}) == "my notes\n");
+  auto invalid = run_dsk("bench tokenizer --threads 1 --corpus " + f.d.file("bad.txt", "caf\xe9\n"));
+  CHECK(invalid.exit_code == 1);
+  CHECK_THAT(invalid.output, Catch::Contains("bad.txt: invalid UTF-8"));
   auto nowhere = run_dsk(bench + (f.d / "no/such/folder.json"));
   CHECK(nowhere.exit_code == 1);
   CHECK_THAT(nowhere.output, Catch::Contains("does not exist"));
