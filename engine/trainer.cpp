@@ -194,6 +194,8 @@ TrainSummary run_training(const TrainRun& run) {
     std::ofstream(out / "config.json") << cfg.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   }
   MetricsLog metrics((out / "metrics.jsonl").string());
+  // The resolved config, once setup has passed: an error in the data, model or memory stays the only line.
+  std::fprintf(run.log, "config: %s\n", nlohmann::json({{"model", mc.to_json()}, {"train", train_json}}).dump().c_str());
   std::fprintf(run.log, "training %lld steps of %d × %d tokens (%d accumulation) on %s; parameters %.1f MiB, "
                "activations %.1f MiB; run folder %s\n",
                static_cast<long long>(total_steps), B, T, tc.grad_accum_steps, backend_name(run.device),

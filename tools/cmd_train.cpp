@@ -161,7 +161,6 @@ int run_train(const std::vector<std::string>& argv) {
   run.replace_run = replace_run;
   run.progress_line = isatty(fileno(stderr));
   run.stop_requested = [] { return g_stop.load(); };
-  std::fprintf(stderr, "config: %s\n", nlohmann::json({{"model", model.to_json()}, {"train", train.to_json()}}).dump().c_str());
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   TrainSummary s = run_training(run);

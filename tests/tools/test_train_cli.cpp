@@ -305,6 +305,12 @@ TEST_CASE("dsk train: option errors come before the training, a NaN stop names n
   INFO(nan.output);
   CHECK(nan.exit_code == 1);
   CHECK_THAT(nan.output, Catch::Contains("the loss became") && Catch::Contains("no checkpoint was written yet"));
+  // An error found in setup (here: a batch far beyond memory) is the only line: the config comes after setup.
+  auto huge = run_dsk(f.train_args(f.d / "huge", 2) + " --set batch_size=100000000");
+  INFO(huge.output);
+  CHECK(huge.exit_code == 1);
+  CHECK(std::count(huge.output.begin(), huge.output.end(), '\n') == 1);
+  CHECK_THAT(huge.output, !Catch::Contains("config:"));
 }
 
 TEST_CASE("dsk train: SIGINT finishes the step, writes a checkpoint and exits 0", "[train_cli]") {
