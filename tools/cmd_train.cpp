@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -65,6 +66,22 @@ bool check_out_folder(const std::string& out_dir, bool force) {
     throw Error(fmt::format("{} already holds a run; use --resume {} to continue it, --force to replace it, or "
                             "another --out", out_dir, cli::shell_quote(out_dir)));
   return folder.kind == RunFolderKind::kRun;
+}
+
+// Finds an --out that cannot be written (a file in the way, a read-only mount, /proc) now, before the data and
+// model are set up, by creating it and a file in it; what this made is removed again (the run makes it later).
+void check_writable(const std::string& out_dir) {
+  const fs::path out = absolute_path(out_dir);
+  fs::path first_made;  // the topmost folder of `out` that does not exist yet
+  for (fs::path p = out; !fs::exists(fs::symlink_status(p)) && p != p.parent_path(); p = p.parent_path()) first_made = p;
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) throw Error(fmt::format("--out {}: cannot create the folder: {}", out_dir, ec.message()));
+  const fs::path probe = out / fmt::format(".dsk-write-test-{}", getpid());
+  const bool writable = std::ofstream(probe).good();
+  fs::remove(probe, ec);
+  if (!first_made.empty()) fs::remove_all(first_made, ec);
+  if (!writable) throw Error(fmt::format("--out {}: cannot write into the folder", out_dir));
 }
 
 int run_train(const std::vector<std::string>& argv) {
@@ -150,6 +167,7 @@ int run_train(const std::vector<std::string>& argv) {
   // Continuing a run in its own folder writes over nothing but its own files; any other --out is checked.
   const bool in_place = !resumed_run.empty() && same_folder(out_dir, resumed_run);
   const bool replace_run = !in_place && check_out_folder(out_dir, a.has("force"));
+  check_writable(out_dir);
 
   TrainRun run;
   run.model = model;

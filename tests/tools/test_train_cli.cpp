@@ -311,6 +311,11 @@ TEST_CASE("dsk train: option errors come before the training, a NaN stop names n
   CHECK(huge.exit_code == 1);
   CHECK(std::count(huge.output.begin(), huge.output.end(), '\n') == 1);
   CHECK_THAT(huge.output, !Catch::Contains("config:"));
+  CHECK_FALSE(fs::exists(f.d / "huge"));  // the write check made it and took it away again
+  // An --out that cannot be a folder is found before setup, in dsk's words (not a std::filesystem exception).
+  auto blocked = run_dsk(f.train_args(f.d / "corpus.txt/run", 2));
+  CHECK(blocked.exit_code == 1);
+  CHECK_THAT(blocked.output, Catch::Contains("corpus.txt/run: cannot create the folder: Not a directory"));
 }
 
 TEST_CASE("dsk train: SIGINT finishes the step, writes a checkpoint and exits 0", "[train_cli]") {
