@@ -111,7 +111,17 @@ void remove_interrupted_saves(const std::string& dir) {
     }
   }
   std::error_code ec;
-  for (const fs::path& p : stale) fs::remove_all(p, ec);
+  for (const fs::path& p : stale) {
+    // Killed between FolderReplace::commit's two renames, the save left no <stem> at all: its complete previous
+    // version is <stem>.old-PID, and goes back into place rather than away.
+    const fs::path stem = p.parent_path() / replace_leftover_stem(p.filename().string());
+    const bool old_copy = p.filename().string().rfind(".old-") != std::string::npos;
+    if (old_copy && !fs::exists(fs::symlink_status(stem)) && is_dsk_checkpoint(p.string())) {
+      fs::rename(p, stem, ec);
+      if (!ec) continue;
+    }
+    fs::remove_all(p, ec);
+  }
 }
 
 void clear_run_folder(const std::string& dir) {

@@ -28,7 +28,8 @@ RunFolder inspect_run_folder(const std::string& dir);
 void clear_run_folder(const std::string& dir);
 
 // Deletes what interrupted checkpoint saves left in `dir` and its checkpoints/ (best.tmp-PID, step_N.old-PID, ...)
-// when the process PID is gone: a killed run's half-written copies, which nothing else would ever remove.
+// when the process PID is gone: a killed run's half-written copies, which nothing else would ever remove. A save
+// killed mid-swap left only <stem>.old-PID (the complete previous checkpoint): that one is put back as <stem>.
 void remove_interrupted_saves(const std::string& dir);
 
 // True when the file is the config.json that run_training writes into a run folder.

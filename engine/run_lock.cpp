@@ -22,8 +22,12 @@ namespace {
 
 // One lock file per run folder, whatever path names it ("runs/x", "./runs/x/", a symbolic link to it).
 fs::path lock_path(const std::string& run_dir) {
-  const std::string real = fs::weakly_canonical(absolute_path(run_dir)).string();
-  return fs::temp_directory_path() / fmt::format("dsk-run-{}.lock", sha256_hex(real).substr(0, 24));
+  std::error_code ec;
+  fs::path real = fs::weakly_canonical(absolute_path(run_dir), ec);
+  if (ec) real = absolute_path(run_dir);  // (a path that cannot be resolved, e.g. a link loop: as written)
+  fs::path tmp = fs::temp_directory_path(ec);
+  if (ec) tmp = "/tmp";  // TMPDIR names nothing usable
+  return tmp / fmt::format("dsk-run-{}.lock", sha256_hex(real.string()).substr(0, 24));
 }
 
 }  // namespace
@@ -39,7 +43,9 @@ bool RunLock::try_acquire(const std::string& run_dir) {
   release();
   const fs::path path = lock_path(run_dir);
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-  if (fd < 0) throw Error(fmt::format("cannot create the run lock {}: {}", path.string(), std::strerror(errno)));
+  if (fd < 0)
+    throw Error(fmt::format("cannot create the run lock {}: {} (set TMPDIR to a writable folder)", path.string(),
+                            std::strerror(errno)));
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     close(fd);
     return false;

@@ -2,7 +2,8 @@
 // One `dsk train` at a time per run folder: two processes appending to one metrics.jsonl and replacing each
 // other's checkpoints would both finish "successfully" with a corrupt run. The lock is an flock on a file in the
 // temporary folder named after the run folder's real path (the run folder may not exist yet, and nothing is added
-// to it); the kernel drops it when the process ends, however it ends.
+// to it); the kernel drops it when the process ends, however it ends. It keeps out processes on this machine that
+// see the same temporary folder ($TMPDIR, else /tmp), not those of another machine sharing the run folder.
 #include <string>
 
 namespace dsk {

@@ -16,7 +16,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <limits>
 
 namespace fs = std::filesystem;
@@ -42,12 +41,19 @@ class MetricsLog {
   // A run killed in the middle of a write leaves a last line without its newline: appending to it would glue the
   // next record on and make one line that is not JSON. The cut record is dropped (the step is logged again).
   static void drop_partial_last_line(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) return;
-    const std::string text((std::istreambuf_iterator<char>(in)), {});
-    if (text.empty() || text.back() == '\n') return;
-    const size_t keep = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
-    fs::resize_file(path, keep);
+    // Back from the end to the last newline (a record is a few hundred bytes; the log may be long).
+    const std::streamoff size = in.tellg();
+    std::streamoff keep = size;  // the bytes up to and including the last newline
+    for (char c = 0; keep > 0; --keep) {
+      in.seekg(keep - 1);
+      if (!in.get(c) || c == '\n') break;
+    }
+    if (keep == size) return;  // empty, or ends with a newline
+    std::error_code ec;
+    fs::resize_file(path, static_cast<uintmax_t>(keep), ec);
+    if (ec) throw Error(fmt::format("{} ends in a cut record that cannot be removed: {}", path, ec.message()));
   }
 
   std::ofstream out_;

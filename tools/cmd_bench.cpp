@@ -40,8 +40,10 @@ const char* kUsage =
 // that a link is never replaced by a file while its target stays stale.
 fs::path json_output_path(const cli::Args& a) {
   fs::path p(a.get("json"));
-  for (int hops = 0; hops < 40 && fs::is_symlink(p); ++hops) {
-    const fs::path target = fs::read_symlink(p);
+  std::error_code ec;
+  for (int hops = 0; fs::is_symlink(fs::symlink_status(p, ec)); ++hops) {
+    const fs::path target = fs::read_symlink(p, ec);
+    if (hops == 40 || ec) throw Error(fmt::format("--json {}: its symbolic links cannot be followed", a.get("json")));
     p = target.is_absolute() ? target : p.parent_path() / target;
   }
   return p;

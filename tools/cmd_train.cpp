@@ -16,6 +16,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -72,15 +73,18 @@ bool check_out_folder(const std::string& out_dir, bool force) {
 // model are set up, by creating it and a file in it; what this made is removed again (the run makes it later).
 void check_writable(const std::string& out_dir) {
   const fs::path out = absolute_path(out_dir);
-  fs::path first_made;  // the topmost folder of `out` that does not exist yet
-  for (fs::path p = out; !fs::exists(fs::symlink_status(p)) && p != p.parent_path(); p = p.parent_path()) first_made = p;
+  std::vector<fs::path> missing;  // the folders of `out` that do not exist yet, deepest first
+  for (fs::path p = out; !fs::exists(fs::symlink_status(p)) && p != p.parent_path(); p = p.parent_path())
+    missing.push_back(p);
   std::error_code ec;
   fs::create_directories(out, ec);
   if (ec) throw Error(fmt::format("--out {}: cannot create the folder: {}", out_dir, ec.message()));
   const fs::path probe = out / fmt::format(".dsk-write-test-{}", getpid());
   const bool writable = std::ofstream(probe).good();
   fs::remove(probe, ec);
-  if (!first_made.empty()) fs::remove_all(first_made, ec);
+  // One by one and only while empty: another process (a run started in the same second) may be filling runs/.
+  for (const fs::path& p : missing)
+    if (!fs::remove(p, ec)) break;
   if (!writable) throw Error(fmt::format("--out {}: cannot write into the folder", out_dir));
 }
 
@@ -126,10 +130,14 @@ int run_train(const std::vector<std::string>& argv) {
     train.update_from_json(saved.at("train"));
     cli::apply_overrides(train_sets, model, &train);  // e.g. a larger max_steps to train on
     resumed_run = run_folder_of(resume_ckpt);
-    // A checkpoint copied out of its run (models/v1) has no run around it to continue in: the folder holding it is
-    // the user's, not dsk's to fill with a run.
-    const RunFolderKind around = inspect_run_folder(resumed_run).kind;
-    if (around != RunFolderKind::kRun && around != RunFolderKind::kRunWithoutConfig) {
+    // A checkpoint copied out of its run (models/v1, models/best) has no run around it to continue in: the folder
+    // holding it is the user's, not dsk's to fill with a run. A run is a folder whose config.json is dsk's (other
+    // entries in it stay the user's, untouched by the run), or one that lost its config.json and holds the
+    // checkpoint in its checkpoints/.
+    const bool in_checkpoints = fs::path(resume_ckpt).parent_path().filename() == "checkpoints";
+    const bool is_run = is_run_config((fs::path(resumed_run) / "config.json").string()) ||
+                        (in_checkpoints && inspect_run_folder(resumed_run).kind == RunFolderKind::kRunWithoutConfig);
+    if (!is_run) {
       if (out_dir.empty())
         throw Error(fmt::format("--resume {}: the checkpoint is not inside a run folder; give --out DIR for the "
                                 "continued run", a.get("resume")));

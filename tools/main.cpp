@@ -15,17 +15,26 @@ void print_usage() {
   std::fputs("\n`dsk <command> --help` describes each command's options.\n", stdout);
 }
 
+// Output into a full disk fails at a write or at this last flush, silently unless asked: a command whose output
+// was lost must not exit 0 (`dsk tokenize encode big.txt > ids.txt` would leave a cut file and "succeed").
+int flushed(int rc, const std::string& who) {
+  errno = 0;
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return rc;
+  std::fprintf(stderr, "%s: error: cannot write the output: %s\n", who.c_str(), errno ? std::strerror(errno) : "write error");
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     print_usage();
-    return args.empty() ? 2 : 0;
+    return flushed(args.empty() ? 2 : 0, "dsk");
   }
   if (args[0] == "--version") {
     std::puts("dsk " DSK_VERSION);
-    return 0;
+    return flushed(0, "dsk");
   }
   auto& registry = dsk::cli::commands();
   auto it = registry.find(args[0]);
@@ -34,13 +43,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const int rc = it->second.run(std::vector<std::string>(args.begin() + 1, args.end()));
-    // Output into a full disk fails at a write or at this flush, silently unless asked: a command whose output
-    // was lost must not exit 0 (`dsk tokenize encode big.txt > ids.txt` would leave a cut file and "succeed").
-    errno = 0;
-    if (std::fflush(stdout) != 0 || std::ferror(stdout))
-      throw dsk::Error(fmt::format("cannot write the output: {}", errno ? std::strerror(errno) : "write error"));
-    return rc;
+    return flushed(it->second.run(std::vector<std::string>(args.begin() + 1, args.end())), "dsk " + args[0]);
   } catch (const dsk::cli::UsageError& e) {
     // Most usage errors name their command already; those from shared helpers (--set, --device) get it here.
     const std::string msg = e.what(), prefix = msg.rfind("dsk", 0) == 0 ? "" : "dsk " + args[0] + ": ";

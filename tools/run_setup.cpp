@@ -56,13 +56,16 @@ std::string prepared_text(const std::string& text_file, bool verbose) {
   const std::string digest = sha256_file(text_file).substr(0, 16);
   const fs::path dir = fs::path(cache_dir()) / "prepared" / (fs::path(text_file).stem().string() + "-" + digest);
   if (fs::exists(dir / "manifest.json")) return dir.string();
+  // The cache is dsk's own: a folder there without its manifest (prepare writes elsewhere and renames, so only
+  // something abnormal leaves one) is made again.
+  std::error_code ec;
+  fs::remove_all(dir, ec);
   if (verbose) std::fprintf(stderr, "preparing %s into %s (once)\n", text_file.c_str(), dir.string().c_str());
   fs::create_directories(dir.parent_path());
   PrepareOptions o;
   o.input = text_file;
   o.out_dir = dir.string();
   o.format = "txt";
-  o.force = true;  // the cache folder is dsk's: a leftover without manifest.json (an interrupted first use) is redone
   prepare_dataset(o);
   return dir.string();
 }

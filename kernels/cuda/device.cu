@@ -21,7 +21,8 @@ std::string cuda_unavailable_reason() {
     // found none new enough), which sends a user of a machine without a GPU looking for a driver update. The
     // kernel module's /proc entry tells the two cases apart.
     const bool no_driver = err == cudaErrorInsufficientDriver || err == cudaErrorNoDevice;
-    if (no_driver && !std::filesystem::exists("/proc/driver/nvidia/version"))
+    // (WSL2 has no /proc entry but a /dev/dxg: there the runtime's words stand.)
+    if (no_driver && !std::filesystem::exists("/proc/driver/nvidia/version") && !std::filesystem::exists("/dev/dxg"))
       return "no NVIDIA driver found (no /proc/driver/nvidia)";
     return fmt::format("no usable CUDA device ({})", cudaGetErrorString(err));
   }

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -127,6 +128,13 @@ TEST_CASE("run lock: one holder per run folder, whatever path names it", "[run_f
   CHECK(second.try_acquire((d.path / "other").string()));  // another folder is free
   first.release();
   CHECK(second.try_acquire(run));
+  // A TMPDIR that names nothing falls back to /tmp rather than failing the run.
+  const char* saved = std::getenv("TMPDIR");
+  const std::string before = saved ? saved : "";
+  setenv("TMPDIR", "/nonexistent/dsk", 1);
+  RunLock third;
+  CHECK(third.try_acquire((d.path / "third").string()));
+  if (saved) setenv("TMPDIR", before.c_str(), 1); else unsetenv("TMPDIR");
 }
 
 TEST_CASE("run folder: leftovers of a killed save are removed, those of a live process kept", "[run_folder]") {
@@ -145,4 +153,11 @@ TEST_CASE("run folder: leftovers of a killed save are removed, those of a live p
   CHECK(fs::exists(run / ("notes.tmp-" + dead)));
   CHECK(fs::exists(run / "best/model.safetensors"));
   CHECK(fs::exists(run / "checkpoints/step_00000002/model.safetensors"));
+  // Killed between the swap's renames: best/ is gone, its previous version is best.old-PID and comes back.
+  fs::rename(run / "best", run / ("best.old-" + dead));
+  checkpoint_at(run / ("best.tmp-" + dead));
+  remove_interrupted_saves(run.string());
+  CHECK(fs::exists(run / "best/model.safetensors"));
+  CHECK_FALSE(fs::exists(run / ("best.old-" + dead)));
+  CHECK_FALSE(fs::exists(run / ("best.tmp-" + dead)));
 }

@@ -78,4 +78,5 @@ TEST_CASE("dsk: output that cannot be written (a full disk) is an error, not a s
   std::string line;
   std::getline(in, line);
   CHECK_THAT(line, Catch::Contains("dsk info: error: cannot write the output: No space left on device"));
+  CHECK(WEXITSTATUS(std::system((std::string(DSK_BINARY) + " --help > /dev/full 2>/dev/null").c_str())) == 1);
 }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -288,6 +289,11 @@ TEST_CASE("dsk bench --json: checked before the benchmark; replaces only an earl
   CHECK(fs::is_symlink(f.d / "link.json"));
   CHECK(nlohmann::json::parse(std::ifstream(f.d / "target.json")).contains("result"));
   // A FIFO would block the check (and take the result in place of a file): refused at once.
+  fs::create_symlink("loop-b.json", f.d / "loop-a.json");
+  fs::create_symlink("loop-a.json", f.d / "loop-b.json");
+  auto loop = run_dsk(bench + (f.d / "loop-a.json"));
+  CHECK(loop.exit_code == 1);
+  CHECK_THAT(loop.output, Catch::Contains("its symbolic links cannot be followed"));
   REQUIRE(mkfifo((f.d / "fifo.json").c_str(), 0600) == 0);
   auto fifo = run_dsk(bench + (f.d / "fifo.json"));
   CHECK(fifo.exit_code == 1);
@@ -365,6 +371,12 @@ TEST_CASE("dsk train --resume: a checkpoint outside a run needs --out; a link to
   CHECK_THAT(copied.output, Catch::Contains("not inside a run folder; give --out"));
   CHECK(nlohmann::json::parse(std::ifstream(f.d / "models/config.json"))["my"] == 1);
   CHECK(!fs::exists(f.d / "models/metrics.jsonl"));
+  // The same for a copy of best/: a folder holding a best/ is not a run either.
+  fs::copy(run + "/best", f.d / "models/best", fs::copy_options::recursive);
+  auto copied_best = run_dsk("train --resume " + (f.d / "models/best") + resume);
+  CHECK(copied_best.exit_code == 1);
+  CHECK_THAT(copied_best.output, Catch::Contains("not inside a run folder; give --out"));
+  CHECK(!fs::exists(f.d / "models/checkpoints"));
   auto elsewhere = run_dsk("train --resume " + (f.d / "models/v1") + resume + " --out " + (f.d / "continued"));
   INFO(elsewhere.output);
   CHECK(elsewhere.exit_code == 0);
@@ -376,6 +388,30 @@ TEST_CASE("dsk train --resume: a checkpoint outside a run needs --out; a link to
   CHECK(linked.exit_code == 0);
   CHECK(fs::exists(run + "/checkpoints/step_00000003"));
   CHECK(!fs::exists(f.d / "metrics.jsonl"));
+  // A run with a folder of the user's in it is still a run to continue (the run never touches that folder).
+  fs::create_directories(run + "/checkpoints/step_notes");
+  auto with_notes = run_dsk("train --resume " + run + " --device cpu --sample-tokens 0 --set max_steps=4");
+  INFO(with_notes.output);
+  CHECK(with_notes.exit_code == 0);
+  CHECK(fs::exists(run + "/checkpoints/step_notes"));
+}
+
+TEST_CASE("dsk train --text: a cache folder left without its manifest is prepared again", "[train_cli]") {
+  Fixture f;
+  const std::string cache = f.d / "cache";
+  setenv("DSK_CACHE_DIR", cache.c_str(), 1);  // (run_dsk's processes inherit it)
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "Now is the winter of our discontent made glorious summer.\n";
+  const std::string args = "train --device cpu --sample-tokens 0 --set max_steps=1 --set batch_size=2 --config " +
+                           f.config + " --text " + f.d.file("small.txt", text) + " --out ";
+  REQUIRE(run_dsk(args + (f.d / "a")).exit_code == 0);
+  const fs::path prepared = fs::directory_iterator(fs::path(cache) / "prepared")->path();
+  fs::remove(prepared / "manifest.json");
+  auto again = run_dsk(args + (f.d / "b"));
+  unsetenv("DSK_CACHE_DIR");
+  INFO(again.output);
+  CHECK(again.exit_code == 0);
+  CHECK(fs::exists(prepared / "manifest.json"));
 }
 
 TEST_CASE("dsk train --resume: a run whose validation loss does not improve still names its best checkpoint",
