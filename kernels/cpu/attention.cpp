@@ -7,9 +7,9 @@
 // Each thread keeps one (kQueryBlock x Tk) score tile (two in backward); nothing of size (Tq x Tk) per head is stored.
 //
 // OpenMP parallelizes over the tasks, so each GEMM must run single-threaded inside its task: OpenBLAS's own
-// threads would otherwise fight the OpenMP team (measured: ~40% slower on 2 cores). BlasSingleThread sets that
-// for the duration of one kernel call and restores the caller's setting.
+// threads would otherwise fight the OpenMP team (measured: ~40% slower on 2 cores); see blas_threads.h.
 #include "kernels/attention.h"
+#include "kernels/cpu/blas_threads.h"
 #include "kernels/cpu/fast_exp.h"
 #include "kernels/rng.h"
 
@@ -34,14 +34,6 @@ constexpr double kParallelMinWork = 1 << 20;
 double forward_work(const AttentionShape& s) {
   return static_cast<double>(s.batch) * s.heads * s.q_len * s.kv_len * (s.qk_dim + s.v_dim);
 }
-
-struct BlasSingleThread {
-  int saved = openblas_get_num_threads();
-  BlasSingleThread() { openblas_set_num_threads(1); }
-  ~BlasSingleThread() { openblas_set_num_threads(saved); }
-  BlasSingleThread(const BlasSingleThread&) = delete;
-  BlasSingleThread& operator=(const BlasSingleThread&) = delete;
-};
 
 // The dropout multipliers of probability elements [index, index + n): 0 (dropped) or 1/(1-p) (kept); all 1 when
 // dropout is off. A separate loop so the generator vectorizes (it is ~5x slower called element by element).
@@ -73,7 +65,7 @@ void attention_forward<Backend::CPU>(float* out, float* lse, const float* q, con
   // Row strides of the per-head views.
   const int ldq = H * dqk, ldk = Hk * dqk, ldv = Hk * dv, ldo = H * dv;
 
-  BlasSingleThread single_threaded_blas;
+  cpu::use_single_threaded_blas();
 #pragma omp parallel if (forward_work(s) >= kParallelMinWork)
   {
     std::vector<float> tile(static_cast<size_t>(std::min(Tq, kQueryBlock)) * Tk);  // scores, then probabilities
@@ -149,7 +141,7 @@ void attention_backward<Backend::CPU>(float* dq, float* dk, float* dv, const flo
   //   dq = scale dS k;     dk = scale dS^T q.
   // One task owns one (b, kv head): it loops over the query heads using that K/V in head order, so the Hk = 1
   // sums over heads are accumulated in a fixed order (deterministic) without atomics or per-head copies.
-  BlasSingleThread single_threaded_blas;
+  cpu::use_single_threaded_blas();
 #pragma omp parallel if (2 * forward_work(s) >= kParallelMinWork)
   {
     const size_t tile_size = static_cast<size_t>(std::min(T, kQueryBlock)) * T;

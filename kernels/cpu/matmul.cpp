@@ -1,25 +1,17 @@
 // CPU dense matrix products: OpenBLAS sgemm (single-threaded) split over OpenMP threads; the linear layer on top.
 #include "kernels/matmul.h"
 
+#include "kernels/cpu/blas_threads.h"
+
 #include <cblas.h>
 
 #include <omp.h>
 
 #include <algorithm>
-#include <mutex>
 
 namespace dsk {
 
 namespace {
-
-// OpenBLAS's own pthread pool and OpenMP's pool fighting over 2 cores cost more than a small GEMM itself: each
-// pool's threads spin for a while after their work, stealing the core the other pool needs next (measured: a
-// 1024x256x256 linear went from 1.1 ms to 8.9 ms right after an OpenMP region). So the CPU backend has one thread
-// pool, OpenMP's: OpenBLAS runs single-threaded, and gemm splits the work over OpenMP threads itself.
-void use_single_threaded_blas() {
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
-}
 
 // One row-major sgemm on the calling thread. K = 0 is cleared by hand: BLAS only scales C then, and the
 // contract says beta = 0 never reads C (it may hold garbage or NaN from an arena). OpenBLAS's own beta = 0 pass
@@ -76,7 +68,7 @@ void gemm<Backend::CPU>(bool trans_a, bool trans_b, int M, int N, int K, float a
   // Row strides as stored: A is (M, K), or (K, M) when transposed; likewise B.
   DSK_CHECK(lda >= std::max(1, trans_a ? M : K) && ldb >= std::max(1, trans_b ? K : N) && ldc >= N,
             "gemm: leading dimension too small (lda={} ldb={} ldc={} for M={} N={} K={})", lda, ldb, ldc, M, N, K);
-  use_single_threaded_blas();
+  cpu::use_single_threaded_blas();  // one thread pool, OpenMP's: gemm splits the work itself (blas_threads.h)
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   // Below ~1 MFLOP a GEMM takes microseconds: waking threads would cost more than it saves.
   const bool tiny = 2.0 * M * N * std::max(K, 1) < 1e6;
