@@ -4,6 +4,7 @@
 #include "engine/data.h"
 #include "engine/evaluate.h"
 #include "engine/memory_plan.h"
+#include "engine/metrics_log.h"
 #include "engine/model.h"
 #include "engine/optimizer.h"
 #include "engine/paths.h"
@@ -25,39 +26,6 @@ namespace dsk {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Appends one JSON object per line and flushes, so a crash loses at most the line being written.
-class MetricsLog {
- public:
-  explicit MetricsLog(const std::string& path) : out_((drop_partial_last_line(path), path), std::ios::app) {
-    if (!out_) throw Error(fmt::format("cannot open {}", path));
-  }
-  void write(const nlohmann::json& j) {
-    out_ << j.dump() << "\n";
-    out_.flush();
-  }
-
- private:
-  // A run killed in the middle of a write leaves a last line without its newline: appending to it would glue the
-  // next record on and make one line that is not JSON. The cut record is dropped (the step is logged again).
-  static void drop_partial_last_line(const std::string& path) {
-    std::ifstream in(path, std::ios::binary | std::ios::ate);
-    if (!in) return;
-    // Back from the end to the last newline (a record is a few hundred bytes; the log may be long).
-    const std::streamoff size = in.tellg();
-    std::streamoff keep = size;  // the bytes up to and including the last newline
-    for (char c = 0; keep > 0; --keep) {
-      in.seekg(keep - 1);
-      if (!in.get(c) || c == '\n') break;
-    }
-    if (keep == size) return;  // empty, or ends with a newline
-    std::error_code ec;
-    fs::resize_file(path, static_cast<uintmax_t>(keep), ec);
-    if (ec) throw Error(fmt::format("{} ends in a cut record that cannot be removed: {}", path, ec.message()));
-  }
-
-  std::ofstream out_;
-};
 
 std::string step_dir_name(int64_t step) { return fmt::format("step_{:08d}", step); }
 
@@ -199,7 +167,7 @@ TrainSummary run_training(const TrainRun& run) {
     // (The data path is the user's bytes, not always UTF-8: written with U+FFFD rather than failing the run.)
     std::ofstream(out / "config.json") << cfg.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   }
-  MetricsLog metrics((out / "metrics.jsonl").string());
+  MetricsLog metrics((out / "metrics.jsonl").string(), state.step);
   // The resolved config, once setup has passed: an error in the data, model or memory stays the only line.
   std::fprintf(run.log, "config: %s\n", nlohmann::json({{"model", mc.to_json()}, {"train", train_json}}).dump().c_str());
   std::fprintf(run.log, "training %lld steps of %d × %d tokens (%d accumulation) on %s; parameters %.1f MiB, "

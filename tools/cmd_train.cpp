@@ -189,9 +189,9 @@ int run_train(const std::vector<std::string>& argv) {
   run.stop_requested = [] { return g_stop.load(); };
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  // The handlers stay until the process ends (a late Ctrl-C must not turn a saved run's exit 0 into 130), except
+  // for the sample printed after training, which Ctrl-C interrupts as usual.
   TrainSummary s = run_training(run);
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
 
   if (s.stopped_early) {
     std::fprintf(stderr, "stopped at step %lld of %lld; checkpoint saved in %s\nresume with: dsk train --resume %s\n",
@@ -207,7 +207,11 @@ int run_train(const std::vector<std::string>& argv) {
   std::fprintf(stderr, "done: %lld steps, final loss %.4f, val loss %.4f (best %.4f), %.0f tok/s\nbest checkpoint: %s\n",
                static_cast<long long>(s.steps_done), s.last_loss, s.last_val_loss, s.best_val_loss, s.tokens_per_s,
                best.c_str());
-  if (sample_tokens > 0) cli::print_sample_after_training(best, run.device, sample_tokens);
+  if (sample_tokens > 0) {
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+    cli::print_sample_after_training(best, run.device, sample_tokens);
+  }
   return 0;
 }
 
