@@ -52,6 +52,8 @@ double median_seconds(int reps, F&& f) {
 nlohmann::json bench_tokenizer(const std::string& corpus_path, int threads) {
   std::string path = corpus_path.empty() ? data_dir() + "/tinyshakespeare.txt" : corpus_path;
   const std::string text = read_file(path, "corpus");
+  // Nothing to time: the speed would print as 0 MB/s (or a division by zero), which reads like a result.
+  if (text.empty()) throw Error(fmt::format("{} is empty: the tokenizer benchmark needs a corpus with text", path));
   const Tokenizer& tok = Tokenizer::gpt2();  // loaded before timing
   int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (threads <= 0) threads = hw;

@@ -112,6 +112,10 @@ void save_checkpoint(const std::string& dir, const Model& m, const nlohmann::jso
 std::string resolve_checkpoint(const std::string& path) {
   const fs::path p(path);
   if (!fs::exists(p)) throw Error(fmt::format("no such model: {}", path));
+  // A checkpoint is a folder; naming its weights file instead is an easy slip (`--model run/best/model.safetensors`).
+  if (!fs::is_directory(p))
+    throw Error(fmt::format("{} is a file; --model takes a run folder or a checkpoint folder (the one holding "
+                            "model.safetensors)", path));
   if (fs::exists(p / "model.safetensors")) return p.string();
   if (fs::exists(p / "best" / "model.safetensors")) return (p / "best").string();
   std::vector<std::string> steps;

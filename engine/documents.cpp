@@ -21,7 +21,7 @@ namespace {
 // offsets in messages can count the bytes as they are on disk.
 std::string read_whole(const fs::path& p, size_t* bom = nullptr) {
   std::string s = read_file(p.string(), "input");
-  const size_t skip = s.rfind("\xEF\xBB\xBF", 0) == 0 ? 3 : 0;
+  const size_t skip = s.size() - utf8::strip_bom(s).size();
   s.erase(0, skip);
   if (bom) *bom = skip;
   return s;

@@ -1,32 +1,23 @@
 #include "engine/sampler.h"
 
+#include "engine/utf8.h"
 #include "kernels/common.h"
 
 #include <algorithm>
 
 namespace dsk {
 
-size_t complete_utf8_prefix(const std::string& s) {
-  // Look back at most 3 bytes for the lead byte of a sequence that may be unfinished.
-  const size_t n = s.size();
-  for (size_t back = 1; back <= std::min<size_t>(3, n); ++back) {
-    const unsigned char c = static_cast<unsigned char>(s[n - back]);
-    if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead
-    int need = 1;
-    if ((c & 0xE0) == 0xC0) need = 2;
-    else if ((c & 0xF0) == 0xE0) need = 3;
-    else if ((c & 0xF8) == 0xF0) need = 4;
-    return static_cast<int>(back) < need ? n - back : n;
-  }
-  return n;  // ASCII, or stray continuation bytes (passed through)
-}
+size_t complete_utf8_prefix(const std::string& s) { return s.size() - utf8::unfinished_tail(s); }
 
 TextStream::TextStream(std::vector<std::string> stop_strings) : stops_(std::move(stop_strings)) {
   stops_.erase(std::remove(stops_.begin(), stops_.end(), std::string()), stops_.end());
 }
 
 std::string TextStream::release(size_t n) {
-  std::string out = pending_.substr(0, n);
+  // Callers cut either where the text ends or before an unfinished character, never inside a sequence the next
+  // bytes could change, so the bytes before the cut read as they will in the whole text: each maximal invalid
+  // subpart becomes one U+FFFD, and what is released is always valid UTF-8.
+  std::string out = utf8::replace_invalid(std::string_view(pending_).substr(0, n));
   pending_.erase(0, n);
   text_ += out;
   return out;
@@ -52,21 +43,14 @@ std::string TextStream::push(const std::string& bytes) {
         hold = len;
         break;
       }
+  // Of the rest, an unfinished character at its end waits for the next token's bytes.
   const std::string ready = pending_.substr(0, pending_.size() - hold);
   return release(complete_utf8_prefix(ready));
 }
 
 std::string TextStream::finish() {
   if (stopped_) return {};
-  std::string out = release(pending_.size());
-  // An unfinished multi-byte character at the very end is shown as U+FFFD rather than raw bytes.
-  const size_t ok = complete_utf8_prefix(out);
-  if (ok < out.size()) {
-    text_.erase(text_.size() - (out.size() - ok));
-    out = out.substr(0, ok) + "\xEF\xBF\xBD";
-    text_ += "\xEF\xBF\xBD";
-  }
-  return out;
+  return release(pending_.size());  // an unfinished character at the very end becomes U+FFFD
 }
 
 const char* stop_reason_name(StopReason r) {

@@ -14,9 +14,10 @@
 
 namespace dsk {
 
-// Turns a stream of token bytes into printable text: only complete UTF-8 characters are released (a character
-// split across tokens waits for its last byte), and any tail that could be the beginning of a stop string is held
-// back until it is known not to be one. Once a stop string appears, nothing from it on is ever released.
+// Turns a stream of token bytes into printable text, always valid UTF-8: only complete characters are released (a
+// character split across tokens waits for its last byte), invalid bytes become U+FFFD (one per maximal invalid
+// subpart, like utf8::replace_invalid on the whole text), and any tail that could be the beginning of a stop string
+// is held back until it is known not to be one. Once a stop string appears, nothing from it on is ever released.
 class TextStream {
  public:
   explicit TextStream(std::vector<std::string> stop_strings = {});
@@ -34,8 +35,8 @@ class TextStream {
   bool stopped_ = false;
 };
 
-// Length of the longest prefix of s that ends on a complete UTF-8 character (invalid bytes count as complete:
-// they are passed through rather than held forever).
+// Length of s without its unfinished UTF-8 character at the end, if any (utf8::unfinished_tail): the part whose
+// reading no later byte can change. Invalid bytes count as finished (they will read as U+FFFD whatever follows).
 size_t complete_utf8_prefix(const std::string& s);
 
 enum class StopReason { MaxTokens, EndOfText, StopString, Cancelled };

@@ -62,4 +62,21 @@ std::string replace_invalid(std::string_view s) {
   return out;
 }
 
+size_t unfinished_tail(std::string_view s) {
+  // A lead byte (C2..F4) is never a continuation byte (80..BF), so each lead in the last 3 bytes starts a sequence
+  // of its own; the one whose maximal subpart runs exactly to the end without error is the unfinished one.
+  const size_t n = s.size();
+  for (size_t i = n > 3 ? n - 3 : 0; i < n; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0xC2 || c > 0xF4) continue;
+    int bad = 0;
+    if (sequence_length(s, i, &bad) == 0 && i + bad == n) return n - i;
+  }
+  return 0;
+}
+
+std::string_view strip_bom(std::string_view s) {
+  return s.substr(0, 3) == "\xEF\xBB\xBF" ? s.substr(3) : s;
+}
+
 }  // namespace dsk::utf8

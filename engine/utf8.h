@@ -18,6 +18,13 @@ size_t first_invalid(std::string_view s);
 // The text with every maximal invalid subpart replaced by U+FFFD (EF BF BD).
 std::string replace_invalid(std::string_view s);
 
+// Length (0..3) of the tail of s that is a valid sequence cut short: a lead byte and the continuation bytes it
+// allows, up to the end. More bytes may still complete it, so a stream holds it back instead of replacing it.
+size_t unfinished_tail(std::string_view s);
+
+// s without a leading UTF-8 byte order mark (EF BB BF): editors add one, and it is not part of the text.
+std::string_view strip_bom(std::string_view s);
+
 // Decodes the (valid) sequence at s[i]; *len receives its byte length.
 inline uint32_t decode(const unsigned char* s, int* len) {
   unsigned char c = s[0];

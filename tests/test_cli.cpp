@@ -59,3 +59,20 @@ TEST_CASE("cli: a path printed as a command to paste is quoted for the shell whe
   CHECK(dsk::cli::shell_quote("$HOME;rm") == "'$HOME;rm'");
   CHECK(dsk::cli::shell_quote("") == "''");
 }
+
+TEST_CASE("cli: given() tells an option on the command line from its default; all() keeps each value", "[cli]") {
+  Args a("x", "test", "dsk x");
+  a.flag("json", "json").option("split", "NAME", "split", "val").option("text", "FILE", "text");
+  REQUIRE(a.parse({"--text", "a.txt", "--text", "b.txt"}));
+  CHECK(a.has("split"));     // has(): a default counts
+  CHECK(!a.given("split"));  // given(): only what was typed
+  CHECK(!a.given("json"));
+  CHECK(a.given("text"));
+  CHECK(a.get("text") == "b.txt");  // the last one wins, as before
+  CHECK(a.all("text") == std::vector<std::string>{"a.txt", "b.txt"});  // so a command can refuse the repeat
+  Args b("x", "test", "dsk x");
+  b.flag("json", "json").option("split", "NAME", "split", "val");
+  REQUIRE(b.parse({"--split=val", "--json"}));
+  CHECK(b.given("split"));  // even when it equals the default
+  CHECK(b.given("json"));
+}

@@ -70,10 +70,7 @@ bool Args::parse(const std::vector<std::string>& argv) {
           throw UsageError(fmt::format("dsk {}: --{} needs a value ({})", command_, name, it->second.metavar));
         value = argv[++i];
       }
-      if (it->second.is_repeated)
-        values_[name].push_back(value);
-      else
-        values_[name] = {value};
+      values_[name].push_back(value);  // a non-repeated option's last value wins (get), all() keeps each
       continue;
     }
     if (static_cast<int>(positional_.size()) >= max_positionals_)
@@ -89,6 +86,11 @@ bool Args::has(const std::string& name) const {
   auto s = specs_.find(name);
   DSK_CHECK(s != specs_.end(), "internal: flag --{} was never declared", name);
   return !s->second.default_value.empty();
+}
+
+bool Args::given(const std::string& name) const {
+  DSK_CHECK(specs_.count(name), "internal: flag --{} was never declared", name);
+  return values_.count(name) > 0;  // values_ holds only what parse() read; defaults live in specs_
 }
 
 std::string Args::get(const std::string& name) const {

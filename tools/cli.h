@@ -34,6 +34,9 @@ class Args {
   bool parse(const std::vector<std::string>& argv);
 
   bool has(const std::string& name) const;  // flag given, or option given / has a default
+  // Given on the command line, default or not: for options that only apply with others ("--split applies to --data
+  // only"), where a default must not count.
+  bool given(const std::string& name) const;
   std::string get(const std::string& name) const;
   // An integer option; out of [min, max] (or of long long) is a usage error naming the range.
   long long get_int(const std::string& name, long long min = std::numeric_limits<long long>::min(),
@@ -41,6 +44,8 @@ class Args {
   int get_int32(const std::string& name, int min = std::numeric_limits<int>::min(),
                 int max = std::numeric_limits<int>::max()) const;  // get_int within int's range
   double get_double(const std::string& name) const;
+  // Every value given, in order; get() returns the last. A non-repeatable option given twice has two here, so a
+  // command can refuse what would otherwise silently keep the last one.
   const std::vector<std::string>& all(const std::string& name) const;
   const std::vector<std::string>& positional() const { return positional_; }
   std::string help_text() const;

@@ -4,9 +4,11 @@
 #include "engine/evaluate.h"
 #include "engine/read_file.h"
 #include "engine/tokenizer.h"
+#include "engine/utf8.h"
 #include "tools/cli.h"
 #include "tools/device_option.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -15,7 +17,8 @@ namespace {
 
 std::vector<uint16_t> encode_file(const std::string& path, bool allow_special) {
   const std::string text = read_file(path, "text file");
-  std::vector<int32_t> ids = Tokenizer::gpt2().encode(text, allow_special);
+  // A byte order mark is not text: `dsk prepare` drops it too, so a file scores the same either way.
+  std::vector<int32_t> ids = Tokenizer::gpt2().encode(utf8::strip_bom(text), allow_special);
   return std::vector<uint16_t>(ids.begin(), ids.end());
 }
 
@@ -34,6 +37,11 @@ int run_eval(const std::vector<std::string>& argv) {
   if (!a.parse(argv)) return 0;
   if (!a.has("model")) throw cli::UsageError("dsk eval: --model is required");
   if (a.has("data") == a.has("text")) throw cli::UsageError("dsk eval: give exactly one of --data or --text");
+  // Options that only apply to the other source would be silently ignored: refuse them by name.
+  if (a.has("text") && a.given("split"))
+    throw cli::UsageError("dsk eval: --split applies to --data only (--text evaluates the whole file)");
+  if (a.has("data") && a.given("no-special"))
+    throw cli::UsageError("dsk eval: --no-special applies to --text only (a --data folder is tokenized already)");
   const int batch = a.get_int32("batch-size", 1);
   const long long max_windows = a.get_int("max-windows", 0);
 
@@ -64,8 +72,21 @@ int run_eval(const std::vector<std::string>& argv) {
     n = owned.size();
     source = a.get("text");
   }
-  Arena arena(device, eval_arena_bytes(c, batch, c.context_length), "evaluation");
-  EvalResult r = evaluate(*model, tokens, n, c.context_length, batch, max_windows, arena);
+  // More rows than windows would only size the arena for rows that never exist (--batch-size 5000 on a split of
+  // 22 windows asked for 31 GB), so the batch is capped at the windows evaluated; the result is the same.
+  int64_t windows = static_cast<int64_t>(eval_windows(n, c.context_length).size());
+  if (max_windows > 0) windows = std::min<int64_t>(windows, max_windows);
+  const int rows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(batch, windows)));
+  // A step still too large for the memory is an Error (1), with the option that sets it named.
+  Arena arena = [&] {
+    try {
+      return Arena(device, eval_arena_bytes(c, rows, c.context_length), "evaluation");
+    } catch (const Error& e) {
+      if (rows == 1) throw;
+      throw Error(fmt::format("{}; try a smaller --batch-size (this step is {} windows)", e.what(), rows));
+    }
+  }();
+  EvalResult r = evaluate(*model, tokens, n, c.context_length, rows, max_windows, arena);
   if (a.has("json")) {
     nlohmann::json j = {{"loss", r.loss},         {"perplexity", r.perplexity}, {"tokens", r.tokens},
                         {"windows", r.windows},   {"context_length", c.context_length},

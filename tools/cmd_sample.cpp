@@ -3,6 +3,7 @@
 #include "engine/read_file.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "engine/utf8.h"
 #include "tools/cli.h"
 #include "tools/device_option.h"
 
@@ -296,6 +297,13 @@ int run_sample(const std::vector<std::string>& argv) {
     throw cli::UsageError("dsk sample: give --prompt or --prompt-file, not both");
   if (a.has("interactive") && (a.has("prompt") || a.has("prompt-file")))
     throw cli::UsageError("dsk sample: --interactive reads prompts from stdin; drop --prompt/--prompt-file");
+  // Each of these would otherwise keep only one value silently: one prompt per run, one sample per REPL prompt.
+  for (const char* one : {"prompt", "prompt-file"})
+    if (a.all(one).size() > 1)
+      throw cli::UsageError(fmt::format("dsk sample: --{} takes one prompt; give it once (--num-samples N draws N "
+                                        "samples of it)", one));
+  if (a.has("interactive") && a.given("num-samples"))
+    throw cli::UsageError("dsk sample: --interactive generates one sample per prompt; drop --num-samples");
 
   Settings s;
   s.sampling.temperature = static_cast<float>(a.get_double("temperature"));
@@ -315,7 +323,8 @@ int run_sample(const std::vector<std::string>& argv) {
 
   std::string text = a.has("prompt") ? a.get("prompt") : "";
   if (a.has("prompt-file")) {
-    text = read_file(a.get("prompt-file"), "prompt file");
+    // A byte order mark is not part of the prompt (editors add one); `dsk prepare` drops it from training text too.
+    text = std::string(utf8::strip_bom(read_file(a.get("prompt-file"), "prompt file")));
   }
 
   DecodeMode mode;

@@ -2,6 +2,7 @@
 // and generation's stop conditions, on tiny random models (CPU).
 #include "engine/model.h"
 #include "engine/sampler.h"
+#include "engine/utf8.h"
 #include "tests/testing.h"
 #include "tests/train_testing.h"
 
@@ -311,4 +312,48 @@ TEST_CASE("text stream: whole UTF-8 characters only, stop strings held back", "[
   CHECK(s.stopped());
   CHECK(s.text() == "abcENX");
   CHECK(s.push("more") == "");
+}
+
+TEST_CASE("text stream: invalid bytes anywhere become U+FFFD, the stream is always valid UTF-8", "[sampler]") {
+  const std::string R = "\xEF\xBF\xBD";
+  // Byte-level BPE tokens can hold any bytes: stray continuation bytes, a lead byte followed by ASCII, overlong
+  // and surrogate forms, bytes that never appear in UTF-8, and characters split across tokens.
+  const std::vector<std::vector<std::string>> cases = {
+      {"a\x80" "b", "c"},                     // a stray continuation byte in the middle
+      {"x\xC3", "y"},                         // a lead byte, then ASCII in the next token
+      {"\xE2\x82", "x\xE2", "\x82\xAC"},      // a cut 3-byte lead, then the euro sign split across tokens
+      {"\xF0\x9F", "\x98", "\x80!"},          // an emoji in three tokens
+      {"\xF0\x9F", "\x98", "z"},              // ... never finished
+      {"\xC0\xAF", "\xED\xA0\x80", "\xFF"},   // overlong, surrogate, never-valid bytes
+      {"\xE2", "\x82", "\xE2", "\x82\xAC\x80"},  // a cut lead, the euro sign, a stray byte
+      {"ok\xE2\x82"},                         // unfinished at the very end
+  };
+  for (const auto& pieces : cases) {
+    std::string all, streamed;
+    TextStream t;
+    for (const std::string& p : pieces) {
+      all += p;
+      const std::string out = t.push(p);
+      CHECK(dsk::utf8::first_invalid(out) == std::string_view::npos);  // every piece is valid on its own
+      streamed += out;
+    }
+    const std::string rest = t.finish();
+    CHECK(dsk::utf8::first_invalid(rest) == std::string_view::npos);
+    streamed += rest;
+    CHECK(streamed == dsk::utf8::replace_invalid(all));  // as if the whole text were repaired at once
+    CHECK(t.text() == streamed);
+  }
+  TextStream t;
+  CHECK(t.push("a\x80") == "a" + R);  // not held: no later byte can make a stray continuation valid
+  CHECK(t.push("\xC3") == "");        // could still become é
+  CHECK(t.push("x") == R + "x");
+  CHECK(dsk::utf8::unfinished_tail("ab\xF0\x9F\x98") == 3u);
+  CHECK(dsk::utf8::unfinished_tail("ab\xE0\x80") == 0u);  // an overlong start is invalid already
+  CHECK(dsk::utf8::unfinished_tail("ab\xC3\xA9") == 0u);
+
+  // A stop string right after an unfinished character ends the text there: the character becomes U+FFFD.
+  TextStream s({"END"});
+  CHECK(s.push("a\xE2\x82") == "a");
+  CHECK(s.push("END") == R);
+  CHECK(s.text() == "a" + R);
 }

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -163,4 +164,33 @@ TEST_CASE("dsk sample --interactive: Ctrl-C stops the generation, not the REPL",
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   CHECK_THAT(slurp(out), Catch::Contains("max new tokens 1000000"));
+}
+
+TEST_CASE("dsk sample: a BOM is not part of a prompt file; ignored repeats and options are refused", "[sampler][cli]") {
+  TempDir d;
+  const std::string ckpt = tiny_checkpoint(d), out = (d.path / "out.txt").string();
+  const std::string base = kDsk + " sample --device cpu --temperature 0 --max-new-tokens 3 --model " + ckpt;
+  // The same prompt with and without a byte order mark: the same tokens prefilled, the same text printed.
+  auto prefill = [](const std::string& o) { return o.substr(o.find("[prefill"), o.find(" tokens in") - o.find("[prefill")); };
+  REQUIRE(run(base + " --prompt-file " + d.file("plain.txt", "Hello there"), out) == 0);
+  const std::string plain = slurp(out);
+  REQUIRE(run(base + " --prompt-file " + d.file("bom.txt", "\xEF\xBB\xBFHello there"), out) == 0);
+  const std::string bom = slurp(out);
+  CHECK(prefill(bom) == prefill(plain));
+  CHECK(bom.substr(0, bom.find("[prefill")) == plain.substr(0, plain.find("[prefill")));
+  CHECK(bom.find("\xEF\xBB\xBF") == std::string::npos);
+
+  // Each of these kept one value and dropped the rest without a word: now a usage error naming the option.
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {" --prompt a --prompt b", "--prompt takes one prompt"},
+      {" --prompt-file " + d.path.string() + "/plain.txt --prompt-file x", "--prompt-file takes one prompt"},
+      {" --interactive --num-samples 3", "--num-samples"},
+  };
+  for (const auto& [args, message] : refused) {
+    INFO(args);
+    CHECK(run(base + args + " < /dev/null", out) == 2);
+    const std::string o = slurp(out);
+    CHECK_THAT(o, Catch::Contains(message));
+    CHECK(std::count(o.begin(), o.end(), '\n') == 1);
+  }
 }

@@ -136,6 +136,14 @@ TEST_CASE("tokenizer: invalid UTF-8 is an error naming the offset, or replaced",
   CHECK(dsk::utf8::replace_invalid("\xF0\x9F\x98\x80") == "\xF0\x9F\x98\x80");  // valid emoji untouched
 }
 
+TEST_CASE("utf8: a leading byte order mark is stripped, nothing else", "[tokenizer]") {
+  CHECK(dsk::utf8::strip_bom("\xEF\xBB\xBFtext") == "text");
+  CHECK(dsk::utf8::strip_bom("text\xEF\xBB\xBF") == "text\xEF\xBB\xBF");  // only at the start
+  CHECK(dsk::utf8::strip_bom("\xEF\xBB\xBF\xEF\xBB\xBFx") == "\xEF\xBB\xBFx");  // only one
+  CHECK(dsk::utf8::strip_bom("\xEF\xBB") == "\xEF\xBB");
+  CHECK(dsk::utf8::strip_bom("") == "");
+}
+
 TEST_CASE("tokenizer: ids out of range are errors naming the id", "[tokenizer]") {
   const Tokenizer& tok = Tokenizer::gpt2();
   CHECK(tok.vocab_size() == 50257);

@@ -435,3 +435,70 @@ TEST_CASE("dsk train --resume: a run whose validation loss does not improve stil
   CHECK_THAT(worse.output, Catch::Contains("best checkpoint: " + run + "/best\n"));
   CHECK_THAT(worse.output, Catch::Contains("--- sample"));
 }
+
+namespace {
+
+// A checkpoint of tiny_model_config() with fresh weights, written without training (eval needs only weights).
+std::string untrained_checkpoint(const TempDir& d) {
+  Model m(dsk::testing::tiny_model_config(), Backend::CPU);
+  m.init_weights(7);
+  save_checkpoint(d / "ckpt", m, nlohmann::json::object(), nullptr);
+  return d / "ckpt";
+}
+
+}  // namespace
+
+TEST_CASE("dsk eval: the batch is capped at the windows; a BOM is not text; misplaced options are refused",
+          "[train_cli]") {
+  Fixture f;
+  const std::string ckpt = untrained_checkpoint(f.d);
+  const std::string eval = "eval --device cpu --json --model " + ckpt;
+  auto one = run_dsk(eval + " --data " + f.data + " --batch-size 1");
+  REQUIRE(one.exit_code == 0);
+  const nlohmann::json j1 = nlohmann::json::parse(one.output);
+  REQUIRE(j1["windows"].get<int>() < 100);
+  // 10^8 rows of 16 tokens would need an arena of hundreds of GB; the split has a few windows, so that is the batch.
+  auto huge = run_dsk(eval + " --data " + f.data + " --batch-size 100000000");
+  INFO(huge.output);
+  REQUIRE(huge.exit_code == 0);
+  const nlohmann::json jh = nlohmann::json::parse(huge.output);
+  CHECK(jh["windows"] == j1["windows"]);
+  CHECK(jh["tokens"] == j1["tokens"]);
+  CHECK(std::abs(jh["loss"].get<double>() - j1["loss"].get<double>()) < 1e-5);
+  CHECK(run_dsk(eval + " --data " + f.data + " --batch-size 100000000 --max-windows 1").exit_code == 0);
+
+  // A UTF-8 byte order mark is dropped, as `dsk prepare` does: the same tokens and loss as without it.
+  const std::string text = "Now is the winter of our discontent made glorious summer by this sun of York.\n";
+  auto plain = run_dsk(eval + " --text " + f.d.file("plain.txt", text));
+  auto bom = run_dsk(eval + " --text " + f.d.file("bom.txt", "\xEF\xBB\xBF" + text));
+  REQUIRE(plain.exit_code == 0);
+  REQUIRE(bom.exit_code == 0);
+  CHECK(nlohmann::json::parse(bom.output)["tokens"] == nlohmann::json::parse(plain.output)["tokens"]);
+  CHECK(nlohmann::json::parse(bom.output)["loss"] == nlohmann::json::parse(plain.output)["loss"]);
+
+  // The weights file named instead of its folder: said so, with what --model takes.
+  auto file = run_dsk(eval + "/model.safetensors --data " + f.data);
+  CHECK(file.exit_code == 1);
+  CHECK_THAT(file.output, Catch::Contains("model.safetensors is a file; --model takes a run folder or a checkpoint "
+                                          "folder (the one holding model.safetensors)"));
+  CHECK(std::count(file.output.begin(), file.output.end(), '\n') == 1);
+
+  // Options that apply only to the other source are refused rather than ignored, even at their default value.
+  for (const std::string& bad : {" --text " + (f.d / "plain.txt") + " --split train",
+                                 " --text " + (f.d / "plain.txt") + " --split val",
+                                 " --data " + f.data + " --no-special"}) {
+    auto r = run_dsk(eval + bad);
+    INFO(bad << "\n" << r.output);
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.output, Catch::Contains("applies to --"));
+    CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+  }
+}
+
+TEST_CASE("dsk bench tokenizer: an empty corpus is refused", "[train_cli]") {
+  TempDir d("bench_empty");
+  auto r = run_dsk("bench tokenizer --threads 1 --corpus " + d.file("empty.txt", ""));
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::Contains("empty.txt is empty"));
+  CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+}
