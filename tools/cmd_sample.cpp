@@ -339,8 +339,11 @@ int run_sample(const std::vector<std::string>& argv) {
   if (a.has("interactive")) return run_interactive(r, s);
 
   const std::vector<int32_t> prompt = r.encode_prompt(text);
+  // The prompt as it was encoded: invalid bytes (a --prompt-file that is not UTF-8) print as U+FFFD, like the
+  // generated text, so stdout is valid UTF-8 throughout.
+  const std::string shown = utf8::replace_invalid(text);
   if (rows == 1) {
-    std::fwrite(text.data(), 1, text.size(), stdout);  // the prompt, then the continuation as it streams
+    std::fwrite(shown.data(), 1, shown.size(), stdout);  // the prompt, then the continuation as it streams
     std::fflush(stdout);
   }
   std::vector<Generated> g = r.run(prompt, static_cast<int>(rows), s);
@@ -348,7 +351,7 @@ int run_sample(const std::vector<std::string>& argv) {
     std::fputs("\n", stdout);
   } else {
     for (size_t i = 0; i < g.size(); ++i)
-      std::printf("--- sample %zu of %zu ---\n%s%s\n", i + 1, g.size(), text.c_str(), g[i].text.c_str());
+      std::printf("--- sample %zu of %zu ---\n%s%s\n", i + 1, g.size(), shown.c_str(), g[i].text.c_str());
   }
   std::fflush(stdout);
   if (r.verbose())

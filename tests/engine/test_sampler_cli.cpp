@@ -179,6 +179,11 @@ TEST_CASE("dsk sample: a BOM is not part of a prompt file; ignored repeats and o
   CHECK(prefill(bom) == prefill(plain));
   CHECK(bom.substr(0, bom.find("[prefill")) == plain.substr(0, plain.find("[prefill")));
   CHECK(bom.find("\xEF\xBB\xBF") == std::string::npos);
+  // A prompt file that is not UTF-8 is echoed as it was encoded (U+FFFD), not as raw bytes.
+  REQUIRE(run(base + " --prompt-file " + d.file("bad.txt", "caf\xE9 au lait"), out) == 0);
+  const std::string echoed = slurp(out);
+  CHECK(echoed.find("caf\xEF\xBF\xBD au lait") != std::string::npos);
+  CHECK(echoed.find('\xE9') == std::string::npos);
 
   // Each of these kept one value and dropped the rest without a word: now a usage error naming the option.
   const std::vector<std::pair<std::string, std::string>> refused = {
