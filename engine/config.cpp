@@ -67,7 +67,7 @@ ModelConfig load_model_config(const std::string& name_or_path) {
   if (!j.is_object())
     throw Error(fmt::format("config '{}' must hold a JSON object of model keys, not {}", name_or_path, j.type_name()));
   // A run's or checkpoint's config.json holds the model config under "model", beside the training keys.
-  if (j.is_object() && j.contains("model") && j.contains("train"))
+  if (j.contains("model") && j.contains("train"))
     throw Error(fmt::format("config '{}' is a run's or checkpoint's config.json, not a model config: continue that "
                             "run with --resume, or save its \"model\" object as a file of its own", name_or_path));
   ModelConfig c;

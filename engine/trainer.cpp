@@ -158,10 +158,10 @@ TrainSummary run_training(const TrainRun& run) {
   }
   fs::create_directories(out / "checkpoints");
   remove_interrupted_saves(out.string());
-  const nlohmann::json train_json = tc.to_json();
+  const nlohmann::json model_json = mc.to_json(), train_json = tc.to_json();
   {
     // The data folder as an absolute path, so that `dsk train --resume` finds it from any working directory.
-    nlohmann::json cfg = {{"format", "dsk-run"}, {"model", mc.to_json()}, {"train", train_json},
+    nlohmann::json cfg = {{"format", "dsk-run"}, {"model", model_json}, {"train", train_json},
                           {"data", absolute_path(data.dir).string()},
                           {"device", backend_name(run.device)}, {"dsk_version", DSK_VERSION}};
     // (The data path is the user's bytes, not always UTF-8: written with U+FFFD rather than failing the run.)
@@ -169,7 +169,7 @@ TrainSummary run_training(const TrainRun& run) {
   }
   MetricsLog metrics((out / "metrics.jsonl").string(), state.step);
   // The resolved config, once setup has passed: an error in the data, model or memory stays the only line.
-  std::fprintf(run.log, "config: %s\n", nlohmann::json({{"model", mc.to_json()}, {"train", train_json}}).dump().c_str());
+  std::fprintf(run.log, "config: %s\n", nlohmann::json({{"model", model_json}, {"train", train_json}}).dump().c_str());
   std::fprintf(run.log, "training %lld steps of %d × %d tokens (%d accumulation) on %s; parameters %.1f MiB, "
                "activations %.1f MiB; run folder %s\n",
                static_cast<long long>(total_steps), B, T, tc.grad_accum_steps, backend_name(run.device),

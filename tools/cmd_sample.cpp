@@ -14,7 +14,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <sstream>
 
 namespace dsk {
@@ -346,7 +345,7 @@ int run_sample(const std::vector<std::string>& argv) {
     std::fwrite(shown.data(), 1, shown.size(), stdout);  // the prompt, then the continuation as it streams
     std::fflush(stdout);
   }
-  std::vector<Generated> g = r.run(prompt, static_cast<int>(rows), s);
+  std::vector<Generated> g = r.run(prompt, rows, s);
   if (rows == 1) {
     std::fputs("\n", stdout);
   } else {

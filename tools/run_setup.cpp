@@ -18,17 +18,16 @@ std::vector<std::string> apply_overrides(const std::vector<std::string>& sets, M
     const auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) throw UsageError(fmt::format("--set expects KEY=VALUE, got '{}'", kv));
     const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
-    if (!model.has_key(key) && !(train && train->has_key(key)))
+    const bool model_key = model.has_key(key);
+    if (!model_key && !(train && train->has_key(key)))
       throw UsageError(fmt::format("--set: unknown config key '{}'", key));
     try {
-      if (model.has_key(key)) {
+      if (model_key) {
         model.set(key, value);
         model_keys.push_back(key);
       } else {
         train->set(key, value);
       }
-    } catch (const UsageError&) {
-      throw;
     } catch (const Error& e) {  // a value of the wrong type, typed on the command line
       throw UsageError(fmt::format("--set {}: {}", kv, e.what()));
     }
