@@ -2,6 +2,7 @@
 
 #include "kernels/device.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <utility>

@@ -2,6 +2,7 @@
 #include "engine/data.h"
 
 #include "kernels/common.h"
+#include <algorithm>
 
 namespace dsk {
 

@@ -5,6 +5,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/rng.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 

@@ -3,6 +3,7 @@
 #include "kernels/device.h"
 #include "kernels/optim.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace dsk {

@@ -2,6 +2,7 @@
 
 #include "kernels/common.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <sstream>

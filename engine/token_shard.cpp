@@ -3,6 +3,7 @@
 
 #include "kernels/common.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>

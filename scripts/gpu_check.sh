@@ -93,8 +93,40 @@ configure() {
   [ -n "${DSK_DEPS_PREFIX:-}" ] && args+=(-DCMAKE_PREFIX_PATH="$DSK_DEPS_PREFIX")
   cmake "${args[@]}"
 }
+# Device time is scarce (about 15 minutes a session), so binaries built for sm_90 on a development machine can
+# travel along (scripts/pack_gpu_build.sh -> .gpu-build/, carried): when they load and run here, the configure and
+# build stages are skipped. They were compiled with that machine's source folder baked in (DSK_SOURCE_DIR and
+# DSK_TEST_DIR: the data and the test fixtures), so that path is made to point at this checkout. Anything amiss
+# (a library that does not load, a path that is taken) falls back to building here.
+use_prebuilt() {
+  local dir=$1 src
+  src=$(cat "$dir/SOURCE_DIR")
+  if [ "$(cd "$src" 2>/dev/null && pwd -P)" != "$(pwd -P)" ]; then
+    [ -e "$src" ] && { echo "prebuilt: $src exists and is another folder"; return 1; }
+    mkdir -p "$(dirname "$src")" && ln -s "$(pwd -P)" "$src" || return 1
+  fi
+  # cuBLAS: the toolkit's own, where the loader does not find it by itself (not exported wider: PyTorch brings its own).
+  if ldd "$dir/dsk_tests" | grep -q "libcublas.*not found" && [ -d /usr/local/cuda/lib64 ]; then
+    echo "prebuilt: cuBLAS from /usr/local/cuda/lib64"
+    touch "$dir/NEEDS_CUDA_LIB64"
+    export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
+  fi
+  echo "prebuilt from commit $(cat "$dir/COMMIT"), this checkout is at $(git rev-parse HEAD 2>/dev/null || echo '?')"
+  local names
+  # (Catch2 v2 exits with the number of tests listed, so the output is what tells the binary loaded and ran)
+  names=$("$dir/dsk_tests" "[cuda]" --list-test-names-only)
+  [ -n "$names" ] || { echo "prebuilt: dsk_tests did not run"; return 1; }
+  echo "$(wc -l <<<"$names") [cuda] tests listed"
+  "$dir/dsk" --version
+}
 built=0
-if stage configure 120 bash -c "$(declare -f configure); configure"; then
+PREBUILT=.gpu-build
+if [ -x "$PREBUILT/dsk_tests" ] && [ -x "$PREBUILT/dsk" ] &&
+   stage prebuilt 30 bash -c "$(declare -f use_prebuilt); use_prebuilt $PREBUILT"; then
+  BUILD=$PREBUILT
+  built=1
+  [ -e "$PREBUILT/NEEDS_CUDA_LIB64" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
+elif stage configure 120 bash -c "$(declare -f configure); configure"; then
   stage build 330 cmake --build "$BUILD" -j "${DSK_GPU_JOBS:-16}" && built=1
 fi
 

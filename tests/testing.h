@@ -1,5 +1,6 @@
 #pragma once
 // Shared test helpers: random inputs, error measures, finite-difference gradient checks.
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <cmath>

@@ -3,6 +3,7 @@
 #include "engine/tokenizer.h"
 #include "tools/cli.h"
 
+#include <algorithm>
 #include <sys/stat.h>
 #include <unistd.h>
 

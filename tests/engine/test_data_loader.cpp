@@ -2,6 +2,7 @@
 #include "engine/data.h"
 #include "kernels/common.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <cstdio>

@@ -2,6 +2,7 @@
 #include "engine/folder_replace.h"
 #include "tests/test_env.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <unistd.h>
 

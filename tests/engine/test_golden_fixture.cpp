@@ -1,6 +1,7 @@
 // The golden fixture (scripts/make_reference.py) is readable and internally consistent: every parameter of the
 // tiny config with its issue-2 name and shape, a gradient and a post-AdamW value for each, tokens in range, and
 // numbers that agree with each other. The model-vs-fixture comparison lives with the C++ model.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 

@@ -5,6 +5,7 @@
 #include "engine/optimizer.h"
 #include "engine/safetensors.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 

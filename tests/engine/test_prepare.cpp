@@ -6,6 +6,7 @@
 
 #include "tests/test_env.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <cstdlib>

@@ -4,6 +4,7 @@
 #include "tests/test_env.h"
 
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 

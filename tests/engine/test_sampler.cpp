@@ -6,6 +6,7 @@
 #include "tests/testing.h"
 #include "tests/train_testing.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <atomic>

@@ -5,6 +5,7 @@
 #include "engine/utf8.h"
 #include "kernels/common.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 

@@ -4,6 +4,7 @@
 #include "kernels/rng.h"
 #include "tests/testing.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>

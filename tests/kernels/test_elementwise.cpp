@@ -5,6 +5,7 @@
 #include "kernels/rng.h"
 #include "tests/testing.h"
 
+#include <algorithm>
 #include <cmath>
 
 using namespace dsk;

@@ -4,6 +4,7 @@
 
 #include "tests/testing.h"
 
+#include <algorithm>
 #include <cmath>
 
 using namespace dsk;

@@ -4,6 +4,7 @@
 #include "engine/trainer.h"
 #include "tests/train_testing.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <sys/stat.h>
 #include <nlohmann/json.hpp>
