@@ -19,8 +19,9 @@ mkdir .gpu-build.tmp
 strip -o .gpu-build.tmp/dsk "$build/dsk"
 strip -o .gpu-build.tmp/dsk_tests "$build/dsk_tests"
 sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$cache" >.gpu-build.tmp/SOURCE_DIR
-{ git rev-parse HEAD; git status --porcelain | grep -q . && echo "(with uncommitted changes)"; } | tr '\n' ' ' \
-  >.gpu-build.tmp/COMMIT
+commit=$(git rev-parse HEAD)
+[ -z "$(git status --porcelain)" ] || commit="$commit (with uncommitted changes)"
+echo "$commit" >.gpu-build.tmp/COMMIT
 rm -rf .gpu-build
 mv .gpu-build.tmp .gpu-build
 du -sh .gpu-build
