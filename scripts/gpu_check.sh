@@ -15,6 +15,9 @@
 # report is always written. Stages share a deadline so the whole run stays under 8 minutes.
 #
 # With the device tool:  run(command="scripts/gpu_check.sh $OUT", carry=[".deps"], timeout_s=540)
+# To save the build's minutes there, carry sm_90 binaries built here (scripts/pack_gpu_build.sh):
+#   carry=[".deps", ".gpu-build"]. DSK_GPU_CHECK_SECONDS sets the deadline (default 450); DSK_GPU_CHECK_SKIP="stage
+#   ..." leaves stages out (a second run in the same lease: memcheck bench_attention, say).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
@@ -34,6 +37,11 @@ stage() {
   local name=$1 limit=$2
   shift 2
   local now left t0 rc
+  # DSK_GPU_CHECK_SKIP="stage ..." leaves stages out (a rerun within the same lease, say)
+  if [[ " ${DSK_GPU_CHECK_SKIP:-} " == *" $name "* ]]; then
+    echo "=== $name: skipped (DSK_GPU_CHECK_SKIP)" >>"$LOG"
+    return 1
+  fi
   now=$(date +%s)
   left=$((DEADLINE - now))
   if ((left < 10)); then
@@ -110,6 +118,12 @@ use_prebuilt() {
     echo "prebuilt: cuBLAS from /usr/local/cuda/lib64"
     touch "$dir/NEEDS_CUDA_LIB64"
     export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
+  fi
+  # The tests run the dsk binary where the build left it: put it there.
+  local bin_dir
+  bin_dir=$(cat "$dir/BINARY_DIR")
+  if [ ! -e "$bin_dir/dsk" ]; then
+    mkdir -p "$bin_dir" && ln -s "$(pwd -P)/$dir/dsk" "$bin_dir/dsk" || return 1
   fi
   echo "prebuilt from commit $(cat "$dir/COMMIT"), this checkout is at $(git rev-parse HEAD 2>/dev/null || echo '?')"
   local names

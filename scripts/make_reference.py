@@ -94,7 +94,7 @@ class MLA(nn.Module):
 
     def _causal_softmax(self, scores):  # (B, H, T, T) raw scores -> probabilities, future masked out
         T = scores.shape[-1]
-        future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+        future = torch.triu(torch.ones(T, T, dtype=torch.bool, device=scores.device), diagonal=1)
         scores = scores / math.sqrt(self.head_dim)
         return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
 
@@ -189,7 +189,7 @@ class DskModel(nn.Module):
     def forward(self, tokens):
         """tokens (B, T) int64 -> logits (B, T, V), aux loss (mean over layers), per-layer routing info."""
         B, T = tokens.shape
-        x = self.dropout(self.tok_emb(tokens) + self.pos_emb(torch.arange(T)))
+        x = self.dropout(self.tok_emb(tokens) + self.pos_emb(torch.arange(T, device=tokens.device)))
         auxes, routing = [], []
         for block in self.blocks:
             x, aux, info = block(x)
@@ -254,7 +254,7 @@ def run_reference(model, inputs, targets, max_norm):
 
 def check_absorbed_equals_explicit(model, inputs):
     with torch.no_grad():
-        x = model.dropout(model.tok_emb(inputs) + model.pos_emb(torch.arange(inputs.shape[1])))
+        x = model.dropout(model.tok_emb(inputs) + model.pos_emb(torch.arange(inputs.shape[1], device=inputs.device)))
         worst = 0.0
         for block in model.blocks:
             h = block.norm1(x)

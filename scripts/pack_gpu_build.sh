@@ -3,7 +3,7 @@
 # building there (a build costs minutes of a lease of about 15):   scripts/pack_gpu_build.sh [BUILD_DIR]
 # BUILD_DIR (default build/) must be a Release build with DSK_CUDA=ON and DSK_CUDA_ARCH=90, up to date with the
 # checkout. Writes .gpu-build/ (git-ignored): dsk, dsk_tests, the source folder they were compiled in and the
-# commit. Carry it:  run(command="scripts/gpu_check.sh $OUT", carry=[".deps", ".gpu-build"], timeout_s=540)
+# commit. gpu_check.sh links the source folder's path to its checkout and puts dsk where the tests look. Carry it:  run(command="scripts/gpu_check.sh $OUT", carry=[".deps", ".gpu-build"], timeout_s=540)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -19,6 +19,7 @@ mkdir .gpu-build.tmp
 strip -o .gpu-build.tmp/dsk "$build/dsk"
 strip -o .gpu-build.tmp/dsk_tests "$build/dsk_tests"
 sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$cache" >.gpu-build.tmp/SOURCE_DIR
+sed -n 's/^CMAKE_CACHEFILE_DIR:INTERNAL=//p' "$cache" >.gpu-build.tmp/BINARY_DIR
 commit=$(git rev-parse HEAD)
 [ -z "$(git status --porcelain)" ] || commit="$commit (with uncommitted changes)"
 echo "$commit" >.gpu-build.tmp/COMMIT
