@@ -49,19 +49,15 @@ uint64_t splitmix(uint64_t& s) {
   return z ^ (z >> 31);
 }
 
-// n floats uniform in [-scale, scale): a 1 Mi-element host tile, uploaded once and doubled on the device.
+// n floats uniform in [-scale, scale), every one drawn (no tile repeated: with a 1 Mi-element tile doubled on the
+// device, every expert of the default shape had the same weights (F x d = 1 Mi), which made the router's gradient
+// pure rounding noise, and the two paths' dlogits "differed" by 100% on the first GPU run).
 DevPtr<float> random_floats(size_t n, float scale, uint64_t salt) {
-  constexpr size_t kTile = size_t(1) << 20;
-  std::vector<float> tile(std::min(n, kTile));
+  std::vector<float> host(n);
   uint64_t s = salt;
-  for (auto& v : tile) v = scale * static_cast<float>(static_cast<double>(splitmix(s) >> 11) * 0x1.0p-52 - 1.0);
+  for (auto& v : host) v = scale * static_cast<float>(static_cast<double>(splitmix(s) >> 11) * 0x1.0p-52 - 1.0);
   DevPtr<float> d = alloc<float>(n);
-  cuda::copy_to_device(d.get(), tile.data(), tile.size() * sizeof(float));
-  for (size_t done = tile.size(); done < n;) {
-    size_t chunk = std::min(done, n - done);
-    cuda::copy_device(d.get() + done, d.get(), chunk * sizeof(float));
-    done += chunk;
-  }
+  cuda::copy_to_device(d.get(), host.data(), n * sizeof(float));
   return d;
 }
 
