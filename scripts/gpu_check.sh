@@ -17,7 +17,8 @@
 # With the device tool:  run(command="scripts/gpu_check.sh $OUT", carry=[".deps"], timeout_s=540)
 # To save the build's minutes there, carry sm_90 binaries built here (scripts/pack_gpu_build.sh):
 #   carry=[".deps", ".gpu-build"]. DSK_GPU_CHECK_SECONDS sets the deadline (default 450); DSK_GPU_CHECK_SKIP="stage
-#   ..." leaves stages out (a second run in the same lease: memcheck bench_attention, say).
+#   ..." leaves stages out (a second run in the same lease: memcheck bench_attention, say). DSK_PG_CSV=FILE adds a
+#   2000-step default-config run on the Paul Graham essays (copy the CSV into a git-ignored folder and carry it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
@@ -194,6 +195,28 @@ fi
 stage bench_torch_train_tf32 90 python3 scripts/bench_torch_train.py --config default --device cuda --steps 10 \
   --warmup 2 --tf32 --json "$WORK/bench_torch_train_tf32.json"
 if ((built)); then
+  # ---- dsk train --device cuda end to end, each shipped config, on the embedded Tiny Shakespeare: a few hundred
+  # steps with evaluations, a checkpoint and the closing sample (their logs land in log.txt) ----------------------
+  train_configs() {
+    local cfg steps
+    for cfg in small default large; do
+      steps=300
+      [ "$cfg" = large ] && steps=150
+      "$BUILD/dsk" train --config "$cfg" --device cuda --set max_steps=$steps --out "$WORK/train-$cfg" \
+        --sample-tokens 40 || return 1
+    done
+  }
+  stage train_configs 120 bash -c "$(declare -f train_configs); BUILD=$BUILD WORK=$WORK train_configs"
+  # ---- the original project's corpus, when given (DSK_PG_CSV: paul_graham_essays.csv, which is not in the
+  # repository): the default config for 2000 steps, the start of the original's headline run ---------------------
+  if [ -n "${DSK_PG_CSV:-}" ]; then
+    train_pg() {
+      "$BUILD/dsk" prepare --input "$DSK_PG_CSV" --out "$WORK/pg-data" &&
+        "$BUILD/dsk" train --config default --data "$WORK/pg-data" --device cuda --set max_steps=2000 \
+          --set eval_every=500 --set log_every=100 --out "$WORK/pg-run" --sample-tokens 60
+    }
+    stage train_pg 150 bash -c "$(declare -f train_pg); BUILD=$BUILD WORK=$WORK DSK_PG_CSV=$DSK_PG_CSV train_pg"
+  fi
   # The CPU suite last: CI runs it too; here it only shows the GPU build's CPU side is sound.
   stage cpu_tests 120 "$BUILD/dsk_tests" "~[cuda]" -r junit -o "$OUT/cpu_tests.xml"
   # ---- with whatever time is left: the kernel tests under compute-sanitizer memcheck (out-of-bounds and
