@@ -280,6 +280,26 @@ double max_rel_diff(const float* a_dev, const float* b_dev, size_t n) {
   return diff / (ref + 1e-30);
 }
 
+// Rows (of `cols` values) where a and b differ by more than 1e-4 of b's largest magnitude. A ReLU pre-activation
+// within rounding of zero can take the other side in one path (cuBLAS vs the grouped tile): that changes one row of
+// dx by one term, which max_rel_diff alone cannot tell from a bug that changes many rows.
+int64_t rows_differing(const float* a_dev, const float* b_dev, int64_t rows, int64_t cols) {
+  const size_t n = size_t(rows) * cols;
+  std::vector<float> a(n), b(n);
+  cuda::copy_to_host(a.data(), a_dev, n * sizeof(float));
+  cuda::copy_to_host(b.data(), b_dev, n * sizeof(float));
+  double ref = 0;
+  for (float v : b) ref = std::max(ref, std::abs(static_cast<double>(v)));
+  int64_t differing = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      if (std::abs(static_cast<double>(a[r * cols + c]) - b[r * cols + c]) > 1e-4 * ref) {
+        ++differing;
+        break;
+      }
+  return differing;
+}
+
 // ---- grouped GEMMs vs dense cuBLAS of the same shapes -----------------------------------------------------------
 
 // The routed experts' FFN alone on the router's real segments, forward (2 GEMMs, 4·M·d·F FLOPs) and backward
@@ -372,6 +392,7 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
     r["max_rel_diff_y"] = max_rel_diff(grouped.y.get(), looped.y.get(), Nd);
     r["max_rel_diff_dx"] = max_rel_diff(grouped.dx.get(), looped.dx.get(), Nd);
     r["max_rel_diff_dlogits"] = max_rel_diff(grouped.dlogits.get(), looped.dlogits.get(), NE);
+    r["dx_rows_differing"] = rows_differing(grouped.dx.get(), looped.dx.get(), s.N, s.d);
     // Each record with its arithmetic pinned (a forced cuda::expert_math would otherwise override the tf32 switch).
     {
       cuda::ScopedExpertMath ffma(cuda::Math::kFfma);

@@ -177,8 +177,8 @@ def moe_markdown(bench):
         return md
     md.append("\n| shape | N d F E k S | grouped ms | expert loop ms | loop / grouped | grouped GEMM fwd TFLOP/s "
               "(of dense) | bwd TFLOP/s (of dense) | TF32 fwd (of dense TF32) | TF32 bwd (of dense TF32) | "
-              "3xTF32 fwd (of dense fp32) | 3xTF32 bwd (of dense fp32) | max rel diff y, dx |"
-              "\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "3xTF32 fwd (of dense fp32) | 3xTF32 bwd (of dense fp32) | max rel diff y, dx, dlogits | dx rows differing |"
+              "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def rate(g, part):
         return f"{g.get(part + '_tflops', 0):.1f} ({100 * g.get(part + '_fraction_of_dense', 0):.0f}%)"
@@ -189,7 +189,8 @@ def moe_markdown(bench):
                   f"{r['grouped_ms']:.3f} | {r['expert_loop_ms']:.3f} | {r['loop_over_grouped']:.2f}x | "
                   f"{rate(g, 'forward')} | {rate(g, 'backward')} | {rate(t, 'forward')} | {rate(t, 'backward')} | "
                   f"{rate(x3, 'forward')} | {rate(x3, 'backward')} | "
-                  f"{r.get('max_rel_diff_y', 0):.1e}, {r.get('max_rel_diff_dx', 0):.1e} |")
+                  f"{r.get('max_rel_diff_y', 0):.1e}, {r.get('max_rel_diff_dx', 0):.1e}, "
+                  f"{r.get('max_rel_diff_dlogits', 0):.1e} | {r.get('dx_rows_differing', '')} |")
     md.append("\nGrouped expert GEMMs with each tile forced (ms forward / backward; the automatic choice is above):\n"
               "\n| shape | fp32 64x64 | fp32 128x128 | TF32 64x64 | TF32 128x128 | 3xTF32 64x64 | 3xTF32 128x128 |"
               "\n|---|---|---|---|---|---|---|")

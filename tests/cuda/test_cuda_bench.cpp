@@ -93,6 +93,7 @@ TEST_CASE("cuda bench: MoE layer (grouped vs loop, grouped GEMM vs dense, fp32 a
   CHECK(r.at("max_rel_diff_y").get<double>() < 1e-4);
   CHECK(r.at("max_rel_diff_dx").get<double>() < 1e-4);
   CHECK(r.at("max_rel_diff_dlogits").get<double>() < 1e-4);
+  CHECK(r.at("dx_rows_differing").get<int64_t>() == 0);
   // The tensor-core records exist on GPUs that have TF32 tensor cores (compute capability 8.0+; the emulator: 9.0).
   std::vector<const char*> records = {"grouped_gemm"};
   if (cuda::tf32_tensor_cores()) records.insert(records.end(), {"grouped_gemm_tf32", "grouped_gemm_3xtf32"});
