@@ -268,10 +268,14 @@ void loop_layer(Layer& L) {
   L.route_backward();
 }
 
+std::vector<float> to_host(const float* dev, size_t n) {
+  std::vector<float> host(n);
+  cuda::copy_to_host(host.data(), dev, n * sizeof(float));
+  return host;
+}
+
 double max_rel_diff(const float* a_dev, const float* b_dev, size_t n) {
-  std::vector<float> a(n), b(n);
-  cuda::copy_to_host(a.data(), a_dev, n * sizeof(float));
-  cuda::copy_to_host(b.data(), b_dev, n * sizeof(float));
+  const std::vector<float> a = to_host(a_dev, n), b = to_host(b_dev, n);
   double diff = 0, ref = 0;
   for (size_t i = 0; i < n; ++i) {
     diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
@@ -285,9 +289,7 @@ double max_rel_diff(const float* a_dev, const float* b_dev, size_t n) {
 // dx by one term, which max_rel_diff alone cannot tell from a bug that changes many rows.
 int64_t rows_differing(const float* a_dev, const float* b_dev, int64_t rows, int64_t cols) {
   const size_t n = size_t(rows) * cols;
-  std::vector<float> a(n), b(n);
-  cuda::copy_to_host(a.data(), a_dev, n * sizeof(float));
-  cuda::copy_to_host(b.data(), b_dev, n * sizeof(float));
+  const std::vector<float> a = to_host(a_dev, n), b = to_host(b_dev, n);
   double ref = 0;
   for (float v : b) ref = std::max(ref, std::abs(static_cast<double>(v)));
   int64_t differing = 0;

@@ -102,7 +102,7 @@ void Model::init_weights(uint64_t seed) {
     const bool is_bias = p.name.size() >= 5 && p.name.compare(p.name.size() - 5, 5, ".bias") == 0;
     float* dst = host.data() + p.offset;
     // Each value is a function of (seed, parameter, index) alone, so the threads give the same weights as one
-    // thread; the large config's 1.8 G parameters took over a minute on one core of the H200 machine.
+    // thread; on one core the large config's 1.8 G parameters took most of a minute.
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < p.numel; ++j) {
       if (is_bias)

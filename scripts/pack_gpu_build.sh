@@ -3,7 +3,8 @@
 # building there (a build costs minutes of a lease of about 15):   scripts/pack_gpu_build.sh [BUILD_DIR]
 # BUILD_DIR (default build/) must be a Release build with DSK_CUDA=ON and DSK_CUDA_ARCH=90, up to date with the
 # checkout. Writes .gpu-build/ (git-ignored): dsk, dsk_tests, the source folder they were compiled in and the
-# commit. gpu_check.sh links the source folder's path to its checkout and puts dsk where the tests look. Carry it:  run(command="scripts/gpu_check.sh $OUT", carry=[".deps", ".gpu-build"], timeout_s=540)
+# commit. gpu_check.sh links the source folder's path to its checkout and puts dsk where the tests look. Carry it:
+#   run(command="scripts/gpu_check.sh $OUT", carry=[".deps", ".gpu-build"], timeout_s=540)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
