@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 
 namespace fs = std::filesystem;
 
@@ -53,15 +54,22 @@ void FolderReplace::commit() {
   if (had_old) fs::remove_all(old, ec);  // the new folder is in place; a failure here leaves only a leftover
 }
 
-std::string replace_leftover_stem(const std::string& name) {
+ReplaceLeftover parse_replace_leftover(const std::string& name) {
   for (const char* kind : {".tmp-", ".old-"}) {
     const size_t at = name.rfind(kind);
     if (at == std::string::npos || at == 0) continue;
     const std::string pid = name.substr(at + 5);
-    if (!pid.empty() && std::all_of(pid.begin(), pid.end(), [](unsigned char c) { return std::isdigit(c); }))
-      return name.substr(0, at);
+    if (pid.empty() || !std::all_of(pid.begin(), pid.end(), [](unsigned char c) { return std::isdigit(c); })) continue;
+    ReplaceLeftover r;
+    r.stem = name.substr(0, at);
+    r.old_copy = std::string(kind) == ".old-";
+    // (more than 10 digits cannot be a pid; strtoll would saturate)
+    if (pid.size() <= 10) r.pid = std::strtoll(pid.c_str(), nullptr, 10);
+    return r;
   }
-  return "";
+  return {};
 }
+
+std::string replace_leftover_stem(const std::string& name) { return parse_replace_leftover(name).stem; }
 
 }  // namespace dsk

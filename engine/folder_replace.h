@@ -28,8 +28,16 @@ class FolderReplace {
   bool committed_ = false;
 };
 
-// "stem" when `name` is a leftover of an interrupted replace of <stem> ("<stem>.tmp-<digits>" or
-// "<stem>.old-<digits>"), else "".
+// What a leftover of an interrupted replace of <stem> is called: "<stem>.tmp-<pid>" (the new contents, maybe
+// incomplete) or "<stem>.old-<pid>" (the complete previous folder).
+struct ReplaceLeftover {
+  std::string stem;   // "" when the name is no such leftover
+  long long pid = 0;  // the writing process (0 when the digits do not fit a pid)
+  bool old_copy = false;
+};
+ReplaceLeftover parse_replace_leftover(const std::string& name);
+
+// parse_replace_leftover(name).stem.
 std::string replace_leftover_stem(const std::string& name);
 
 }  // namespace dsk

@@ -104,8 +104,7 @@ void remove_interrupted_saves(const std::string& dir) {
     if (!fs::is_directory(folder)) continue;
     for (const auto& e : fs::directory_iterator(folder)) {
       if (!is_interrupted_save(e.path())) continue;
-      const std::string name = e.path().filename().string();
-      const long long pid = std::strtoll(name.c_str() + name.rfind('-') + 1, nullptr, 10);
+      const long long pid = parse_replace_leftover(e.path().filename().string()).pid;
       const bool gone = pid > 0 && pid <= INT32_MAX && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
       if (gone) stale.push_back(e.path());  // (a live process may be saving it now)
     }
@@ -114,9 +113,9 @@ void remove_interrupted_saves(const std::string& dir) {
   for (const fs::path& p : stale) {
     // Killed between FolderReplace::commit's two renames, the save left no <stem> at all: its complete previous
     // version is <stem>.old-PID, and goes back into place rather than away.
-    const fs::path stem = p.parent_path() / replace_leftover_stem(p.filename().string());
-    const bool old_copy = p.filename().string().rfind(".old-") != std::string::npos;
-    if (old_copy && !fs::exists(fs::symlink_status(stem)) && is_dsk_checkpoint(p.string())) {
+    const ReplaceLeftover leftover = parse_replace_leftover(p.filename().string());
+    const fs::path stem = p.parent_path() / leftover.stem;
+    if (leftover.old_copy && !fs::exists(fs::symlink_status(stem)) && is_dsk_checkpoint(p.string())) {
       fs::rename(p, stem, ec);
       if (!ec) continue;
     }

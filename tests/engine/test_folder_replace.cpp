@@ -102,3 +102,19 @@ TEST_CASE("folder replace: leftovers of an interrupted replace are recognised by
   CHECK(dsk::replace_leftover_stem(".tmp-12") == "");
   CHECK(dsk::replace_leftover_stem("notes.txt") == "");
 }
+
+TEST_CASE("folder replace: a leftover's name tells its writer's pid and whether it is the old copy", "[folder]") {
+  const auto tmp = dsk::parse_replace_leftover("best.tmp-123");
+  CHECK(tmp.stem == "best");
+  CHECK(tmp.pid == 123);
+  CHECK_FALSE(tmp.old_copy);
+  const auto old = dsk::parse_replace_leftover("step_00000004.old-98765");
+  CHECK(old.stem == "step_00000004");
+  CHECK(old.pid == 98765);
+  CHECK(old.old_copy);
+  // Too many digits for a pid: still a leftover by name, but no process to ask about.
+  const auto huge = dsk::parse_replace_leftover("best.old-123456789012345678901234");
+  CHECK(huge.stem == "best");
+  CHECK(huge.pid == 0);
+  CHECK(dsk::parse_replace_leftover("best.old-").stem.empty());
+}
