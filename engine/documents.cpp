@@ -223,6 +223,9 @@ std::vector<Document> read_documents(const std::string& path, const std::string&
       // document silently left out.
       const fs::path& p = it->path();
       if (lower_ext(p) != ".txt") continue;
+      // Hidden entries are not documents: macOS's "._name.txt" companions hold binary metadata, editors keep
+      // ".name.txt.swp"-style state, and a user does not see them in the folder either.
+      if (p.filename().string().front() == '.') continue;
       std::error_code entry_ec;
       const fs::file_status entry = fs::status(p, entry_ec);
       if (!fs::exists(entry))

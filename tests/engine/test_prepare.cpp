@@ -378,8 +378,14 @@ TEST_CASE("prepare: a folder input ignores non-.txt entries, even link loops; a 
   o.input = d / "docs";
   o.out_dir = d / "out";
   CHECK(dsk::prepare_dataset(o)["documents"]["train"] == 9);
-  fs::create_symlink("self.txt", d.path / "docs/self.txt");
+  // Hidden .txt entries (macOS's AppleDouble "._" files, binary) are not documents; an upper-case .TXT is one.
+  d.file("docs/._00.txt", std::string("\0\5\x16\7Mac OS X", 12));
+  d.file("docs/.notes.txt", "not a document");
+  d.file("docs/10.TXT", "document number 10");
   o.force = true;
+  const auto with_hidden = dsk::prepare_dataset(o);
+  CHECK(with_hidden["documents"]["train"].get<int>() + with_hidden["documents"]["val"].get<int>() == 11);
+  fs::create_symlink("self.txt", d.path / "docs/self.txt");
   CHECK_THROWS_WITH(dsk::prepare_dataset(o), Catch::Contains("cannot read the input") && Catch::Contains("self.txt"));
   fs::remove(d.path / "docs/self.txt");
   fs::create_symlink("missing", d.path / "docs/gone.txt");
