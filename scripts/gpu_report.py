@@ -216,6 +216,48 @@ def one_by_one(dirs):
     return None
 
 
+def training_runs(dirs):
+    """The train_configs / train_pg stages' run folders (train-<config>, pg-run under gpu_check's work folder):
+    [{"run", "steps", "tokens_per_s", "val_loss", "val_step"}] from their metrics.jsonl, the last record of each
+    kind (a run cut by the deadline shows how far it got)."""
+    runs = []
+    for d in dirs:
+        for name in ("train-small", "train-default", "train-large", "pg-run"):
+            path = os.path.join(d, name, "metrics.jsonl")
+            if not os.path.exists(path):
+                continue
+            last_train, last_eval = None, None
+            for line in open(path):
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a kill
+                if r.get("type") == "train":
+                    last_train = r
+                elif r.get("type") == "eval":
+                    last_eval = r
+            runs.append({"run": name,
+                         "steps": last_train["step"] if last_train else 0,
+                         "tokens_per_s": last_train.get("tokens_per_s") if last_train else None,
+                         "val_loss": last_eval.get("val_loss") if last_eval else None,
+                         "val_step": last_eval.get("step") if last_eval else None})
+        if runs:
+            break
+    return runs
+
+
+def training_runs_markdown(runs):
+    if not runs:
+        return []
+    md = ["\n## dsk train --device cuda (train_configs, train_pg: the last records of each run's metrics.jsonl)",
+          "\n| run | steps done | tokens/s | validation loss (at step) |\n|---|---|---|---|"]
+    for r in runs:
+        tps = f"{r['tokens_per_s']:.0f}" if r["tokens_per_s"] else ""
+        val = f"{r['val_loss']:.4f} ({r['val_step']})" if r["val_loss"] is not None else ""
+        md.append(f"| {r['run']} | {r['steps']} | {tps} | {val} |")
+    return md
+
+
 def main():
     out, stages_path, total = sys.argv[1], sys.argv[2], float(sys.argv[3])
     extra_dirs = ([sys.argv[4]] if len(sys.argv) > 4 else []) + [out]
@@ -245,6 +287,7 @@ def main():
         "torch_train_tf32": load_json("bench_torch_train_tf32.json", extra_dirs),
         "train_3xtf32": load_json("bench_train_3xtf32.json", extra_dirs),
         "cuda_one_by_one": one_by_one(extra_dirs),
+        "training_runs": training_runs(extra_dirs),
     }
     json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
 
@@ -293,6 +336,7 @@ def main():
                          report["train_3xtf32"])
     md += attention_markdown(report["attention"], report["torch_attention"])
     md += moe_markdown(bench_moe)
+    md += training_runs_markdown(report["training_runs"])
     open(os.path.join(out, "report.md"), "w").write("\n".join(md) + "\n")
 
 
