@@ -14,6 +14,8 @@
 #include "tools/run_setup.h"
 #include "tools/device_option.h"
 
+#include <fmt/ranges.h>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -163,16 +165,35 @@ int bench_kernels_cmd(const std::vector<std::string>& argv) {
 #endif
 }
 
+// The shapes named by --shape (all of the device's when none is), in the device's order; an unknown name is a
+// usage error naming the choices.
+std::vector<MoeBenchShape> chosen_moe_shapes(const std::vector<MoeBenchShape>& all,
+                                             const std::vector<std::string>& names) {
+  if (names.empty()) return all;
+  std::vector<std::string> known;
+  for (const auto& s : all) known.push_back(s.name);
+  for (const auto& n : names)
+    if (std::find(known.begin(), known.end(), n) == known.end())
+      throw cli::UsageError(fmt::format("bench moe: unknown --shape '{}' (this device has: {})", n,
+                                        fmt::join(known, ", ")));
+  std::vector<MoeBenchShape> chosen;
+  for (const auto& s : all)
+    if (std::find(names.begin(), names.end(), s.name) != names.end()) chosen.push_back(s);
+  return chosen;
+}
+
 int bench_moe_cmd(const std::vector<std::string>& argv) {
   cli::Args a("bench moe", "one MoE layer: grouped dispatch vs a loop over experts",
-              "dsk bench moe [--device cpu|cuda] [--json FILE]");
-  a.option("device", "DEV", "cpu or cuda", "cpu").option("json", "FILE", "also write the result here");
+              "dsk bench moe [--device cpu|cuda] [--shape NAME ...] [--json FILE]");
+  a.option("device", "DEV", "cpu or cuda", "cpu")
+      .repeated("shape", "NAME", "only this shape (repeatable; CPU: small, default; CUDA: small, default, large)")
+      .option("json", "FILE", "also write the result here");
   if (!a.parse(argv)) return 0;
   check_json_output(a);
   const Backend dev = cli::resolve_device(a.get("device"));
-  if (dev == Backend::CPU) return emit(a, bench_moe_cpu());
+  if (dev == Backend::CPU) return emit(a, bench_moe_cpu(chosen_moe_shapes(moe_bench_shapes(), a.all("shape"))));
 #ifdef DSK_HAVE_CUDA
-  return emit(a, bench_moe_cuda());
+  return emit(a, bench_moe_cuda(chosen_moe_shapes(moe_bench_shapes_cuda(), a.all("shape"))));
 #else
   throw Error("built without CUDA");
 #endif

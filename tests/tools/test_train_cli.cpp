@@ -503,3 +503,18 @@ TEST_CASE("dsk bench tokenizer: an empty corpus is refused", "[train_cli]") {
   CHECK_THAT(r.output, Catch::Contains("empty.txt is empty"));
   CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
 }
+
+TEST_CASE("dsk bench moe --shape runs only the named shapes; an unknown one is a usage error naming the choices",
+          "[train_cli]") {
+  TempDir d("bench_moe_shape");
+  const std::string out = d / "moe.json";
+  auto r = run_dsk("bench moe --shape small --json " + out);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(std::ifstream(out));
+  REQUIRE(j.at("result").at("results").size() == 1);
+  CHECK(j.at("result").at("results")[0].at("shape") == "small");
+  r = run_dsk("bench moe --shape large");  // a CUDA shape, not a CPU one
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("unknown --shape 'large'") && Catch::Contains("small, default"));
+  CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+}
