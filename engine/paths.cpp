@@ -12,8 +12,15 @@ namespace dsk {
 
 static bool has_data(const fs::path& p) { return fs::exists(p / "encoder.json") && fs::exists(p / "vocab.bpe"); }
 
+// The variable's value, or nullptr when it is unset or empty (an empty value means "not set", as the XDG base
+// directory specification says; taken as a path it would put files in the working directory).
+static const char* env_value(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : nullptr;
+}
+
 std::string data_dir() {
-  if (const char* env = std::getenv("DSK_DATA_DIR")) {
+  if (const char* env = env_value("DSK_DATA_DIR")) {
     if (!has_data(env)) throw Error(fmt::format("DSK_DATA_DIR={} does not hold encoder.json and vocab.bpe", env));
     return env;
   }
@@ -29,9 +36,11 @@ std::string data_dir() {
 }
 
 std::string cache_dir() {
-  if (const char* env = std::getenv("DSK_CACHE_DIR")) return env;
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME")) return (fs::path(xdg) / "dsk").string();
-  if (const char* home = std::getenv("HOME")) return (fs::path(home) / ".cache" / "dsk").string();
+  if (const char* env = env_value("DSK_CACHE_DIR")) return env;
+  // (a relative XDG_CACHE_HOME is invalid by the specification and ignored)
+  if (const char* xdg = env_value("XDG_CACHE_HOME"); xdg && fs::path(xdg).is_absolute())
+    return (fs::path(xdg) / "dsk").string();
+  if (const char* home = env_value("HOME")) return (fs::path(home) / ".cache" / "dsk").string();
   return (fs::temp_directory_path() / "dsk-cache").string();
 }
 

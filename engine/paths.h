@@ -9,7 +9,8 @@ namespace dsk {
 // else the source tree's data/ folder this binary was built from. Throws when none holds encoder.json.
 std::string data_dir();
 
-// The per-user cache folder for prepared corpora: $DSK_CACHE_DIR, else $XDG_CACHE_HOME/dsk, else ~/.cache/dsk.
+// The per-user cache folder for prepared corpora: $DSK_CACHE_DIR, else $XDG_CACHE_HOME/dsk (an absolute path),
+// else ~/.cache/dsk; an empty variable counts as unset.
 std::string cache_dir();
 
 // `path` made absolute and normal, without a trailing separator: "runs/x/", "./runs/x" and "runs/x" name one
