@@ -244,9 +244,14 @@ TrainSummary run_training(const TrainRun& run) {
       }
     }
     const double loss = loss_sum / tc.grad_accum_steps, aux = aux_sum / tc.grad_accum_steps;
-    if (!std::isfinite(loss) || !std::isfinite(aux))
-      throw Error(fmt::format("the loss became {} at step {}; stopping ({}); try a lower lr or grad_clip", loss,
+    if (!std::isfinite(loss) || !std::isfinite(aux)) {
+      // (fmt spells a NaN "nan" or "-nan"; the aux loss can go bad while the loss is still finite)
+      const bool bad_loss = !std::isfinite(loss);
+      const double bad = bad_loss ? loss : aux;
+      throw Error(fmt::format("the {} became {} at step {}; stopping ({}); try a lower lr or grad_clip",
+                              bad_loss ? "loss" : "aux loss", std::isnan(bad) ? "NaN" : fmt::format("{}", bad),
                               state.step + 1, last_good_checkpoint(summary.last_checkpoint, run.resume_from)));
+    }
     const float lr = learning_rate(tc, static_cast<int>(state.step), static_cast<int>(total_steps));
     const float grad_norm = opt.step(static_cast<int>(state.step) + 1, lr);
     if (run.device == Backend::CUDA) cuda::synchronize();

@@ -1,5 +1,6 @@
 // `dsk prepare`: tokenize a corpus into train/val token shards + manifest.json.
 #include "engine/data.h"
+#include "engine/documents.h"
 #include "tools/cli.h"
 
 #include <cstdio>
@@ -29,6 +30,14 @@ int run_prepare(const std::vector<std::string>& argv) {
     throw dsk::cli::UsageError(fmt::format("dsk prepare: --format must be auto, txt, dir, csv or jsonl, got '{}'", opt.format));
   opt.column = args.get("column");
   opt.field = args.get("field");
+  // --column / --field name where CSV / JSONL text lives; given for another format they would be silently unused.
+  const std::string format = dsk::resolve_format(opt.input, opt.format);
+  if (args.given("column") && format != "csv")
+    throw dsk::cli::UsageError(
+        fmt::format("dsk prepare: --column applies to CSV input; {} is read as {}", opt.input, format));
+  if (args.given("field") && format != "jsonl")
+    throw dsk::cli::UsageError(
+        fmt::format("dsk prepare: --field applies to JSONL input; {} is read as {}", opt.input, format));
   opt.val_fraction = args.get_double("val-fraction");
   if (!(opt.val_fraction > 0.0 && opt.val_fraction < 1.0))  // (written so that NaN fails too)
     throw dsk::cli::UsageError(fmt::format(

@@ -448,5 +448,14 @@ TEST_CASE("prepare: a bad --val-fraction or --format is a usage error (exit 2) s
   auto r = run_dsk("prepare --input " + in + " --out " + (d / "o") + " --format bogus");
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.output, Catch::Contains("--format"));
+  // --column and --field only mean something for CSV and JSONL: given for other input they are errors, not ignored.
+  const std::string txt = d.file("t.txt", "some text");
+  r = run_dsk("prepare --input " + txt + " --out " + (d / "o") + " --column body");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("--column applies to CSV input") && Catch::Contains("read as txt"));
+  r = run_dsk("prepare --input " + in + " --out " + (d / "o") + " --field body");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("--field applies to JSONL input") && Catch::Contains("read as csv"));
+  CHECK_FALSE(fs::exists(d / "o"));
   CHECK(!fs::exists(d / "o"));
 }

@@ -312,6 +312,7 @@ TEST_CASE("dsk train: option errors come before the training, a NaN stop names n
   INFO(nan.output);
   CHECK(nan.exit_code == 1);
   CHECK_THAT(nan.output, Catch::Contains("the loss became") && Catch::Contains("no checkpoint was written yet"));
+  CHECK_THAT(nan.output, Catch::Contains("became NaN") || Catch::Contains("became inf"));  // not "-nan"
   // An error found in setup (here: a batch far beyond memory) is the only line: the config comes after setup.
   auto huge = run_dsk(f.train_args(f.d / "huge", 2) + " --set batch_size=100000000");
   INFO(huge.output);
