@@ -10,7 +10,8 @@
 
 namespace dsk::cli {
 
-// A few lines from the best checkpoint, prompted with a newline, with dsk sample's default sampling.
+// A few lines from the best checkpoint with dsk sample's defaults (start from <|endoftext|>, its sampling and seed,
+// absorbed decoding), so the command in the header prints the same text on the same device.
 void print_sample_after_training(const std::string& checkpoint, Backend device, int max_new_tokens) {
   auto model = load_model(checkpoint, device);
   if (model->config().vocab_size != Tokenizer::gpt2().vocab_size()) return;  // not a GPT-2 vocabulary: no text
@@ -18,8 +19,9 @@ void print_sample_after_training(const std::string& checkpoint, Backend device, 
   GenerateOptions o;
   o.max_new_tokens = max_new_tokens;
   const Tokenizer& tok = Tokenizer::gpt2();
-  std::fprintf(stderr, "--- sample (dsk sample --model %s) ---\n", shell_quote(checkpoint).c_str());
-  generate(session, {tok.encode("\n")}, o, [&](int32_t id) { return tok.token_bytes(id); },
+  std::fprintf(stderr, "--- sample (dsk sample --model %s --max-new-tokens %d --device %s) ---\n",
+               shell_quote(checkpoint).c_str(), max_new_tokens, device == Backend::CUDA ? "cuda" : "cpu");
+  generate(session, {{Tokenizer::kEndOfText}}, o, [&](int32_t id) { return tok.token_bytes(id); },
            [](int, const std::string& piece) {
              std::fputs(piece.c_str(), stdout);
              std::fflush(stdout);

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 using namespace dsk;
@@ -518,4 +519,32 @@ TEST_CASE("dsk bench moe --shape runs only the named shapes; an unknown one is a
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.output, Catch::Contains("unknown --shape 'large'") && Catch::Contains("small, default"));
   CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+}
+
+TEST_CASE("dsk train: the closing sample is what the dsk sample command in its header prints", "[train_cli]") {
+  Fixture f;
+  const std::string run = f.d / "run";
+  auto slurp = [](const std::string& path) {
+    std::stringstream text;
+    text << std::ifstream(path).rdbuf();
+    return text.str();
+  };
+  // stdout (the sample) and stderr (the log, the header) apart.
+  const int trained = std::system(fmt::format("{} train --config {} --data {} --out {} --device cpu --sample-tokens 12 "
+                                              "--set max_steps=2 --set batch_size=2 --set eval_batches=1 > {} 2> {}",
+                                              DSK_BINARY, f.config, f.data, run, f.d / "train.out", f.d / "train.err")
+                                      .c_str());
+  const std::string log = slurp(f.d / "train.err"), train_text = slurp(f.d / "train.out");
+  INFO(log);
+  REQUIRE(trained == 0);
+  const size_t at = log.find("--- sample (dsk ");
+  REQUIRE(at != std::string::npos);
+  const size_t args_begin = at + std::string("--- sample (dsk ").size();
+  const std::string command = log.substr(args_begin, log.find(") ---", args_begin) - args_begin);
+  CHECK_THAT(command, Catch::Contains("--max-new-tokens 12") && Catch::Contains("--device cpu"));
+  // The command as printed gives the same text.
+  REQUIRE(std::system(fmt::format("{} {} > {} 2> /dev/null", DSK_BINARY, command, f.d / "sample.out").c_str()) == 0);
+  const std::string sample_text = slurp(f.d / "sample.out");
+  CHECK(sample_text.size() > 1);
+  CHECK(train_text == sample_text);
 }
