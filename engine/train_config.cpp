@@ -24,6 +24,9 @@ void TrainConfig::validate() const {
   check(max_steps >= 0, "max_steps", "must be >= 0");
   check(epochs >= 0, "epochs", "must be >= 0");
   check(max_steps > 0 || epochs > 0, "max_steps", "or epochs must be set");
+  // A warmup as long as the run never reaches lr, and the cosine never decays to min_lr.
+  check(max_steps == 0 || warmup_steps < max_steps, "warmup_steps",
+        fmt::format("must be less than max_steps ({}), got {}", max_steps, warmup_steps));
   check(grad_accum_steps > 0, "grad_accum_steps", "must be positive");
   check(eval_every >= 0, "eval_every", "must be >= 0");
   check(eval_batches >= 0, "eval_batches", "must be >= 0 (0 = whole split)");

@@ -135,6 +135,9 @@ TrainSummary run_training(const TrainRun& run) {
   }
   AdamW opt(model.params(), tc);
   const int64_t total_steps = total_train_steps(tc, loader.windows_per_epoch());
+  if (tc.warmup_steps >= total_steps)  // (max_steps is checked with the config; epochs give the count only here)
+    throw Error(fmt::format("warmup_steps {} must be less than the run's {} steps (epochs {} of this data)",
+                            tc.warmup_steps, total_steps, tc.epochs));
   if (state.step >= total_steps)
     throw Error(fmt::format("the checkpoint is at step {} and the run has {} steps: nothing to do (raise max_steps)",
                             state.step, total_steps));

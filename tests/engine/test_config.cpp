@@ -73,6 +73,22 @@ TEST_CASE("config: bad keys and values are rejected naming the key", "[config]")
   CHECK_THROWS_WITH(load_model_config(path), Catch::Contains("not valid JSON"));
 }
 
+TEST_CASE("config: a warmup as long as max_steps is refused (the schedule would never reach lr)", "[config]") {
+  TrainConfig t;
+  t.max_steps = 2;
+  t.warmup_steps = 100;
+  CHECK_THROWS_WITH(t.validate(), Catch::Contains("'warmup_steps' must be less than max_steps (2), got 100"));
+  t.warmup_steps = 2;
+  CHECK_THROWS(t.validate());
+  t.warmup_steps = 1;
+  CHECK_NOTHROW(t.validate());
+  // With epochs the step count depends on the data: the trainer checks it once the data is open.
+  t.max_steps = 0;
+  t.epochs = 1;
+  t.warmup_steps = 100000;
+  CHECK_NOTHROW(t.validate());
+}
+
 TEST_CASE("config: the expert_math and attention_math training keys take the four names and reject others",
           "[config]") {
   for (const char* key : {"expert_math", "attention_math"}) {
