@@ -213,6 +213,7 @@ TrainSummary run_training(const TrainRun& run) {
   const auto start = Clock::now();
   const double elapsed_before = state.elapsed_s;
   double window_tokens = 0, window_seconds = 0, last_val = std::nan("");
+  int64_t last_val_step = 0;
   while (state.step < total_steps) {
     const auto t0 = Clock::now();
     model.params().zero_grad();
@@ -273,7 +274,10 @@ TrainSummary run_training(const TrainRun& run) {
                    {"elapsed_s", state.elapsed_s}, {"epoch", loader.epoch()}});
 
     const bool last = state.step == total_steps;
-    if ((tc.eval_every > 0 && state.step % tc.eval_every == 0) || last) last_val = evaluate_val();
+    if ((tc.eval_every > 0 && state.step % tc.eval_every == 0) || last) {
+      last_val = evaluate_val();
+      last_val_step = state.step;
+    }
     if ((tc.save_every > 0 && state.step % tc.save_every == 0) || last) {
       summary.last_checkpoint = save(out / "checkpoints" / step_dir_name(state.step));
       prune_checkpoints(out / "checkpoints", tc.keep_checkpoints);
@@ -281,7 +285,10 @@ TrainSummary run_training(const TrainRun& run) {
 
     const double eta = (total_steps - state.step) * (window_seconds / std::max(1.0, window_tokens)) * B * T *
                        tc.grad_accum_steps;
-    const std::string val = std::isnan(last_val) ? "" : fmt::format(" | val {:.4f}", last_val);
+    // The latest validation loss; from an earlier step it says which, so it is not read as this step's.
+    const std::string val = std::isnan(last_val)              ? ""
+                            : last_val_step == state.step ? fmt::format(" | val {:.4f}", last_val)
+                                                          : fmt::format(" | val {:.4f} (step {})", last_val, last_val_step);
     if (run.progress_line) {
       std::fprintf(run.log, "\rstep %lld/%lld | loss %.4f%s | %.0f tok/s | ETA %s   ", static_cast<long long>(state.step),
                    static_cast<long long>(total_steps), loss, val.c_str(), tok_s, format_duration(eta).c_str());

@@ -548,3 +548,21 @@ TEST_CASE("dsk train: the closing sample is what the dsk sample command in its h
   CHECK(sample_text.size() > 1);
   CHECK(train_text == sample_text);
 }
+
+TEST_CASE("dsk train: a log line shows an earlier validation loss with the step it is from", "[train_cli]") {
+  Fixture f;
+  auto r = run_dsk(fmt::format("train --config {} --data {} --out {} --device cpu --sample-tokens 0 --set max_steps=5 "
+                               "--set batch_size=2 --set eval_batches=1 --set eval_every=3 --set log_every=1",
+                               f.config, f.data, f.d / "run"));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto line_of = [&](const std::string& start) {
+    const size_t at = r.output.find(start);
+    REQUIRE(at != std::string::npos);
+    return r.output.substr(at, r.output.find('\n', at) - at);
+  };
+  CHECK_THAT(line_of("step 2/5"), !Catch::Contains("val"));  // none yet
+  CHECK_THAT(line_of("step 3/5"), Catch::Contains("| val ") && !Catch::Contains("(step"));
+  CHECK_THAT(line_of("step 4/5"), Catch::Contains("| val ") && Catch::Contains("(step 3)"));
+  CHECK_THAT(line_of("step 5/5"), Catch::Contains("| val ") && !Catch::Contains("(step"));  // the final evaluation
+}
