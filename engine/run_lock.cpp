@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -32,29 +33,45 @@ fs::path lock_path(const std::string& run_dir) {
 
 }  // namespace
 
+std::string RunLock::lock_file(const std::string& run_dir) { return lock_path(run_dir).string(); }
+
 RunLock::~RunLock() { release(); }
 
 void RunLock::release() {
-  if (fd_ >= 0) close(fd_);  // closing drops the flock; the file stays (deleting it would race a new locker)
+  if (fd_ < 0) return;
+  // Deleted while still locked, then closed (which drops the flock). A process that opened the file before the
+  // delete and locks it after finds it no longer at its path, and starts again (try_acquire).
+  unlink(path_.c_str());
+  close(fd_);
   fd_ = -1;
+  path_.clear();
 }
 
 bool RunLock::try_acquire(const std::string& run_dir) {
   release();
   const fs::path path = lock_path(run_dir);
-  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-  if (fd < 0)
-    throw Error(fmt::format("cannot create the run lock {}: {} (set TMPDIR to a writable folder)", path.string(),
-                            std::strerror(errno)));
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  for (;;) {
+    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0)
+      throw Error(fmt::format("cannot create the run lock {}: {} (set TMPDIR to a writable folder)", path.string(),
+                              std::strerror(errno)));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      close(fd);
+      return false;
+    }
+    // Locked the file at the path, or one its holder deleted in the meantime (then nobody else sees ours)?
+    struct stat held, named;
+    if (fstat(fd, &held) == 0 && stat(path.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+        held.st_ino == named.st_ino) {
+      // The holder's pid, for the message a second process prints (the lock holds without it: failures ignored).
+      const std::string pid = std::to_string(getpid()) + "\n";
+      if (ftruncate(fd, 0) == 0) (void)!pwrite(fd, pid.data(), pid.size(), 0);
+      fd_ = fd;
+      path_ = path.string();
+      return true;
+    }
     close(fd);
-    return false;
   }
-  // The holder's pid, for the message a second process prints (the lock holds without it: failures ignored).
-  const std::string pid = std::to_string(getpid()) + "\n";
-  if (ftruncate(fd, 0) == 0) (void)!pwrite(fd, pid.data(), pid.size(), 0);
-  fd_ = fd;
-  return true;
 }
 
 void RunLock::acquire(const std::string& run_dir) {

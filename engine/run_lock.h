@@ -4,6 +4,8 @@
 // temporary folder named after the run folder's real path (the run folder may not exist yet, and nothing is added
 // to it); the kernel drops it when the process ends, however it ends. It keeps out processes on this machine that
 // see the same temporary folder ($TMPDIR, else /tmp), not those of another machine sharing the run folder.
+// The holder deletes the file when it lets go, so a temporary folder does not fill with one per run ever trained
+// (a process killed outright leaves its file; the next run of that folder reuses and then deletes it).
 #include <string>
 
 namespace dsk {
@@ -21,8 +23,12 @@ class RunLock {
   void acquire(const std::string& run_dir);
   void release();
 
+  // The lock file of `run_dir`.
+  static std::string lock_file(const std::string& run_dir);
+
  private:
   int fd_ = -1;
+  std::string path_;  // the lock file held
 };
 
 }  // namespace dsk

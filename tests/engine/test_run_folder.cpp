@@ -128,6 +128,11 @@ TEST_CASE("run lock: one holder per run folder, whatever path names it", "[run_f
   CHECK(second.try_acquire((d.path / "other").string()));  // another folder is free
   first.release();
   CHECK(second.try_acquire(run));
+  // The holder deletes its lock file when it lets go: a temporary folder does not collect one per run.
+  CHECK(fs::exists(RunLock::lock_file(run)));
+  second.release();
+  CHECK_FALSE(fs::exists(RunLock::lock_file(run)));
+  CHECK(second.try_acquire(run));  // and the lock is taken again from scratch
   // A TMPDIR that names nothing falls back to /tmp rather than failing the run.
   const char* saved = std::getenv("TMPDIR");
   const std::string before = saved ? saved : "";
