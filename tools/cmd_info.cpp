@@ -1,4 +1,5 @@
 // dsk info: parameters (total / active), KV-cache bytes per token, the memory plan, devices.
+#include "engine/checkpoint.h"
 #include "engine/config.h"
 #include "engine/memory_plan.h"
 #include "kernels/device.h"
@@ -23,14 +24,20 @@ std::string commas(int64_t v) {
 
 int run_info(const std::vector<std::string>& argv) {
   cli::Args a("info", "parameters, KV-cache bytes per token, memory plan, devices",
-              "dsk info [--config small|default|large|FILE] [--batch 8] [--seq-len T] [--json]");
+              "dsk info [--config small|default|large|FILE | --model RUN_OR_CHECKPOINT] [--batch 8] [--seq-len T] "
+              "[--json]");
   a.option("config", "NAME|FILE", "model configuration", "small")
+      .option("model", "PATH", "the model of a run folder (its best checkpoint) or a checkpoint folder")
       .option("batch", "B", "batch size for the memory plan", "8")
       .option("seq-len", "T", "sequence length for the memory plan (default: context_length)", "0")
       .repeated("set", "KEY=VALUE", "override a model config key")
       .flag("json", "print JSON");
   if (!a.parse(argv)) return 0;
-  ModelConfig c = load_model_config(a.get("config"));
+  if (a.given("model") && a.given("config"))
+    throw cli::UsageError("dsk info: give --config or --model, not both");
+  // A trained model's own configuration, as `dsk eval` and `dsk sample` find it.
+  const std::string named = a.given("model") ? a.get("model") : a.get("config");
+  ModelConfig c = a.given("model") ? checkpoint_model_config(resolve_checkpoint(named)) : load_model_config(named);
   cli::apply_overrides(a.all("set"), c, nullptr);
   cli::validate_after_overrides(c, nullptr, a.all("set"));
   const int B = a.get_int32("batch", 1);
@@ -64,9 +71,9 @@ int run_info(const std::vector<std::string>& argv) {
     std::puts(j.dump(2).c_str());
     return 0;
   }
-  std::printf("config %s: d=%d, heads=%d×%d, layers=%d, d_c=%d, experts %d routed (top-%d) + %d shared, F=%d, "
+  std::printf("%s %s: d=%d, heads=%d×%d, layers=%d, d_c=%d, experts %d routed (top-%d) + %d shared, F=%d, "
               "ctx=%d, vocab=%d\n",
-              a.get("config").c_str(), c.emb_dim, c.n_heads, c.head_dim(), c.n_layers, c.kv_latent_dim, c.num_experts,
+              a.given("model") ? "model" : "config", named.c_str(), c.emb_dim, c.n_heads, c.head_dim(), c.n_layers, c.kv_latent_dim, c.num_experts,
               c.top_k, c.num_shared_experts, c.expert_hidden_dim, c.context_length, c.vocab_size);
   std::printf("parameters      %s total, %s active per token (routed experts %s; embeddings %s)\n",
               commas(p.total).c_str(), commas(p.active).c_str(), commas(p.routed_experts).c_str(),

@@ -92,3 +92,31 @@ TEST_CASE("dsk bench train on the CPU keeps OpenMP's thread count (OpenBLAS's Op
   CHECK(r.exit_code == 0);
   CHECK_THAT(r.output, Catch::Contains("\"omp_threads\": 2"));  // read after the training step ran its GEMMs
 }
+
+TEST_CASE("dsk info --model describes a trained model: a run folder or a checkpoint", "[info_cli]") {
+  dsk::testing::TempDir d("info_model");
+  // A model of its own shape (not a built-in one), trained one step on a little text.
+  const std::string config = d.file("m.json", R"({"emb_dim": 32, "n_heads": 4, "n_layers": 1, "context_length": 16,
+      "kv_latent_dim": 8, "num_experts": 4, "num_shared_experts": 1, "top_k": 2, "expert_hidden_dim": 24})");
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "A little text to train on, one line after another.\n";
+  const std::string corpus = d.file("corpus.txt", text);
+  REQUIRE(run_dsk("prepare --input " + corpus + " --out " + (d / "data")).exit_code == 0);
+  auto t = run_dsk("train --config " + config + " --data " + (d / "data") + " --out " + (d / "run") +
+                   " --device cpu --sample-tokens 0 --set max_steps=1 --set batch_size=2 --set eval_batches=1");
+  INFO(t.output);
+  REQUIRE(t.exit_code == 0);
+  for (const std::string& model : {d / "run", d / "run/best"}) {
+    auto r = run_dsk("info --model " + model + " --json");
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    auto info = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+    CHECK(info["config"]["kv_latent_dim"] == 8);
+    CHECK(info["config"]["expert_hidden_dim"] == 24);
+    CHECK(info["kv_cache_bytes_per_token"]["mla_latent"] == 1 * 8 * 4);
+  }
+  CHECK(run_dsk("info --model " + (d / "missing")).exit_code == 1);
+  auto both = run_dsk("info --model " + (d / "run") + " --config small");
+  CHECK(both.exit_code == 2);
+  CHECK_THAT(both.output, Catch::Contains("--config or --model, not both"));
+}
