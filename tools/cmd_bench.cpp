@@ -262,9 +262,14 @@ int bench_attention_cmd(const std::vector<std::string>& argv) {
 }
 
 int run_bench(const std::vector<std::string>& argv) {
-  if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
+  if (argv.empty()) {  // a command-line mistake: the usage goes with the errors, to stderr
+    std::fputs(kUsage, stderr);
+    std::fputs("\n", stderr);
+    return 2;
+  }
+  if (argv[0] == "--help" || argv[0] == "-h") {
     std::puts(kUsage);
-    return argv.empty() ? 2 : 0;
+    return 0;
   }
   const std::string what = argv[0];
   std::vector<std::string> rest(argv.begin() + 1, argv.end());

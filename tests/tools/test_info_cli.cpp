@@ -42,6 +42,14 @@ TEST_CASE("dsk: help, version, unknown command and unknown flag", "[info_cli]") 
   CHECK(flag.exit_code == 2);
   CHECK_THAT(flag.output, Catch::Contains("unknown flag --colour"));
   CHECK(run_dsk("info --help").exit_code == 0);
+  // `dsk bench` without a benchmark is a mistake: its usage goes to stderr (exit 2); `dsk bench --help` to stdout.
+  dsk::testing::TempDir d("bench_usage");
+  const std::string out = d / "out", err = d / "err";
+  const int status = std::system((std::string(DSK_BINARY) + " bench > " + out + " 2> " + err).c_str());
+  CHECK(WEXITSTATUS(status) == 2);
+  CHECK(std::filesystem::file_size(out) == 0);
+  CHECK(std::filesystem::file_size(err) > 0);
+  CHECK(run_dsk("bench --help").exit_code == 0);
   CHECK(run_dsk("info --config nowhere.json").exit_code == 1);
 }
 
