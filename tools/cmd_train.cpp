@@ -114,7 +114,14 @@ int run_train(const std::vector<std::string>& argv) {
     (model.has_key(kv.substr(0, kv.find('='))) ? model_sets : train_sets).push_back(kv);
   std::string resume_ckpt, resumed_run, out_dir = a.get("out"), data_dir;
   if (a.has("resume")) {
-    resume_ckpt = latest_checkpoint(a.get("resume"));
+    try {
+      resume_ckpt = latest_checkpoint(a.get("resume"));
+    } catch (const Error&) {
+      // A run another dsk train is still writing may have no checkpoint yet: say that, not just "none".
+      RunLock probe;
+      probe.acquire(a.get("resume"));  // throws naming the process that holds the run
+      throw;
+    }
     nlohmann::json saved = read_checkpoint_config(resume_ckpt);
     ModelConfig saved_model;
     saved_model.update_from_json(saved.at("model"));

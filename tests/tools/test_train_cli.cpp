@@ -1,5 +1,6 @@
 // `dsk train` and `dsk eval` through the binary: exit codes, messages, SIGINT checkpointing, eval consistency.
 #include "engine/checkpoint.h"
+#include "engine/run_lock.h"
 #include "engine/data.h"
 #include "engine/trainer.h"
 #include "tests/train_testing.h"
@@ -565,4 +566,20 @@ TEST_CASE("dsk train: a log line shows an earlier validation loss with the step 
   CHECK_THAT(line_of("step 3/5"), Catch::Contains("| val ") && !Catch::Contains("(step"));
   CHECK_THAT(line_of("step 4/5"), Catch::Contains("| val ") && Catch::Contains("(step 3)"));
   CHECK_THAT(line_of("step 5/5"), Catch::Contains("| val ") && !Catch::Contains("(step"));  // the final evaluation
+}
+
+TEST_CASE("dsk train --resume of a run another process is writing, before its first checkpoint, names that process",
+          "[train_cli]") {
+  TempDir d("resume_busy");
+  const std::string run = d / "run";
+  fs::create_directories(run);
+  RunLock writer;  // this test process plays the dsk train that is writing the run
+  REQUIRE(writer.try_acquire(run));
+  auto r = run_dsk("train --resume " + run + " --device cpu --sample-tokens 0");
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::Contains(fmt::format("another dsk train (process {}) is writing into", getpid())));
+  writer.release();
+  r = run_dsk("train --resume " + run + " --device cpu --sample-tokens 0");  // nobody writing: the plain reason
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::Contains("holds no resumable checkpoint"));
 }
