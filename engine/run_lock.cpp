@@ -31,6 +31,13 @@ fs::path lock_path(const std::string& run_dir) {
   return tmp / fmt::format("dsk-run-{}.lock", sha256_hex(real.string()).substr(0, 24));
 }
 
+// Whether the open file `fd` is the one `path` names now.
+bool is_at_path(int fd, const std::string& path) {
+  struct stat held, named;
+  return fstat(fd, &held) == 0 && stat(path.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+         held.st_ino == named.st_ino;
+}
+
 }  // namespace
 
 std::string RunLock::lock_file(const std::string& run_dir) { return lock_path(run_dir).string(); }
@@ -40,8 +47,9 @@ RunLock::~RunLock() { release(); }
 void RunLock::release() {
   if (fd_ < 0) return;
   // Deleted while still locked, then closed (which drops the flock). A process that opened the file before the
-  // delete and locks it after finds it no longer at its path, and starts again (try_acquire).
-  unlink(path_.c_str());
+  // delete and locks it after finds it no longer at its path, and starts again (try_acquire). Only our own file
+  // goes: if something else removed it meanwhile (a /tmp cleaner), the file now there is another holder's.
+  if (is_at_path(fd_, path_)) unlink(path_.c_str());
   close(fd_);
   fd_ = -1;
   path_.clear();
@@ -50,7 +58,8 @@ void RunLock::release() {
 bool RunLock::try_acquire(const std::string& run_dir) {
   release();
   const fs::path path = lock_path(run_dir);
-  for (;;) {
+  // (each retry means a holder deleted the file between our open and our flock: a handful at most)
+  for (int attempt = 0; attempt < 100; ++attempt) {
     const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
     if (fd < 0)
       throw Error(fmt::format("cannot create the run lock {}: {} (set TMPDIR to a writable folder)", path.string(),
@@ -60,9 +69,7 @@ bool RunLock::try_acquire(const std::string& run_dir) {
       return false;
     }
     // Locked the file at the path, or one its holder deleted in the meantime (then nobody else sees ours)?
-    struct stat held, named;
-    if (fstat(fd, &held) == 0 && stat(path.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
-        held.st_ino == named.st_ino) {
+    if (is_at_path(fd, path.string())) {
       // The holder's pid, for the message a second process prints (the lock holds without it: failures ignored).
       const std::string pid = std::to_string(getpid()) + "\n";
       if (ftruncate(fd, 0) == 0) (void)!pwrite(fd, pid.data(), pid.size(), 0);
@@ -72,6 +79,23 @@ bool RunLock::try_acquire(const std::string& run_dir) {
     }
     close(fd);
   }
+  throw Error(fmt::format("cannot take the run lock {}: it keeps being replaced", path.string()));
+}
+
+std::string RunLock::holder(const std::string& run_dir) {
+  // Opened without creating it and never deleted: asking must not disturb a holder or a locker.
+  const fs::path path = lock_path(run_dir);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::string pid;
+  if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+    char buf[32] = {};  // "<pid>\n"
+    const ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    const size_t digits = n > 0 ? std::strspn(buf, "0123456789") : 0;
+    pid = digits > 0 ? std::string(buf, digits) : "?";
+  }
+  close(fd);  // (drops the shared lock if we got it)
+  return pid;
 }
 
 void RunLock::acquire(const std::string& run_dir) {

@@ -25,6 +25,9 @@ class RunLock {
 
   // The lock file of `run_dir`.
   static std::string lock_file(const std::string& run_dir);
+  // The pid of the process holding `run_dir`'s lock ("?" when it wrote none), or "" when nobody holds it. Only
+  // asks: takes nothing, creates and deletes nothing.
+  static std::string holder(const std::string& run_dir);
 
  private:
   int fd_ = -1;

@@ -118,8 +118,10 @@ int run_train(const std::vector<std::string>& argv) {
       resume_ckpt = latest_checkpoint(a.get("resume"));
     } catch (const Error&) {
       // A run another dsk train is still writing may have no checkpoint yet: say that, not just "none".
-      RunLock probe;
-      probe.acquire(a.get("resume"));  // throws naming the process that holds the run
+      const std::string pid = RunLock::holder(a.get("resume"));
+      if (!pid.empty())
+        throw Error(fmt::format("another dsk train (process {}) is writing into {} and has saved no checkpoint "
+                                "yet; wait for it", pid, a.get("resume")));
       throw;
     }
     nlohmann::json saved = read_checkpoint_config(resume_ckpt);

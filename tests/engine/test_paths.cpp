@@ -1,5 +1,6 @@
 // engine/paths: where dsk looks for its data and keeps its cache.
 #include "engine/paths.h"
+#include "tests/test_env.h"
 
 #include <catch2/catch.hpp>
 
@@ -7,31 +8,7 @@
 #include <optional>
 #include <string>
 
-namespace {
-
-// Sets (or unsets, with nullopt) an environment variable for the scope, then restores it.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value)
-      setenv(name, value->c_str(), 1);
-    else
-      unsetenv(name);
-  }
-  ~ScopedEnv() {
-    if (old_)
-      setenv(name_, old_->c_str(), 1);
-    else
-      unsetenv(name_);
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
-
-}  // namespace
+using dsk::testing::ScopedEnv;
 
 TEST_CASE("cache_dir: DSK_CACHE_DIR, then an absolute XDG_CACHE_HOME, then ~/.cache; empty means unset", "[paths]") {
   ScopedEnv home("HOME", "/home/someone");

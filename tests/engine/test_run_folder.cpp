@@ -4,11 +4,14 @@
 #include "tests/test_env.h"
 
 #include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 using namespace dsk;
 using dsk::testing::TempDir;
@@ -134,12 +137,75 @@ TEST_CASE("run lock: one holder per run folder, whatever path names it", "[run_f
   CHECK_FALSE(fs::exists(RunLock::lock_file(run)));
   CHECK(second.try_acquire(run));  // and the lock is taken again from scratch
   // A TMPDIR that names nothing falls back to /tmp rather than failing the run.
-  const char* saved = std::getenv("TMPDIR");
-  const std::string before = saved ? saved : "";
-  setenv("TMPDIR", "/nonexistent/dsk", 1);
+  dsk::testing::ScopedEnv tmpdir("TMPDIR", "/nonexistent/dsk");
   RunLock third;
   CHECK(third.try_acquire((d.path / "third").string()));
-  if (saved) setenv("TMPDIR", before.c_str(), 1); else unsetenv("TMPDIR");
+}
+
+TEST_CASE("run lock: holder() names the holding process without taking, creating or deleting anything",
+          "[run_folder]") {
+  TempDir d("lock_holder");
+  const std::string run = d / "run";
+  CHECK(RunLock::holder(run).empty());
+  CHECK_FALSE(fs::exists(RunLock::lock_file(run)));  // asking created nothing
+  RunLock held;
+  REQUIRE(held.try_acquire(run));
+  CHECK(RunLock::holder(run) == std::to_string(getpid()));
+  RunLock other;
+  CHECK_FALSE(other.try_acquire(run));  // still held after the question
+  held.release();
+  CHECK(RunLock::holder(run).empty());
+}
+
+TEST_CASE("run lock: a holder whose file was removed by someone else leaves the new holder's file alone",
+          "[run_folder]") {
+  TempDir d("lock_cleaner");
+  const std::string run = d / "run";
+  RunLock first;
+  REQUIRE(first.try_acquire(run));
+  fs::remove(RunLock::lock_file(run));  // a /tmp cleaner
+  RunLock second;
+  REQUIRE(second.try_acquire(run));  // a new file at the path
+  first.release();
+  CHECK(fs::exists(RunLock::lock_file(run)));  // second's file: not first's to delete
+  RunLock third;
+  CHECK_FALSE(third.try_acquire(run));  // second still holds the run
+}
+
+TEST_CASE("run lock: processes racing for one run never hold it at the same time", "[run_folder]") {
+  // Each child takes the lock, proves it is alone by creating a marker with O_EXCL, then lets go (deleting the
+  // lock file); a locker that got a file its holder deleted must notice and start again, or two hold at once.
+  TempDir d("lock_race");
+  const std::string run = d / "run", marker = d / "held";
+  constexpr int kChildren = 4, kRounds = 2000;
+  std::vector<pid_t> children;
+  for (int c = 0; c < kChildren; ++c) {
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      int overlaps = 0;
+      for (int i = 0; i < kRounds; ++i) {
+        RunLock lock;
+        if (!lock.try_acquire(run)) continue;
+        const int fd = open(marker.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+        if (fd < 0) {
+          ++overlaps;  // someone else holds the run too
+          continue;
+        }
+        close(fd);
+        unlink(marker.c_str());
+      }
+      _exit(overlaps == 0 ? 0 : 1);
+    }
+    children.push_back(pid);
+  }
+  int failed = 0;
+  for (pid_t pid : children) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  CHECK(failed == 0);
 }
 
 TEST_CASE("run folder: leftovers of a killed save are removed, those of a live process kept", "[run_folder]") {
