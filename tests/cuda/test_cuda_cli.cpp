@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <cstdlib>
+#include <fstream>
 #include <sstream>
 
 using dsk::testing::run_dsk;
@@ -63,6 +65,21 @@ TEST_CASE("cuda cli: info, train, eval, sample and resume with --device cuda", "
   const auto losses = dsk::testing::train_losses(run);
   REQUIRE(losses.size() == 4);
   for (double l : losses) CHECK(std::isfinite(l));
+
+  // The closing sample is what the dsk sample command in its header prints, although the training ran its
+  // attention in 3xTF32 (the sample resets the arithmetic to dsk sample's defaults).
+  {
+    const size_t at = train.output.find("--- sample (dsk ");
+    REQUIRE(at != std::string::npos);
+    const size_t args = at + std::string("--- sample (dsk ").size(), text = train.output.find('\n', at) + 1;
+    const std::string command = train.output.substr(args, train.output.find(") ---", args) - args);
+    CHECK_THAT(command, Catch::Contains("--device cuda"));
+    const std::string out = d / "sample.out";
+    REQUIRE(std::system(fmt::format("{} {} > {} 2> /dev/null", DSK_BINARY, command, out).c_str()) == 0);
+    std::stringstream printed;
+    printed << std::ifstream(out).rdbuf();
+    CHECK(printed.str() == train.output.substr(text));
+  }
 
   auto eval_gpu = run_dsk(fmt::format("eval --model {} --data {} --json --device cuda", run, data));
   auto eval_cpu = run_dsk(fmt::format("eval --model {} --data {} --json --device cpu", run, data));
