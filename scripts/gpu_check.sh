@@ -111,21 +111,21 @@ use_prebuilt() {
   local dir=$1 src
   src=$(cat "$dir/SOURCE_DIR")
   if [ "$(cd "$src" 2>/dev/null && pwd -P)" != "$(pwd -P)" ]; then
-    [ -e "$src" ] && { echo "prebuilt: $src exists and is another folder"; return 1; }
+    # (-L too: a dangling link is not -e, and ln would fail on it)
+    { [ -e "$src" ] || [ -L "$src" ]; } && { echo "prebuilt: $src exists and is another folder"; return 1; }
     mkdir -p "$(dirname "$src")" && ln -s "$(pwd -P)" "$src" || return 1
   fi
   # cuBLAS: the toolkit's own, where the loader does not find it by itself (not exported wider: PyTorch brings its own).
   if ldd "$dir/dsk_tests" | grep -q "libcublas.*not found" && [ -d /usr/local/cuda/lib64 ]; then
     echo "prebuilt: cuBLAS from /usr/local/cuda/lib64"
     touch "$dir/NEEDS_CUDA_LIB64"
-    export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
+    export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
   fi
   # The tests run the dsk binary where the build left it: put it there.
   local bin_dir
   bin_dir=$(cat "$dir/BINARY_DIR")
-  if [ ! -e "$bin_dir/dsk" ]; then
-    mkdir -p "$bin_dir" && ln -s "$(pwd -P)/$dir/dsk" "$bin_dir/dsk" || return 1
-  fi
+  # (-sfn: a dsk left there by an earlier build in the same lease would not be the carried one)
+  mkdir -p "$bin_dir" && ln -sfn "$(pwd -P)/$dir/dsk" "$bin_dir/dsk" || return 1
   echo "prebuilt from commit $(cat "$dir/COMMIT"), this checkout is at $(git rev-parse HEAD 2>/dev/null || echo '?')"
   local names
   # (Catch2 v2 exits with the number of tests listed, so the output is what tells the binary loaded and ran)
@@ -140,7 +140,7 @@ if [ -x "$PREBUILT/dsk_tests" ] && [ -x "$PREBUILT/dsk" ] &&
    stage prebuilt 30 bash -c "$(declare -f use_prebuilt); use_prebuilt $PREBUILT"; then
   BUILD=$PREBUILT
   built=1
-  [ -e "$PREBUILT/NEEDS_CUDA_LIB64" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
+  [ -e "$PREBUILT/NEEDS_CUDA_LIB64" ] && export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
 elif stage configure 120 bash -c "$(declare -f configure); configure"; then
   stage build 330 cmake --build "$BUILD" -j "${DSK_GPU_JOBS:-16}" && built=1
 fi

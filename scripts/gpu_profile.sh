@@ -27,7 +27,10 @@ BUILD=build
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
 [ -n "$ncu" ] || { echo "gpu_profile: ncu not found" | tee -a "$LOG" >&2; exit 1; }
 [ -x "$BUILD/dsk" ] || { echo "gpu_profile: no $BUILD/dsk (build first, or carry .gpu-build)" | tee -a "$LOG" >&2; exit 1; }
-[ -e .gpu-build/NEEDS_CUDA_LIB64 ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
+# cuBLAS from the toolkit when the loader does not find it by itself (a carried build, say)
+if ldd "$BUILD/dsk" | grep -q "libcublas.*not found" && [ -d /usr/local/cuda/lib64 ]; then
+  export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
+fi
 
 sections=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis
           --section Occupancy --section WarpStateStats --section LaunchStats)

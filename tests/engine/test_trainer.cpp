@@ -149,6 +149,14 @@ TEST_CASE("trainer: bad input is refused with a clear message", "[trainer]") {
     r.data_dir = d / "nowhere";
     CHECK_THROWS_WITH(run_training(r), Catch::Contains("nowhere"));
   }
+  SECTION("a warmup longer than the run that epochs give") {
+    r.train.max_steps = 0;
+    r.train.epochs = 1;
+    r.train.warmup_steps = 100000;
+    CHECK_THROWS_WITH(run_training(r), Catch::Contains("warmup_steps 100000 must be less than the run's") &&
+                                           Catch::Contains("epochs 1"));
+    CHECK_FALSE(std::filesystem::exists(std::filesystem::path(r.out_dir) / "checkpoints"));
+  }
   SECTION("more epochs than a 32-bit step counter holds") {
     r.train.max_steps = 0;
     r.train.epochs = 1e30f;
