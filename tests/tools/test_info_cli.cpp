@@ -91,11 +91,12 @@ TEST_CASE("dsk: output that cannot be written (a full disk) is an error, not a s
 
 TEST_CASE("dsk bench train on the CPU keeps OpenMP's thread count (OpenBLAS's OpenMP build set it to 1)",
           "[info_cli]") {
-  setenv("OMP_NUM_THREADS", "2", 1);  // (run_dsk's process inherits it)
-  auto r = run_dsk("bench train --device cpu --steps 1 --warmup 0 --profile-steps 0 --batch 1 --set n_layers=1 "
+  auto r = [] {
+    dsk::testing::ScopedEnv threads("OMP_NUM_THREADS", "2");  // (run_dsk's process inherits it)
+    return run_dsk("bench train --device cpu --steps 1 --warmup 0 --profile-steps 0 --batch 1 --set n_layers=1 "
                    "--set emb_dim=64 --set n_heads=2 --set kv_latent_dim=16 --set expert_hidden_dim=64 "
                    "--set context_length=16");
-  unsetenv("OMP_NUM_THREADS");
+  }();
   INFO(r.output);
   CHECK(r.exit_code == 0);
   CHECK_THAT(r.output, Catch::Contains("\"omp_threads\": 2"));  // read after the training step ran its GEMMs

@@ -403,7 +403,7 @@ TEST_CASE("dsk train --resume: a checkpoint outside a run needs --out; a link to
 TEST_CASE("dsk train --text: a cache folder left without its manifest is prepared again", "[train_cli]") {
   Fixture f;
   const std::string cache = f.d / "cache";
-  setenv("DSK_CACHE_DIR", cache.c_str(), 1);  // (run_dsk's processes inherit it)
+  dsk::testing::ScopedEnv cache_dir("DSK_CACHE_DIR", cache);  // (run_dsk's processes inherit it)
   std::string text;
   for (int i = 0; i < 40; ++i) text += "Now is the winter of our discontent made glorious summer.\n";
   const std::string args = "train --device cpu --sample-tokens 0 --set max_steps=1 --set batch_size=2 --config " +
@@ -412,7 +412,6 @@ TEST_CASE("dsk train --text: a cache folder left without its manifest is prepare
   const fs::path prepared = fs::directory_iterator(fs::path(cache) / "prepared")->path();
   fs::remove(prepared / "manifest.json");
   auto again = run_dsk(args + (f.d / "b"));
-  unsetenv("DSK_CACHE_DIR");
   INFO(again.output);
   CHECK(again.exit_code == 0);
   CHECK(fs::exists(prepared / "manifest.json"));
