@@ -99,21 +99,21 @@ RunFolder inspect_run_folder(const std::string& dir) {
 }
 
 void remove_interrupted_saves(const std::string& dir) {
-  std::vector<fs::path> stale;
+  std::vector<std::pair<fs::path, ReplaceLeftover>> stale;
   for (const fs::path& folder : {fs::path(dir), fs::path(dir) / "checkpoints"}) {
     if (!fs::is_directory(folder)) continue;
     for (const auto& e : fs::directory_iterator(folder)) {
       if (!is_interrupted_save(e.path())) continue;
-      const long long pid = parse_replace_leftover(e.path().filename().string()).pid;
+      const ReplaceLeftover leftover = parse_replace_leftover(e.path().filename().string());
+      const long long pid = leftover.pid;
       const bool gone = pid > 0 && pid <= INT32_MAX && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
-      if (gone) stale.push_back(e.path());  // (a live process may be saving it now)
+      if (gone) stale.emplace_back(e.path(), leftover);  // (a live process may be saving it now)
     }
   }
   std::error_code ec;
-  for (const fs::path& p : stale) {
+  for (const auto& [p, leftover] : stale) {
     // Killed between FolderReplace::commit's two renames, the save left no <stem> at all: its complete previous
     // version is <stem>.old-PID, and goes back into place rather than away.
-    const ReplaceLeftover leftover = parse_replace_leftover(p.filename().string());
     const fs::path stem = p.parent_path() / leftover.stem;
     if (leftover.old_copy && !fs::exists(fs::symlink_status(stem)) && is_dsk_checkpoint(p.string())) {
       fs::rename(p, stem, ec);

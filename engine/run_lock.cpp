@@ -13,8 +13,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 namespace fs = std::filesystem;
 
@@ -100,11 +98,9 @@ std::string RunLock::holder(const std::string& run_dir) {
 
 void RunLock::acquire(const std::string& run_dir) {
   if (try_acquire(run_dir)) return;
-  std::ifstream in(lock_path(run_dir));
-  std::string pid;
-  std::getline(in, pid);
+  const std::string pid = holder(run_dir);  // ("" if it let go meanwhile, "?" if it wrote no pid)
   throw Error(fmt::format("another dsk train{} is writing into {}; wait for it to finish, or choose another --out",
-                          pid.empty() ? "" : " (process " + pid + ")", run_dir));
+                          pid.empty() || pid == "?" ? "" : " (process " + pid + ")", run_dir));
 }
 
 }  // namespace dsk

@@ -73,8 +73,8 @@ int run_info(const std::vector<std::string>& argv) {
   }
   std::printf("%s %s: d=%d, heads=%d×%d, layers=%d, d_c=%d, experts %d routed (top-%d) + %d shared, F=%d, "
               "ctx=%d, vocab=%d\n",
-              a.given("model") ? "model" : "config", named.c_str(), c.emb_dim, c.n_heads, c.head_dim(), c.n_layers, c.kv_latent_dim, c.num_experts,
-              c.top_k, c.num_shared_experts, c.expert_hidden_dim, c.context_length, c.vocab_size);
+              a.given("model") ? "model" : "config", named.c_str(), c.emb_dim, c.n_heads, c.head_dim(), c.n_layers,
+              c.kv_latent_dim, c.num_experts, c.top_k, c.num_shared_experts, c.expert_hidden_dim, c.context_length, c.vocab_size);
   std::printf("parameters      %s total, %s active per token (routed experts %s; embeddings %s)\n",
               commas(p.total).c_str(), commas(p.active).c_str(), commas(p.routed_experts).c_str(),
               commas(p.embedding).c_str());

@@ -26,12 +26,15 @@ int run_prepare(const std::vector<std::string>& argv) {
   opt.input = args.get("input");
   opt.out_dir = args.get("out");
   opt.format = args.get("format");
-  if (opt.format != "auto" && opt.format != "txt" && opt.format != "dir" && opt.format != "csv" && opt.format != "jsonl")
-    throw dsk::cli::UsageError(fmt::format("dsk prepare: --format must be auto, txt, dir, csv or jsonl, got '{}'", opt.format));
+  std::string format;  // what the input is read as (resolve_format knows the names --format takes)
+  try {
+    format = dsk::resolve_format(opt.input, opt.format);
+  } catch (const dsk::Error& e) {
+    throw dsk::cli::UsageError(fmt::format("dsk prepare: --format: {}", e.what()));
+  }
   opt.column = args.get("column");
   opt.field = args.get("field");
   // --column / --field name where CSV / JSONL text lives; given for another format they would be silently unused.
-  const std::string format = dsk::resolve_format(opt.input, opt.format);
   if (args.given("column") && format != "csv")
     throw dsk::cli::UsageError(
         fmt::format("dsk prepare: --column applies to CSV input; {} is read as {}", opt.input, format));

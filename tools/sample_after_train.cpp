@@ -26,7 +26,7 @@ void print_sample_after_training(const std::string& checkpoint, Backend device, 
   o.max_new_tokens = max_new_tokens;
   const Tokenizer& tok = Tokenizer::gpt2();
   std::fprintf(stderr, "--- sample (dsk sample --model %s --max-new-tokens %d --device %s) ---\n",
-               shell_quote(checkpoint).c_str(), max_new_tokens, device == Backend::CUDA ? "cuda" : "cpu");
+               shell_quote(checkpoint).c_str(), max_new_tokens, backend_name(device));
   generate(session, {{Tokenizer::kEndOfText}}, o, [&](int32_t id) { return tok.token_bytes(id); },
            [](int, const std::string& piece) {
              std::fwrite(piece.data(), 1, piece.size(), stdout);  // (a piece may hold a NUL byte)
