@@ -61,6 +61,15 @@ enum class ExpertTile { kAuto, kSmall, kBig };
 void set_expert_tile(ExpertTile tile);
 ExpertTile expert_tile();
 
+// The block the tensor-core decode forward runs (at most 16 query rows per (batch, kv head) in attention_math tf32 or
+// 3xtf32): kAuto and kKeySplit take the 4-warp block that splits each key tile over its warps and double-buffers
+// the tiles (kernels/cuda/attention_decode.cuh); kOneWarp the one-warp block of kernels/cuda/attention_mma.cuh, kept
+// so that `dsk bench attention` can time both on a GPU. The FFMA decode is the same either way. Without the CUDA
+// backend a no-op.
+enum class DecodeBlock { kAuto, kOneWarp, kKeySplit };
+void set_decode_block(DecodeBlock block);
+DecodeBlock decode_block();
+
 // The arithmetic of dsk's own fp32 matrix tiles, chosen separately for the grouped expert GEMMs
 // (kernels/cuda/expert_ffn.cu; the `expert_math` training key) and for the attention kernels
 // (kernels/cuda/attention_*.cu; the `attention_math` key). kAuto follows set_tf32 (TF32 tensor cores when on, fp32
@@ -139,6 +148,7 @@ using ScopedTf32 = ScopedSetting<bool, tf32_enabled, set_tf32>;
 using ScopedExpertTile = ScopedSetting<ExpertTile, expert_tile, set_expert_tile>;
 using ScopedExpertMath = ScopedSetting<Math, expert_math, set_expert_math>;
 using ScopedAttentionMath = ScopedSetting<Math, attention_math, set_attention_math>;
+using ScopedDecodeBlock = ScopedSetting<DecodeBlock, decode_block, set_decode_block>;
 }  // namespace cuda
 
 }  // namespace dsk

@@ -31,6 +31,8 @@ void set_expert_math(Math) {}
 Math expert_math() { return Math::kAuto; }
 void set_attention_math(Math) {}
 Math attention_math() { return Math::kAuto; }
+void set_decode_block(DecodeBlock) {}
+DecodeBlock decode_block() { return DecodeBlock::kAuto; }
 }  // namespace cuda
 
 }  // namespace dsk

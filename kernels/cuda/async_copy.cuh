@@ -55,4 +55,25 @@ __device__ __forceinline__ void copies_wait_all() {
 #endif
 }
 
+// Pipelined tiles (a tile's copies land while the block computes on the one before): copies_commit() closes the
+// copies this thread issued since its last commit into a group; copies_wait_pending<N>() waits until at most the N
+// most recently committed groups are still in flight (every older group has landed). Copies not yet committed are
+// not waited for. As with copies_wait_all, a __syncthreads after the wait publishes the block's copies.
+__device__ __forceinline__ void copies_commit() {
+#if defined(DSK_CUDA_EMULATOR)
+  dsk_emu::cp_async_commit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void copies_wait_pending() {
+  static_assert(N >= 0 && N <= 7, "cp.async.wait_group takes 0 to 7");
+#if defined(DSK_CUDA_EMULATOR)
+  dsk_emu::cp_async_wait_pending(N);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
 }  // namespace dsk

@@ -553,6 +553,15 @@ inline void allow_shared(Kernel kernel, size_t bytes, const char* what) {
   DSK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
 
+// How many blocks of `kernel` (threads each, `bytes` of dynamic shared memory) one multiprocessor holds at once, by
+// the CUDA occupancy calculator (shared memory, registers, threads); at least 1.
+template <class Kernel>
+inline int resident_blocks(Kernel kernel, int threads, size_t bytes) {
+  int n = 0;
+  DSK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, bytes));
+  return std::max(n, 1);
+}
+
 // Whether a block of `floats` shared floats fits the device.
 inline bool fits_shared(size_t floats) { return floats * sizeof(float) <= static_cast<size_t>(max_shared_bytes()); }
 

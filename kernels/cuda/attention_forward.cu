@@ -1,6 +1,7 @@
 // Causal attention forward on the GPU: the flash kernel, the split combine and their launch (the design is in
 // kernels/cuda/attention_common.cuh).
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/attention_decode.cuh"
 #include "kernels/cuda/attention_mma.cuh"
 
 #include <fmt/format.h>
@@ -161,19 +162,20 @@ size_t forward_floats(const Geometry& g, int BR, TileMath math) {
   return BR * ldq + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + BR * kPStride + stage_floats(math, BR);
 }
 
-// Runs a forward kernel over blocks of BR rows: launch_rows(grid, part_o, part_lse) launches it; the keys are split
-// over gridDim.z blocks when the grid would not fill the GPU (blocks_per_sm blocks on every SM), and the split
-// partials combined.
+// Runs a forward kernel over blocks of BR rows, of which blocks_per_sm fit on a multiprocessor at once
+// (resident_blocks): launch_rows(grid, part_o, part_lse) launches it. When the grid would leave some of the GPU's
+// resident-block slots empty (decode: a few rows per (b, kv head)), the keys are split over gridDim.z blocks, as
+// many as fill the slots once (more would start a second, nearly empty wave: the blocks of a decode step all
+// take the same time), each split at least 2 key tiles; attention_combine_kernel merges the split partials.
 template <class LaunchRows>
 void run_forward(float* out, float* lse, const Geometry& g, int BR, int blocks_per_sm, LaunchRows launch_rows) {
   const int row_blocks = static_cast<int>(cuda::ceil_div(g.rows, BR));
   const int64_t blocks = static_cast<int64_t>(row_blocks) * g.B * g.Hk;
   DSK_CHECK(row_blocks <= 0x7fffffff, "attention: too many rows");
-  // Split the keys when fewer blocks than that would run, keeping at least 2 key tiles per split.
   const int max_tiles = static_cast<int>(cuda::ceil_div(g.Tk, kKeyTile));
-  const int64_t target = static_cast<int64_t>(blocks_per_sm) * cuda::sm_count();
+  const int64_t slots = static_cast<int64_t>(blocks_per_sm) * cuda::sm_count();
   int splits = 1;
-  if (blocks < target) splits = static_cast<int>(std::min<int64_t>(cuda::ceil_div(target, blocks), max_tiles / 2));
+  if (blocks < slots) splits = static_cast<int>(std::min<int64_t>(slots / blocks, max_tiles / 2));
   splits = std::max(1, std::min(splits, 64));
 
   float *part_o = nullptr, *part_lse = nullptr;
@@ -193,43 +195,62 @@ void run_forward(float* out, float* lse, const Geometry& g, int BR, int blocks_p
   }
 }
 
+// Launches `kernel` (threads per block, `bytes` of dynamic shared memory) over blocks of BR rows through
+// run_forward, with the forward kernels' arguments.
+template <class Kernel>
+void launch_rows_of(Kernel kernel, int threads, size_t bytes, int BR, const char* what, float* out, float* lse,
+                    const float* q, const float* k, const float* v, const int32_t* kv_start, const Geometry& g) {
+  allow_shared(kernel, bytes, what);
+  run_forward(out, lse, g, BR, resident_blocks(kernel, threads, bytes), [&](dim3 grid, float* part_o, float* part_lse) {
+    DSK_LAUNCH(grid, threads, bytes, kernel)(out, lse, part_o, part_lse, q, k, v, kv_start, g);
+    DSK_CUDA_CHECK_LAUNCH();
+  });
+}
+
 // The staged kernel (FFMA, or wmma through a staging tile) with BR = TY*RA rows per block.
 template <int TY, int RA, int MATH>
 void launch_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* kv_start,
                     const Geometry& g) {
   const size_t bytes = forward_floats(g, TY * RA, TileMath(MATH)) * sizeof(float);
-  run_forward(out, lse, g, TY * RA, 2, [&](dim3 grid, float* part_o, float* part_lse) {
-    with_nm(g.wv / 64, [&](auto nmv) {
-      constexpr int NMV = decltype(nmv)::value;
-      auto kernel = attention_forward_kernel<TY, RA, NMV, MATH>;
-      allow_shared(kernel, bytes, "attention_forward");
-      DSK_LAUNCH(grid, TY * kTx, bytes, kernel)(out, lse, part_o, part_lse, q, k, v, kv_start, g);
-      DSK_CUDA_CHECK_LAUNCH();
-    });
+  with_nm(g.wv / 64, [&](auto nmv) {
+    constexpr int NMV = decltype(nmv)::value;
+    launch_rows_of(attention_forward_kernel<TY, RA, NMV, MATH>, TY * kTx, bytes, TY * RA, "attention_forward", out,
+                   lse, q, k, v, kv_start, g);
   });
 }
 
 // The register-resident tensor-core kernel (attention_mma.cuh), output widths up to 128: 4-warp blocks of 64 rows
-// for training shapes, 1-warp blocks of 16 rows for decode (at most 16 rows per (b, kv head)). A decode block has
-// one warp, so the SM needs several of them at once: the keys are split until the grid holds as many blocks as
-// fit on the GPU's SMs side by side (by shared memory), not just two waves' worth.
+// for training shapes, 1-warp blocks of 16 rows for decode (at most 16 rows per (b, kv head); cuda::DecodeBlock
+// kOneWarp: the key-split decode kernel below is the default).
 template <int MATH, int kWarps>
 void launch_forward_mma(float* out, float* lse, const float* q, const float* k, const float* v,
                         const int32_t* kv_start, const Geometry& g) {
   const size_t bytes = forward_mma_floats(g, kWarps) * sizeof(float);
-  const int blocks_per_sm = kWarps == 1 ? std::max<int>(2, max_shared_bytes() / static_cast<int>(bytes)) : 2;
-  run_forward(out, lse, g, 16 * kWarps, blocks_per_sm, [&](dim3 grid, float* part_o, float* part_lse) {
-    with_nm(g.wv / 64, [&](auto nmv) {
-      constexpr int NMV = decltype(nmv)::value;
-      if constexpr (NMV <= 2) {
-        auto kernel = attention_forward_mma_kernel<NMV, MATH == kTf32x3Math, kWarps>;
-        allow_shared(kernel, bytes, "attention_forward_mma");
-        DSK_LAUNCH(grid, kWarps * 32, bytes, kernel)(out, lse, part_o, part_lse, q, k, v, kv_start, g);
-        DSK_CUDA_CHECK_LAUNCH();
-      } else {
-        DSK_FAIL("attention_forward_mma: output width {} above 128", g.wv);
-      }
-    });
+  with_nm(g.wv / 64, [&](auto nmv) {
+    constexpr int NMV = decltype(nmv)::value;
+    if constexpr (NMV <= 2) {
+      launch_rows_of(attention_forward_mma_kernel<NMV, MATH == kTf32x3Math, kWarps>, kWarps * 32, bytes, 16 * kWarps,
+                     "attention_forward_mma", out, lse, q, k, v, kv_start, g);
+    } else {
+      DSK_FAIL("attention_forward_mma: output width {} above 128", g.wv);
+    }
+  });
+}
+
+// The tensor-core decode kernel (attention_decode.cuh): 16 rows per block, 4 warps splitting each key tile,
+// double-buffered tiles. Output widths up to 128.
+template <int MATH>
+void launch_decode(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* kv_start,
+                   const Geometry& g) {
+  const size_t bytes = decode_floats(g) * sizeof(float);
+  with_nm(g.wv / 64, [&](auto nmv) {
+    constexpr int NMV = decltype(nmv)::value;
+    if constexpr (NMV <= 2) {
+      launch_rows_of(attention_decode_kernel<NMV, MATH == kTf32x3Math>, kDecodeWarps * 32, bytes, kDecodeRows,
+                     "attention_decode", out, lse, q, k, v, kv_start, g);
+    } else {
+      DSK_FAIL("attention_decode: output width {} above 128", g.wv);
+    }
   });
 }
 
@@ -245,16 +266,22 @@ bool forward_mma_serves(const Geometry& g) {
 // work would be padding on the CUDA cores. On the tensor cores (attention_math) the smallest block is 16 rows, the
 // fragment height (one warp in the register kernel): there padding rows are cheap next to the key tiles' loads (the
 // benchmark's decode records compare).
+// On the tensor cores, decode shapes take the key-split decode kernel (attention_decode.cuh) unless
+// cuda::DecodeBlock asks for the one-warp block.
 struct ForwardPlan {
   TileMath math;   // after the shared-memory fallback (fitting_math)
   bool registers;  // the register-resident mma kernel (attention_mma.cuh), else the staged one
+  bool decode;     // (registers, 16 rows) the key-split decode kernel, else the one-warp mma block
   int rows;        // query rows per block
 };
 ForwardPlan forward_plan(const Geometry& g) {
   const TileMath tc_math = attention_tile_math();
   const TileMath math = fitting_math(tc_math, forward_floats(g, g.rows <= 16 ? 16 : 64, tc_math));
-  if (math == kFfmaMath) return {math, false, g.rows <= 8 ? 8 : (g.rows <= 16 ? 16 : 64)};
-  return {math, forward_mma_serves(g), g.rows <= 16 ? 16 : 64};
+  if (math == kFfmaMath) return {math, false, false, g.rows <= 8 ? 8 : (g.rows <= 16 ? 16 : 64)};
+  const bool registers = forward_mma_serves(g);
+  const bool decode = registers && g.rows <= 16 && cuda::decode_block() != cuda::DecodeBlock::kOneWarp &&
+                      fits_shared(decode_floats(g));
+  return {math, registers, decode, g.rows <= 16 ? 16 : 64};
 }
 
 }  // namespace
@@ -262,7 +289,8 @@ ForwardPlan forward_plan(const Geometry& g) {
 std::string attention_forward_kernel_cuda(const AttentionShape& s, bool shared_kv) {
   check_shape(s, AttentionDropout{});
   const ForwardPlan p = forward_plan(make_geometry(s, AttentionDropout{}, shared_kv));
-  return fmt::format("{}, {}-row blocks", kernel_form(p.registers, p.math), p.rows);
+  return fmt::format("{}{}, {}-row blocks", kernel_form(p.registers, p.math),
+                     p.decode ? " key-split decode (4 warps, 2 stages)" : "", p.rows);
 }
 
 template <>
@@ -283,6 +311,8 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
         launch_forward<8, 2, MATH>(out, lse, q, k, v, kv_start, g);
       else
         launch_forward<8, 8, MATH>(out, lse, q, k, v, kv_start, g);
+    } else if (plan.decode) {
+      launch_decode<MATH>(out, lse, q, k, v, kv_start, g);
     } else if (plan.registers) {
       if (plan.rows == 16)
         launch_forward_mma<MATH, 1>(out, lse, q, k, v, kv_start, g);

@@ -36,11 +36,11 @@ inline size_t forward_mma_floats(const Geometry& g, int warps) {
 // Key of column c of an 8-key group of S (see above).
 __device__ __forceinline__ int mma_key_of_column(int c) { return 4 * (c % 2) + c / 2; }
 
-// s[n] += the warp's 16 rows of A (row-major, stride lda) times key group n of Bm (64 rows, stride ldb)
-// transposed, over d < dim8 (a multiple of 8; the tiles' padding is zero): s[n][2h + e] is row gq + 8h, key
-// 8n + tq + 4e. A points at the warp's first row.
-template <bool kSplit>
-__device__ __forceinline__ void warp_scores(float (&s)[8][4], const float* A, int lda, const float* Bm, int ldb,
+// s[n] += the warp's 16 rows of A (row-major, stride lda) times key group n of Bm (8 NG rows, stride ldb: 64 keys
+// for a whole tile) transposed, over d < dim8 (a multiple of 8; the tiles' padding is zero): s[n][2h + e] is row
+// gq + 8h, key 8n + tq + 4e. A points at the warp's first row, Bm at its first key.
+template <bool kSplit, int NG>
+__device__ __forceinline__ void warp_scores(float (&s)[NG][4], const float* A, int lda, const float* Bm, int ldb,
                                             int dim8) {
   const int lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
   for (int d = 0; d < dim8; d += 8) {
@@ -49,7 +49,7 @@ __device__ __forceinline__ void warp_scores(float (&s)[8][4], const float* A, in
     for (int i = 0; i < 4; ++i) a[i] = A[(gq + 8 * (i % 2)) * lda + d + tq + 4 * (i / 2)];
     prepare_tf32<kSplit>(a, a_lo);
 #pragma unroll
-    for (int n = 0; n < 8; ++n) {
+    for (int n = 0; n < NG; ++n) {
       const float* key = Bm + (8 * n + mma_key_of_column(gq)) * ldb + d + tq;
       float bf[2] = {key[0], key[4]}, bf_lo[2];
       prepare_tf32<kSplit>(bf, bf_lo);
@@ -58,14 +58,14 @@ __device__ __forceinline__ void warp_scores(float (&s)[8][4], const float* A, in
   }
 }
 
-// acc[c] += P Tm for the output columns 8c .. 8c + 7 (c < NT): P the warp's 16 x 64 values in warp_scores' layout,
-// Tm a 64-row tile (stride ldt) whose row j is key j of the tile. acc[c][2h + e] is row gq + 8h, column 8c + 2tq + e.
-template <bool kSplit, int NT>
-__device__ __forceinline__ void warp_times_tile(float (&acc)[NT][4], const float (&p)[8][4], const float* Tm,
+// acc[c] += P Tm for the output columns 8c .. 8c + 7 (c < NT): P the warp's 16 x 8NG values in warp_scores' layout,
+// Tm an 8NG-row tile (stride ldt) whose row j is key j of P. acc[c][2h + e] is row gq + 8h, column 8c + 2tq + e.
+template <bool kSplit, int NT, int NG>
+__device__ __forceinline__ void warp_times_tile(float (&acc)[NT][4], const float (&p)[NG][4], const float* Tm,
                                                 int ldt) {
   const int lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
 #pragma unroll
-  for (int n = 0; n < 8; ++n) {
+  for (int n = 0; n < NG; ++n) {
     // Key group n's A fragment is p[n] reordered: a1 is row g + 8, key t.
     float a[4] = {p[n][0], p[n][2], p[n][1], p[n][3]}, a_lo[4];
     prepare_tf32<kSplit>(a, a_lo);

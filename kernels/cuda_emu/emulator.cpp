@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <deque>
 #include <exception>
@@ -57,11 +58,14 @@ struct Barrier {
   uint64_t generation = 0;
 };
 
-// A cp.async issued and not yet waited for: lands at the thread's cp_async_wait_all.
+// A cp.async issued and not yet waited for: lands at the thread's cp_async_wait_all, or at a cp_async_wait_pending
+// that no longer lets its group stay in flight.
+constexpr int64_t kUncommitted = INT64_MAX;
 struct AsyncCopy {
   unsigned char* dst;
   const unsigned char* src;
   int bytes, src_bytes;
+  int64_t group = kUncommitted;  // the thread's commit count when it was committed
 };
 
 struct Fiber {
@@ -73,6 +77,7 @@ struct Fiber {
   uint64_t waiting_generation = 0;
   char* stack = nullptr;
   std::vector<AsyncCopy> async_copies;  // issued, not yet waited for
+  int64_t commits = 0;                   // cp_async_commit calls so far
 };
 
 // warp_once's results, per warp: call number base + i is results[i]; freed once all 32 lanes took it.
@@ -362,12 +367,38 @@ void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
   me().async_copies.push_back({d, static_cast<const unsigned char*>(src), bytes, src_bytes});
 }
 
+namespace {
+void land(const AsyncCopy& c) {
+  std::memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
+  std::memset(c.dst + c.src_bytes, 0, static_cast<size_t>(c.bytes - c.src_bytes));
+}
+}  // namespace
+
 void cp_async_wait_all() {
-  for (const AsyncCopy& c : me().async_copies) {
-    std::memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
-    std::memset(c.dst + c.src_bytes, 0, static_cast<size_t>(c.bytes - c.src_bytes));
-  }
+  for (const AsyncCopy& c : me().async_copies) land(c);
   me().async_copies.clear();
+}
+
+void cp_async_commit() {
+  Fiber& f = me();
+  for (AsyncCopy& c : f.async_copies)
+    if (c.group == kUncommitted) c.group = f.commits;
+  ++f.commits;
+}
+
+void cp_async_wait_pending(int n) {
+  if (n < 0 || n > 7) fail("cp.async.wait_group " + std::to_string(n) + " (0 to 7)");
+  Fiber& f = me();
+  // Groups f.commits - n .. f.commits - 1 may stay in flight; older ones land, in issue order.
+  const int64_t first_in_flight = f.commits - n;
+  std::vector<AsyncCopy> keep;
+  for (const AsyncCopy& c : f.async_copies) {
+    if (c.group < first_in_flight)
+      land(c);
+    else
+      keep.push_back(c);
+  }
+  f.async_copies.swap(keep);
 }
 
 void* dynamic_shared() { return g_block.dynamic_shared; }

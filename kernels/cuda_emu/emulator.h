@@ -163,6 +163,10 @@ int lane_id();
 // a thread that ends with copies it never waited for is reported.
 void cp_async(void* dst, const void* src, int bytes, int src_bytes);
 void cp_async_wait_all();
+// cp.async.commit_group: this thread's copies issued since its last commit form a group. cp.async.wait_group n:
+// every committed group but the n newest lands (copies not committed yet stay in flight).
+void cp_async_commit();
+void cp_async_wait_pending(int n);
 // For warp-collective stand-ins (wmma::mma_sync): the n-th call by each lane of a warp returns the same buffer of
 // `floats` floats; the first lane to make that call fills it with compute(buffer). Lanes run one after another
 // between barriers, so one lane's computation serves the warp without a barrier.

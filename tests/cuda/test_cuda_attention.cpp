@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 #include <string>
 
 using namespace dsk;
@@ -278,9 +280,9 @@ TEST_CASE("cuda attention_backward vs CPU, deterministic", "[cuda][attention]") 
 }
 
 // Which kernels run (what the benchmark records report): the FFMA kernel with 8-row blocks for a decode of 8
-// heads, 64-row blocks for training; on the tensor cores the register-resident kernels (one-warp 16-row blocks for
-// decode), the staged wmma forward at width 256 on a shared latent, and the FFMA kernel where the tensor-core
-// block does not fit (width 256 with separate K and V).
+// heads, 64-row blocks for training; on the tensor cores the register-resident kernels (for decode the key-split
+// block, or the one-warp block when cuda::DecodeBlock asks), the staged wmma forward at width 256 on a shared
+// latent, and the FFMA kernel where the tensor-core block does not fit (width 256 with separate K and V).
 TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", "[cuda][attention]") {
   if (!dsk::testing::gpu_available()) return;
   const AttentionShape training = shape_of({"explicit", 2, 128, 128, 0, 4, 4, 64, 64, 0.125f});
@@ -294,7 +296,12 @@ TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", 
   if (!cuda::tf32_tensor_cores()) return;
   cuda::ScopedAttentionMath x3(cuda::Math::kTf32x3);
   CHECK(attention_forward_kernel_cuda(training, false) == "mma 3xtf32, 64-row blocks");
-  CHECK(attention_forward_kernel_cuda(decode, true) == "mma 3xtf32, 16-row blocks");
+  CHECK(attention_forward_kernel_cuda(decode, true) == "mma 3xtf32 key-split decode (4 warps, 2 stages), 16-row blocks");
+  {
+    cuda::ScopedDecodeBlock one_warp(cuda::DecodeBlock::kOneWarp);
+    CHECK(attention_forward_kernel_cuda(decode, true) == "mma 3xtf32, 16-row blocks");
+    CHECK(attention_forward_kernel_cuda(training, false) == "mma 3xtf32, 64-row blocks");
+  }
   CHECK(attention_backward_kernels_cuda(training, false) == "dq mma 3xtf32, dkv mma 3xtf32");
   if (dsk::cuda_devices().at(0).shared_per_block >= 227 * 1024) {
     const AttentionShape wide = shape_of({"widths 256", 1, 40, 40, 0, 2, 1, 256, 256, 0.05f});
@@ -369,25 +376,50 @@ TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs 
     CHECK(bits_equal(check_forward(separate256, in_separate), separate_ffma));
   }
   // Decode and prefill shapes with up to 16 query rows per (batch, kv head) take the 16-row blocks on the tensor
-  // cores (the CUDA cores use 8-row blocks up to 8), split over the keys when the grid is small.
-  const Case decode_cases[] = {
-      {"decode, 8 heads on one latent", 3, 1, 200, 256, 8, 1, 128, 128, 0.125f, 0.0f, true},
-      {"explicit decode, one row per head", 2, 1, 100, 100, 4, 4, 64, 64, 0.125f},
-      {"decode, 16 heads on one latent", 2, 1, 300, 320, 16, 1, 128, 128, 0.125f, 0.0f, true},
-      {"decode, 12 heads, dropout", 1, 1, 150, 150, 12, 1, 64, 64, 0.125f, 0.2f, true},
-      {"3 new tokens x 4 heads, per-head odd width", 2, 3, 90, 90, 4, 1, 37, 37, 0.3f},
+  // cores (the CUDA cores use 8-row blocks up to 8), split over the keys when the grid is small: the key-split
+  // decode block and the one-warp block each. Key counts that leave a split one tile or an odd number, or a warp
+  // of the last tile no visible key; left-padded batch rows whose splits see no key at all.
+  struct DecodeCase {
+    Case c;
+    std::vector<int32_t> start;  // kv_start, or empty
   };
-  for (const Case& c : decode_cases) {
+  const DecodeCase decode_cases[] = {
+      {{"decode, 8 heads on one latent", 3, 1, 200, 256, 8, 1, 128, 128, 0.125f, 0.0f, true}, {}},
+      {{"explicit decode, one row per head", 2, 1, 100, 100, 4, 4, 64, 64, 0.125f}, {}},
+      {{"decode, 16 heads on one latent", 2, 1, 300, 320, 16, 1, 128, 128, 0.125f, 0.0f, true}, {}},
+      {{"decode, 12 heads, dropout", 1, 1, 150, 150, 12, 1, 64, 64, 0.125f, 0.2f, true}, {}},
+      {{"3 new tokens x 4 heads, per-head odd width", 2, 3, 90, 90, 4, 1, 37, 37, 0.3f}, {}},
+      {{"long decode, 16 heads: 8 splits of 5-6 tiles", 1, 1, 3000, 3072, 16, 1, 128, 128, 0.125f, 0.0f, true}, {}},
+      {{"decode 17 keys: one tile, three warps without keys", 2, 1, 17, 20, 8, 1, 128, 128, 0.125f, 0.0f, true}, {}},
+      {{"decode qk 192, v 128 on one latent", 1, 1, 260, 260, 4, 1, 192, 128, 0.125f}, {}},
+      {{"left-padded decode, explicit", 4, 1, 400, 400, 2, 2, 64, 64, 0.125f}, {0, 7, 390, 400}},
+      {{"left-padded decode, 2 tokens on one latent", 4, 2, 333, 340, 8, 1, 128, 128, 0.125f, 0.0f, true},
+       {0, 64, 200, 333}},
+  };
+  const std::pair<const char*, cuda::DecodeBlock> blocks[] = {{"key-split block", cuda::DecodeBlock::kKeySplit},
+                                                              {"one-warp block", cuda::DecodeBlock::kOneWarp}};
+  for (const DecodeCase& d : decode_cases) {
+    const Case& c = d.c;
+    const std::vector<int32_t>* start = d.start.empty() ? nullptr : &d.start;
     auto in = make_inputs(c, rng);
     std::vector<float> ffma_out;
     {
       cuda::ScopedAttentionMath ffma(cuda::Math::kFfma);
-      ffma_out = check_forward(c, in);
+      ffma_out = check_forward(c, in, start);
     }
     for (const NamedMath& m : maths) {
-      INFO("attention_math " << cuda::math_name(m.math));
       cuda::ScopedAttentionMath math(m.math);
-      CHECK_FALSE(bits_equal(check_forward(c, in, nullptr, m.forward_tol), ffma_out));
+      std::vector<float> key_split_out;
+      for (const auto& [name, block] : blocks) {
+        INFO("attention_math " << cuda::math_name(m.math) << ", " << name);
+        cuda::ScopedDecodeBlock pinned(block);
+        const auto out = check_forward(c, in, start, m.forward_tol);
+        CHECK_FALSE(bits_equal(out, ffma_out));
+        if (block == cuda::DecodeBlock::kKeySplit)
+          key_split_out = out;
+        else  // the two blocks sum in different orders: some bit differs, or the setting did not reach the launch
+          CHECK_FALSE(bits_equal(out, key_split_out));
+      }
     }
   }
 }
@@ -449,25 +481,30 @@ TEST_CASE("cuda attention_forward is deterministic (training and split decode)",
       {"training absorbed dropout", 2, 200, 200, 0, 8, 1, 128, 128, 0.125f, 0.1f, true},
       {"split decode", 1, 1, 5000, 5000, 16, 1, 128, 128, 0.125f, 0.0f, true},
   };
+  std::vector<cuda::Math> maths{cuda::Math::kFfma};
+  if (cuda::tf32_tensor_cores()) maths.push_back(cuda::Math::kTf32x3);  // the tensor-core decode block
   for (const Case& c : cases) {
-    INFO(c.what);
-    auto in = make_inputs(c, rng);
-    const AttentionShape s = shape_of(c);
-    DeviceBuffer<float> dq(in.q), dk(in.k), out(size_t(c.B) * c.Tq * c.H * c.dv), lse(size_t(c.B) * c.H * c.Tq);
-    std::vector<float> first_out, first_lse;
-    for (int run = 0; run < 2; ++run) {
-      out.poison();
-      lse.poison();
-      attention_forward<Backend::CUDA>(out.ptr, lse.ptr, dq.ptr, dk.ptr, dk.ptr, nullptr, s, dropout_of(c));
-      auto o = out.download(), l = lse.download();
-      REQUIRE(all_written(o));
-      REQUIRE(all_written(l));
-      if (run == 0) {
-        first_out = o;
-        first_lse = l;
-      } else {
-        REQUIRE(bits_equal(o, first_out));
-        REQUIRE(bits_equal(l, first_lse));
+    for (cuda::Math math : maths) {
+      INFO(c.what << ", attention_math " << cuda::math_name(math));
+      cuda::ScopedAttentionMath pinned(math);
+      auto in = make_inputs(c, rng);
+      const AttentionShape s = shape_of(c);
+      DeviceBuffer<float> dq(in.q), dk(in.k), out(size_t(c.B) * c.Tq * c.H * c.dv), lse(size_t(c.B) * c.H * c.Tq);
+      std::vector<float> first_out, first_lse;
+      for (int run = 0; run < 2; ++run) {
+        out.poison();
+        lse.poison();
+        attention_forward<Backend::CUDA>(out.ptr, lse.ptr, dq.ptr, dk.ptr, dk.ptr, nullptr, s, dropout_of(c));
+        auto o = out.download(), l = lse.download();
+        REQUIRE(all_written(o));
+        REQUIRE(all_written(l));
+        if (run == 0) {
+          first_out = o;
+          first_lse = l;
+        } else {
+          REQUIRE(bits_equal(o, first_out));
+          REQUIRE(bits_equal(l, first_lse));
+        }
       }
     }
   }

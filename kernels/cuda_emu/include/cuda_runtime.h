@@ -81,6 +81,20 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
+// How many blocks of `kernel` fit on one multiprocessor at once with `block_size` threads and `dynamic_smem` bytes
+// of dynamic shared memory: an sm_90 multiprocessor's limits (228 KB of shared memory, 1 KB of it reserved per
+// block; 2048 threads; 32 blocks). Registers and static shared memory are not modelled.
+template <class K>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, K* kernel, int block_size, size_t dynamic_smem) {
+  if (n == nullptr || kernel == nullptr || block_size <= 0 || block_size > 1024) return cudaErrorInvalidValue;
+  constexpr size_t kSmBytes = size_t(228) << 10, kReserved = size_t(1) << 10;
+  const size_t by_shared = kSmBytes / (dynamic_smem + kReserved);
+  const size_t by_threads = static_cast<size_t>(2048 / block_size);
+  size_t blocks = by_shared < by_threads ? by_shared : by_threads;
+  if (blocks > 32) blocks = 32;
+  *n = static_cast<int>(blocks);
+  return cudaSuccess;
+}
 // Raises one kernel's dynamic shared-memory limit; checked against the emulated device's opt-in limit and
 // enforced at that kernel's launches, as on the GPU.
 template <class K>
