@@ -91,8 +91,10 @@ nlohmann::json bench_training(const AttentionModelShape& m, bool absorbed, float
 // compulsory traffic is the cache read (K, plus V when it is a separate tensor) plus q and out; GB/s is compared
 // with the copy bandwidth.
 nlohmann::json bench_decode(const char* model, bool absorbed, int batch, int kv_len, int heads, int dim, double copy,
-                            cuda::Math math = cuda::Math::kFfma) {
+                            cuda::Math math = cuda::Math::kFfma,
+                            cuda::DecodeBlock block = cuda::DecodeBlock::kAuto) {
   cuda::ScopedAttentionMath pinned(math);
+  cuda::ScopedDecodeBlock pinned_block(block);
   AttentionShape s;
   s.batch = batch;
   s.q_len = 1;
@@ -122,6 +124,12 @@ nlohmann::json bench_decode(const char* model, bool absorbed, int batch, int kv_
 
 }  // namespace
 
+// The decode blocks worth timing in arithmetic `math`: the FFMA decode has one; the tensor-core decode two.
+std::vector<cuda::DecodeBlock> decode_blocks(cuda::Math math) {
+  if (math == cuda::Math::kFfma) return {cuda::DecodeBlock::kAuto};
+  return {cuda::DecodeBlock::kKeySplit, cuda::DecodeBlock::kOneWarp};
+}
+
 nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
   DSK_CHECK(cuda_unavailable_reason().empty(), "no GPU: {}", cuda_unavailable_reason());
   DSK_CHECK(!sizes.models.empty() && sizes.decode_kv > 0 && sizes.copy_bytes > 0,
@@ -137,17 +145,23 @@ nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
     training.push_back(bench_training(dropout_model, true, 0.1f, math));  // the cost of in-kernel dropout
     training.push_back(bench_training(dropout_model, false, 0.1f, math));
   }
-  // Decode: a batch large enough that the cache is far beyond L2, and one sequence (latency, split-K). The absorbed
-  // form (what `dsk sample` runs) in each arithmetic.
-  for (const AttentionModelShape& m : models) {
-    for (cuda::Math math : attention_bench_maths())
-      decode.push_back(bench_decode(m.model.c_str(), true, sizes.decode_batch_absorbed, sizes.decode_kv, m.heads,
-                                    m.latent_dim, copy, math));
-    decode.push_back(bench_decode(m.model.c_str(), false, sizes.decode_batch_explicit, sizes.decode_kv, m.heads,
-                                  m.head_dim, copy));
-  }
+  // Decode: a batch large enough that the cache is far beyond L2, and one sequence (latency, split-K). Both forms
+  // (absorbed: what `dsk sample` runs) in each arithmetic; on the tensor cores with each decode block (the key-split
+  // block, the default, and the one-warp block it replaced).
+  for (const AttentionModelShape& m : models)
+    for (bool absorbed : {true, false}) {
+      const int batch = absorbed ? sizes.decode_batch_absorbed : sizes.decode_batch_explicit;
+      const int dim = absorbed ? m.latent_dim : m.head_dim;
+      for (cuda::Math math : attention_bench_maths())
+        for (cuda::DecodeBlock block : decode_blocks(math))
+          decode.push_back(bench_decode(m.model.c_str(), absorbed, batch, sizes.decode_kv, m.heads, dim, copy, math,
+                                        block));
+    }
   const AttentionModelShape& last = models.back();
   decode.push_back(bench_decode(last.model.c_str(), true, 1, sizes.decode_kv, last.heads, last.latent_dim, copy));
+  if (cuda::tf32_tensor_cores())
+    decode.push_back(bench_decode(last.model.c_str(), true, 1, sizes.decode_kv, last.heads, last.latent_dim, copy,
+                                  cuda::Math::kTf32x3));
   auto gpus = cuda_devices();
   return {{"benchmark", "attention_kernels"},
           {"backend", "cuda"},

@@ -73,13 +73,29 @@ TEST_CASE("cuda bench: attention kernels (training and decode records) at tiny s
   }
   for (cuda::Math m : maths) CHECK(per_math[cuda::math_name(m)] == 2 * sizes.models.size() + 2);
   REQUIRE(cuda::attention_math() == cuda::Math::kAuto);  // each record's pinned choice was undone
-  REQUIRE(j.at("decode").size() == (n_maths + 1) * sizes.models.size() + 1);
+  // Per model and form: one FFMA record, and on the tensor cores one per arithmetic and decode block; then batch 1.
+  const size_t per_form = 1 + 2 * (n_maths - 1);
+  REQUIRE(j.at("decode").size() == 2 * per_form * sizes.models.size() + (n_maths > 1 ? 2 : 1));
+  std::map<std::string, size_t> per_kernel;
   for (const auto& r : j.at("decode")) {
     for (const char* key : {"ms", "gbps", "fraction_of_copy", "cache_bytes"}) require_positive(r, key);
-    // One query row per head: 8-row FFMA blocks, or the one-warp 16-row register kernel on the tensor cores.
-    const std::string math = r.at("math");
-    CHECK(r.at("kernel") == (math == "ffma" ? "ffma, 8-row blocks" : "mma " + math + ", 16-row blocks"));
+    // Up to 4 query rows per (b, kv head): 8-row FFMA blocks; on the tensor cores the key-split decode block or
+    // the one-warp 16-row block.
+    const std::string math = r.at("math"), kernel = r.at("kernel");
+    if (math == "ffma")
+      CHECK(kernel == "ffma, 8-row blocks");
+    else
+      CHECK((kernel == "mma " + math + ", 16-row blocks" ||
+             kernel == "mma " + math + " key-split decode (4 warps, 2 stages), 16-row blocks"));
+    ++per_kernel[kernel];
   }
+  if (n_maths > 1) {
+    // Each block timed for each model and form (the batch-1 record adds one key-split record).
+    CHECK(per_kernel["mma tf32, 16-row blocks"] == 2 * sizes.models.size());
+    CHECK(per_kernel["mma 3xtf32 key-split decode (4 warps, 2 stages), 16-row blocks"] ==
+          2 * sizes.models.size() + 1);
+  }
+  REQUIRE(cuda::decode_block() == cuda::DecodeBlock::kAuto);  // each record's pinned block was undone
 }
 
 TEST_CASE("cuda bench: MoE layer (grouped vs loop, grouped GEMM vs dense, fp32 and TF32) at a tiny shape",
