@@ -18,11 +18,13 @@
 // The tile GEMM is classic fp32 SIMT: 256 threads (16 x 16), each owning a (4·RM) x (4·RN) register tile spread as
 // RM x RN blocks of 4 x 4 (rows ty*4 + 64·h, columns tx*4 + 64·h, so the shared-memory reads are conflict-free
 // float4s); tiles BM x BN = 64·RM x 64·RN, K-step BK; shared memory holds the A and B tiles k-major
-// (As[BK][BM + 4], Bs[BK][BN + 4], 8.4-8.7 KB), the next K-step's global loads are issued into registers before the
-// current step's FMAs. Two configurations: 128 x 128 x 8 (8 x 8 per thread) when the launch has enough tiles to
-// fill the GPU twice, else 64 x 64 x 16 (4 x 4 per thread).
-// Measured on an H200 (2026-12-01, dsk bench moe): 42-50% of cuBLAS's fp32 SGEMM rate at the default config's
-// shapes, 64-67% at the large config's. The tensor-core tiles below reach only 8-17% of cuBLAS's TF32 rate: their
+// (As[BK][BM + 4], Bs[BK][BN + 4], 8.4-8.7 KB per pair), the next K-step's global loads are issued into registers
+// before the current step's FMAs. The FFMA tiles keep two pairs (17 KB): the next K-step is stored into the other
+// pair while this one is computed, so a K-step costs one barrier instead of two and no thread waits at a barrier
+// between its stores and its FMAs. Two configurations: 128 x 128 x 8 (8 x 8 per thread) when the launch has enough
+// tiles to fill the GPU twice, else 64 x 64 x 16 (4 x 4 per thread).
+// Measured on an H200 (2026-12-01, dsk bench moe, one pair per tile then): 42-50% of cuBLAS's fp32 SGEMM rate at
+// the default config's shapes, 64-67% at the large config's (the two-pair tiles await a GPU run). The tensor-core tiles below reach only 8-17% of cuBLAS's TF32 rate: their
 // 8-deep K-step gives each warp 8 products between barriers, and a deeper step spills (450-830 bytes under the
 // 128-register cap of two blocks per SM), so they need register-fragment mma and multi-stage cp.async loads.
 //
@@ -66,12 +68,19 @@ using SmallTile = TileCfg<1, 1, 16>;  // 64 x 64, 4 x 4 per thread
 // with_rowsum: threads tid < BM also return rowsum = Σ_kk A(tid, kk) in K order (the fused bias gradient).
 
 // Streams A and B through the k-major shared tiles As[BK][BM + 4], Bs[BK][BN + 4], one K-step at a time (the next
-// step's global loads go to registers while this step computes), and calls step() once per complete pair of
-// tiles. Returns the row sum (see with_rowsum). Shared by the FFMA and the tensor-core tiles.
-template <class Cfg, bool A_KC, bool B_KC, class Step>
+// step's global loads go to registers while this step computes), and calls step(As_s, Bs_s) once per complete pair
+// of tiles. Returns the row sum (see with_rowsum). Shared by the FFMA and the tensor-core tiles.
+// kStages 2 (As, Bs hold two such pairs): the next K-step is stored into the other pair while this one is computed,
+// one barrier per K-step; kStages 1: store, barrier, compute, barrier (the tensor-core tiles: their staging tile
+// leaves no room for a second pair in the 48 KB of static shared memory).
+template <int MATH>
+constexpr int kStagesOf = MATH == kFfmaMath ? 2 : 1;
+
+template <class Cfg, bool A_KC, bool B_KC, int kStages, class Step>
 __device__ __forceinline__ float stream_tiles(const float* __restrict__ A, int lda, int m_valid,
                                               const float* __restrict__ B, int ldb, int n_valid, int K, float* As,
                                               float* Bs, bool with_rowsum, Step step) {
+  static_assert(kStages == 1 || kStages == 2, "one or two shared tile pairs");
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;
   constexpr int SA = BM + kPad, SB = BN + kPad;  // shared row strides (floats)
   const int tid = threadIdx.x;
@@ -99,35 +108,56 @@ __device__ __forceinline__ float stream_tiles(const float* __restrict__ A, int l
                   : 0.0f;
     }
   };
-  // Registers -> shared, k-major: As[kk][i], Bs[kk][j].
-  auto store = [&]() {
+  // Registers -> shared pair `s`, k-major: As_s[kk][i], Bs_s[kk][j].
+  auto store = [&](int s) {
+    float* As_s = As + s * BK * SA;
+    float* Bs_s = Bs + s * BK * SB;
 #pragma unroll
     for (int l = 0; l < Cfg::LA; ++l) {
       const int idx = tid + l * kThreads;
       const int i = A_KC ? idx / BK : idx % BM;
       const int kk = A_KC ? idx % BK : idx / BM;
-      As[kk * SA + i] = ra[l];
+      As_s[kk * SA + i] = ra[l];
     }
 #pragma unroll
     for (int l = 0; l < Cfg::LB; ++l) {
       const int idx = tid + l * kThreads;
       const int j = B_KC ? idx / BK : idx % BN;
       const int kk = B_KC ? idx % BK : idx / BN;
-      Bs[kk * SB + j] = rb[l];
+      Bs_s[kk * SB + j] = rb[l];
     }
   };
-
+  // This K-step's math on pair s: the row sum in K order, then step().
   float rs = 0.0f;
-  load(0);
-  for (int k0 = 0; k0 < K; k0 += BK) {
-    __syncthreads();  // every thread has finished reading the previous K-step's tiles
-    store();
-    __syncthreads();  // the tiles are complete
-    if (k0 + BK < K) load(k0 + BK);  // next step's global loads overlap this step's math
+  auto compute = [&](int s) {
+    const float* As_s = As + s * BK * SA;
     if (with_rowsum && tid < BM)
 #pragma unroll
-      for (int kk = 0; kk < BK; ++kk) rs += As[kk * SA + tid];
-    step();
+      for (int kk = 0; kk < BK; ++kk) rs += As_s[kk * SA + tid];
+    step(As_s, Bs + s * BK * SB);
+  };
+
+  load(0);
+  if constexpr (kStages == 1) {
+    for (int k0 = 0; k0 < K; k0 += BK) {
+      __syncthreads();  // every thread has finished reading the previous K-step's tiles
+      store(0);
+      __syncthreads();  // the tiles are complete
+      if (k0 + BK < K) load(k0 + BK);  // next step's global loads overlap this step's math
+      compute(0);
+    }
+  } else {
+    store(0);
+    __syncthreads();  // pair 0 complete
+    int s = 0;
+    for (int k0 = 0; k0 < K; k0 += BK, s ^= 1) {
+      const bool more = k0 + BK < K;
+      if (more) load(k0 + BK);  // next step's global loads overlap this step's math
+      compute(s);
+      // Pair s ^ 1 was last read in the previous K-step, which every thread finished before the barrier ending it.
+      if (more) store(s ^ 1);
+      __syncthreads();  // pair s ^ 1 complete; every thread is done with pair s
+    }
   }
   return rs;
 }
@@ -143,7 +173,8 @@ __device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const 
   for (int a = 0; a < Cfg::TM; ++a)
 #pragma unroll
     for (int b = 0; b < Cfg::TN; ++b) acc[a][b] = 0.0f;
-  rowsum = stream_tiles<Cfg, A_KC, B_KC>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, [&] {
+  rowsum = stream_tiles<Cfg, A_KC, B_KC, kStagesOf<kFfmaMath>>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs,
+                                                               with_rowsum, [&](const float* As, const float* Bs) {
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
       float a[Cfg::TM], b[Cfg::TN];
@@ -200,7 +231,8 @@ __device__ __forceinline__ void tile_gemm_tc(float (&acc)[Cfg::TM][Cfg::TN], con
 #pragma unroll
     for (int j = 0; j < FN; ++j) wmma::fill_fragment(fc[i][j], 0.0f);
 
-  rowsum = stream_tiles<Cfg, A_KC, B_KC>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, [&] {
+  rowsum = stream_tiles<Cfg, A_KC, B_KC, 1>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum,
+                                            [&](const float* As, const float* Bs) {
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 8) {
       using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
@@ -305,8 +337,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     grouped_gemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __restrict__ W,
                         const float* __restrict__ bias, const float* __restrict__ mask,
                         const int32_t* __restrict__ offsets, int E, int K, int Nout) {
-  DSK_SHARED(__align__(32) float, As, [Cfg::BK * (Cfg::BM + kPad)]);  // 32: wmma fragment pointers
-  DSK_SHARED(__align__(32) float, Bs, [Cfg::BK * (Cfg::BN + kPad)]);
+  DSK_SHARED(__align__(32) float, As, [kStagesOf<MATH> * Cfg::BK * (Cfg::BM + kPad)]);  // 32: wmma fragment pointers
+  DSK_SHARED(__align__(32) float, Bs, [kStagesOf<MATH> * Cfg::BK * (Cfg::BN + kPad)]);
   DSK_SHARED(int, info, [3]);
   if (threadIdx.x < 32) find_tile<Cfg::BM>(blockIdx.x, offsets, E, info);
   __syncthreads();
@@ -354,8 +386,8 @@ template <class Cfg, int MATH>
 __global__ void __launch_bounds__(kThreads, 2)
     weight_grad_kernel(float* __restrict__ dW, float* __restrict__ db, const float* __restrict__ X,
                        const float* __restrict__ Y, const int32_t* __restrict__ offsets, int Mw, int Nw) {
-  DSK_SHARED(__align__(32) float, As, [Cfg::BK * (Cfg::BM + kPad)]);
-  DSK_SHARED(__align__(32) float, Bs, [Cfg::BK * (Cfg::BN + kPad)]);
+  DSK_SHARED(__align__(32) float, As, [kStagesOf<MATH> * Cfg::BK * (Cfg::BM + kPad)]);
+  DSK_SHARED(__align__(32) float, Bs, [kStagesOf<MATH> * Cfg::BK * (Cfg::BN + kPad)]);
   const int e = blockIdx.z;
   const int r0 = offsets[e], m = offsets[e + 1] - r0;
   if (m <= 0) return;  // no rows: no gradient (the whole block)
