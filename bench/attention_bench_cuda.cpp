@@ -124,11 +124,8 @@ nlohmann::json bench_decode(const char* model, bool absorbed, int batch, int kv_
 
 }  // namespace
 
-// The decode blocks worth timing in arithmetic `math`: the FFMA decode has one; the tensor-core decode two.
-std::vector<cuda::DecodeBlock> decode_blocks(cuda::Math math) {
-  if (math == cuda::Math::kFfma) return {cuda::DecodeBlock::kAuto};
-  return {cuda::DecodeBlock::kKeySplit, cuda::DecodeBlock::kOneWarp};
-}
+// The decode blocks timed: the key-split decode block (the default) and the forward kernels' own small blocks.
+constexpr cuda::DecodeBlock kDecodeBlocks[] = {cuda::DecodeBlock::kKeySplit, cuda::DecodeBlock::kForwardKernel};
 
 nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
   DSK_CHECK(cuda_unavailable_reason().empty(), "no GPU: {}", cuda_unavailable_reason());
@@ -146,20 +143,20 @@ nlohmann::json bench_attention_kernels_cuda(const AttentionBenchSizes& sizes) {
     training.push_back(bench_training(dropout_model, false, 0.1f, math));
   }
   // Decode: a batch large enough that the cache is far beyond L2, and one sequence (latency, split-K). Both forms
-  // (absorbed: what `dsk sample` runs) in each arithmetic; on the tensor cores with each decode block (the key-split
-  // block, the default, and the one-warp block it replaced).
+  // (absorbed: what `dsk sample` runs) in each arithmetic with each decode block (the key-split block, the default,
+  // and the forward kernels' small blocks it replaced).
   for (const AttentionModelShape& m : models)
     for (bool absorbed : {true, false}) {
       const int batch = absorbed ? sizes.decode_batch_absorbed : sizes.decode_batch_explicit;
       const int dim = absorbed ? m.latent_dim : m.head_dim;
       for (cuda::Math math : attention_bench_maths())
-        for (cuda::DecodeBlock block : decode_blocks(math))
+        for (cuda::DecodeBlock block : kDecodeBlocks)
           decode.push_back(bench_decode(m.model.c_str(), absorbed, batch, sizes.decode_kv, m.heads, dim, copy, math,
                                         block));
     }
   const AttentionModelShape& last = models.back();
   decode.push_back(bench_decode(last.model.c_str(), true, 1, sizes.decode_kv, last.heads, last.latent_dim, copy));
-  if (cuda::tf32_tensor_cores())
+  if (cuda::tf32_tensor_cores())  // batch 1 on the tensor cores too
     decode.push_back(bench_decode(last.model.c_str(), true, 1, sizes.decode_kv, last.heads, last.latent_dim, copy,
                                   cuda::Math::kTf32x3));
   auto gpus = cuda_devices();

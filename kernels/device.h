@@ -61,12 +61,12 @@ enum class ExpertTile { kAuto, kSmall, kBig };
 void set_expert_tile(ExpertTile tile);
 ExpertTile expert_tile();
 
-// The block the tensor-core decode forward runs (at most 16 query rows per (batch, kv head) in attention_math tf32 or
-// 3xtf32): kAuto and kKeySplit take the 4-warp block that splits each key tile over its warps and double-buffers
-// the tiles (kernels/cuda/attention_decode.cuh); kOneWarp the one-warp block of kernels/cuda/attention_mma.cuh, kept
-// so that `dsk bench attention` can time both on a GPU. The FFMA decode is the same either way. Without the CUDA
-// backend a no-op.
-enum class DecodeBlock { kAuto, kOneWarp, kKeySplit };
+// The block the attention forward runs for decode shapes (at most 16 query rows per (batch, kv head), output widths
+// up to 128): kAuto and kKeySplit take the 4-warp block that splits each key tile over its warps and double-buffers
+// the tiles (kernels/cuda/attention_decode.cuh), in every attention_math; kForwardKernel the forward kernels' own
+// small blocks (FFMA: 8 or 16 rows on 128 threads; tensor cores: one warp), kept so that `dsk bench attention` can
+// time both on a GPU. Without the CUDA backend a no-op.
+enum class DecodeBlock { kAuto, kForwardKernel, kKeySplit };
 void set_decode_block(DecodeBlock block);
 DecodeBlock decode_block();
 

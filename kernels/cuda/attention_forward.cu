@@ -220,8 +220,8 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
 }
 
 // The register-resident tensor-core kernel (attention_mma.cuh), output widths up to 128: 4-warp blocks of 64 rows
-// for training shapes, 1-warp blocks of 16 rows for decode (at most 16 rows per (b, kv head); cuda::DecodeBlock
-// kOneWarp: the key-split decode kernel below is the default).
+// for training shapes, 1-warp blocks of 16 rows for decode (at most 16 rows per (b, kv head), with
+// cuda::DecodeBlock::kForwardKernel: the key-split decode kernel below is the default).
 template <int MATH, int kWarps>
 void launch_forward_mma(float* out, float* lse, const float* q, const float* k, const float* v,
                         const int32_t* kv_start, const Geometry& g) {
@@ -237,17 +237,17 @@ void launch_forward_mma(float* out, float* lse, const float* q, const float* k, 
   });
 }
 
-// The tensor-core decode kernel (attention_decode.cuh): 16 rows per block, 4 warps splitting each key tile,
-// double-buffered tiles. Output widths up to 128.
-template <int MATH>
+// The decode kernel (attention_decode.cuh): 8 RH rows per block, 4 warps splitting each key tile, double-buffered
+// tiles. Output widths up to 128.
+template <int MATH, int RH>
 void launch_decode(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* kv_start,
                    const Geometry& g) {
-  const size_t bytes = decode_floats(g) * sizeof(float);
+  const size_t bytes = decode_floats(g, 8 * RH) * sizeof(float);
   with_nm(g.wv / 64, [&](auto nmv) {
     constexpr int NMV = decltype(nmv)::value;
     if constexpr (NMV <= 2) {
-      launch_rows_of(attention_decode_kernel<NMV, MATH == kTf32x3Math>, kDecodeWarps * 32, bytes, kDecodeRows,
-                     "attention_decode", out, lse, q, k, v, kv_start, g);
+      launch_rows_of(attention_decode_kernel<MATH, NMV, RH>, kDecodeWarps * 32, bytes, 8 * RH, "attention_decode",
+                     out, lse, q, k, v, kv_start, g);
     } else {
       DSK_FAIL("attention_decode: output width {} above 128", g.wv);
     }
@@ -266,22 +266,23 @@ bool forward_mma_serves(const Geometry& g) {
 // work would be padding on the CUDA cores. On the tensor cores (attention_math) the smallest block is 16 rows, the
 // fragment height (one warp in the register kernel): there padding rows are cheap next to the key tiles' loads (the
 // benchmark's decode records compare).
-// On the tensor cores, decode shapes take the key-split decode kernel (attention_decode.cuh) unless
-// cuda::DecodeBlock asks for the one-warp block.
+// Decode shapes (at most 16 rows, output widths up to 128) take the key-split decode kernel (attention_decode.cuh)
+// in any arithmetic, unless cuda::DecodeBlock asks for the forward kernels' own small blocks; with FFMA up to 8 rows
+// in blocks of 8.
 struct ForwardPlan {
   TileMath math;   // after the shared-memory fallback (fitting_math)
   bool registers;  // the register-resident mma kernel (attention_mma.cuh), else the staged one
-  bool decode;     // (registers, 16 rows) the key-split decode kernel, else the one-warp mma block
+  bool decode;     // the key-split decode kernel (then `registers` does not matter)
   int rows;        // query rows per block
 };
 ForwardPlan forward_plan(const Geometry& g) {
   const TileMath tc_math = attention_tile_math();
   const TileMath math = fitting_math(tc_math, forward_floats(g, g.rows <= 16 ? 16 : 64, tc_math));
-  if (math == kFfmaMath) return {math, false, false, g.rows <= 8 ? 8 : (g.rows <= 16 ? 16 : 64)};
-  const bool registers = forward_mma_serves(g);
-  const bool decode = registers && g.rows <= 16 && cuda::decode_block() != cuda::DecodeBlock::kOneWarp &&
-                      fits_shared(decode_floats(g));
-  return {math, registers, decode, g.rows <= 16 ? 16 : 64};
+  const int rows = math == kFfmaMath && g.rows <= 8 ? 8 : (g.rows <= 16 ? 16 : 64);
+  const bool decode = rows <= 16 && g.wv <= 128 && cuda::decode_block() != cuda::DecodeBlock::kForwardKernel &&
+                      fits_shared(decode_floats(g, rows));
+  const bool registers = math != kFfmaMath && forward_mma_serves(g);
+  return {math, registers, decode, rows};
 }
 
 }  // namespace
@@ -289,8 +290,11 @@ ForwardPlan forward_plan(const Geometry& g) {
 std::string attention_forward_kernel_cuda(const AttentionShape& s, bool shared_kv) {
   check_shape(s, AttentionDropout{});
   const ForwardPlan p = forward_plan(make_geometry(s, AttentionDropout{}, shared_kv));
-  return fmt::format("{}{}, {}-row blocks", kernel_form(p.registers, p.math),
-                     p.decode ? " key-split decode (4 warps, 2 stages)" : "", p.rows);
+  if (p.decode)
+    return fmt::format("{} key-split decode (4 warps, 2 stages), {}-row blocks",
+                       p.math == kFfmaMath ? std::string("ffma") : "mma " + std::string(tile_math_name(p.math)),
+                       p.rows);
+  return fmt::format("{}, {}-row blocks", kernel_form(p.registers, p.math), p.rows);
 }
 
 template <>
@@ -304,15 +308,19 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
   const ForwardPlan plan = forward_plan(g);
   with_tile_math(plan.math, [&](auto mt) {
     constexpr int MATH = decltype(mt)::value;
-    if constexpr (MATH == kFfmaMath) {
+    if (plan.decode) {
+      if (plan.rows == 8) {
+        if constexpr (MATH == kFfmaMath) launch_decode<MATH, 1>(out, lse, q, k, v, kv_start, g);
+      } else {
+        launch_decode<MATH, 2>(out, lse, q, k, v, kv_start, g);
+      }
+    } else if constexpr (MATH == kFfmaMath) {
       if (plan.rows == 8)
         launch_forward<8, 1, MATH>(out, lse, q, k, v, kv_start, g);
       else if (plan.rows == 16)
         launch_forward<8, 2, MATH>(out, lse, q, k, v, kv_start, g);
       else
         launch_forward<8, 8, MATH>(out, lse, q, k, v, kv_start, g);
-    } else if (plan.decode) {
-      launch_decode<MATH>(out, lse, q, k, v, kv_start, g);
     } else if (plan.registers) {
       if (plan.rows == 16)
         launch_forward_mma<MATH, 1>(out, lse, q, k, v, kv_start, g);

@@ -279,10 +279,10 @@ TEST_CASE("cuda attention_backward vs CPU, deterministic", "[cuda][attention]") 
   }
 }
 
-// Which kernels run (what the benchmark records report): the FFMA kernel with 8-row blocks for a decode of 8
-// heads, 64-row blocks for training; on the tensor cores the register-resident kernels (for decode the key-split
-// block, or the one-warp block when cuda::DecodeBlock asks), the staged wmma forward at width 256 on a shared
-// latent, and the FFMA kernel where the tensor-core block does not fit (width 256 with separate K and V).
+// Which kernels run (what the benchmark records report): for a decode of 8 heads the key-split decode block (8
+// rows with FFMA, 16 on the tensor cores) or, when cuda::DecodeBlock asks, the forward kernels' own (FFMA 8-row
+// blocks, the one-warp register block); 64-row blocks for training; the staged wmma forward at width 256 on a
+// shared latent, and the FFMA kernel where the tensor-core block does not fit (width 256 with separate K and V).
 TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", "[cuda][attention]") {
   if (!dsk::testing::gpu_available()) return;
   const AttentionShape training = shape_of({"explicit", 2, 128, 128, 0, 4, 4, 64, 64, 0.125f});
@@ -290,15 +290,18 @@ TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", 
   {
     cuda::ScopedAttentionMath ffma(cuda::Math::kFfma);
     CHECK(attention_forward_kernel_cuda(training, false) == "ffma, 64-row blocks");
-    CHECK(attention_forward_kernel_cuda(decode, true) == "ffma, 8-row blocks");
+    CHECK(attention_forward_kernel_cuda(decode, true) == "ffma key-split decode (4 warps, 2 stages), 8-row blocks");
     CHECK(attention_backward_kernels_cuda(training, false) == "dq ffma, dkv ffma");
+    cuda::ScopedDecodeBlock forward_kernel(cuda::DecodeBlock::kForwardKernel);
+    CHECK(attention_forward_kernel_cuda(decode, true) == "ffma, 8-row blocks");
+    CHECK(attention_forward_kernel_cuda(training, false) == "ffma, 64-row blocks");
   }
   if (!cuda::tf32_tensor_cores()) return;
   cuda::ScopedAttentionMath x3(cuda::Math::kTf32x3);
   CHECK(attention_forward_kernel_cuda(training, false) == "mma 3xtf32, 64-row blocks");
   CHECK(attention_forward_kernel_cuda(decode, true) == "mma 3xtf32 key-split decode (4 warps, 2 stages), 16-row blocks");
   {
-    cuda::ScopedDecodeBlock one_warp(cuda::DecodeBlock::kOneWarp);
+    cuda::ScopedDecodeBlock one_warp(cuda::DecodeBlock::kForwardKernel);
     CHECK(attention_forward_kernel_cuda(decode, true) == "mma 3xtf32, 16-row blocks");
     CHECK(attention_forward_kernel_cuda(training, false) == "mma 3xtf32, 64-row blocks");
   }
@@ -375,15 +378,29 @@ TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs 
     CHECK_FALSE(bits_equal(check_forward(shared256, in_shared), shared_ffma));
     CHECK(bits_equal(check_forward(separate256, in_separate), separate_ffma));
   }
-  // Decode and prefill shapes with up to 16 query rows per (batch, kv head) take the 16-row blocks on the tensor
-  // cores (the CUDA cores use 8-row blocks up to 8), split over the keys when the grid is small: the key-split
-  // decode block and the one-warp block each. Key counts that leave a split one tile or an odd number, or a warp
-  // of the last tile no visible key; left-padded batch rows whose splits see no key at all.
+}
+
+// Decode and prefill shapes with up to 16 query rows per (batch, kv head), output widths up to 128: the key-split
+// decode block and the forward kernels' own small blocks (cuda::DecodeBlock), in every arithmetic, vs the CPU and
+// each other, split over the keys when the grid is small. Key counts that leave a split one tile or an odd number,
+// or warps of the last tile without a visible key; left-padded batch rows whose splits see no key at all; 1 to 16
+// rows (8-row FFMA blocks up to 8).
+TEST_CASE("cuda attention decode: the key-split block and the forward kernels' blocks vs CPU, every arithmetic",
+          "[cuda][attention]") {
+  if (!dsk::testing::gpu_available()) return;
+  auto rng = test_rng(80);
+  struct NamedMath {
+    cuda::Math math;
+    double tol;
+  };
+  std::vector<NamedMath> maths{{cuda::Math::kFfma, kForwardTol}};
+  if (cuda::tf32_tensor_cores())
+    maths.insert(maths.end(), {{cuda::Math::kTf32x3, kForwardTol}, {cuda::Math::kTf32, kTf32Tol}});
   struct DecodeCase {
     Case c;
     std::vector<int32_t> start;  // kv_start, or empty
   };
-  const DecodeCase decode_cases[] = {
+  const DecodeCase cases[] = {
       {{"decode, 8 heads on one latent", 3, 1, 200, 256, 8, 1, 128, 128, 0.125f, 0.0f, true}, {}},
       {{"explicit decode, one row per head", 2, 1, 100, 100, 4, 4, 64, 64, 0.125f}, {}},
       {{"decode, 16 heads on one latent", 2, 1, 300, 320, 16, 1, 128, 128, 0.125f, 0.0f, true}, {}},
@@ -396,29 +413,30 @@ TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs 
       {{"left-padded decode, 2 tokens on one latent", 4, 2, 333, 340, 8, 1, 128, 128, 0.125f, 0.0f, true},
        {0, 64, 200, 333}},
   };
-  const std::pair<const char*, cuda::DecodeBlock> blocks[] = {{"key-split block", cuda::DecodeBlock::kKeySplit},
-                                                              {"one-warp block", cuda::DecodeBlock::kOneWarp}};
-  for (const DecodeCase& d : decode_cases) {
+  const std::pair<const char*, cuda::DecodeBlock> blocks[] = {
+      {"key-split block", cuda::DecodeBlock::kKeySplit}, {"forward kernel's block", cuda::DecodeBlock::kForwardKernel}};
+  for (const DecodeCase& d : cases) {
     const Case& c = d.c;
     const std::vector<int32_t>* start = d.start.empty() ? nullptr : &d.start;
     auto in = make_inputs(c, rng);
     std::vector<float> ffma_out;
-    {
-      cuda::ScopedAttentionMath ffma(cuda::Math::kFfma);
-      ffma_out = check_forward(c, in, start);
-    }
     for (const NamedMath& m : maths) {
       cuda::ScopedAttentionMath math(m.math);
       std::vector<float> key_split_out;
       for (const auto& [name, block] : blocks) {
         INFO("attention_math " << cuda::math_name(m.math) << ", " << name);
         cuda::ScopedDecodeBlock pinned(block);
-        const auto out = check_forward(c, in, start, m.forward_tol);
-        CHECK_FALSE(bits_equal(out, ffma_out));
-        if (block == cuda::DecodeBlock::kKeySplit)
+        const auto out = check_forward(c, in, start, m.tol);
+        if (block == cuda::DecodeBlock::kKeySplit) {
           key_split_out = out;
-        else  // the two blocks sum in different orders: some bit differs, or the setting did not reach the launch
+        } else {
+          // The two blocks sum in different orders: some bit differs, or the setting did not reach the launch.
           CHECK_FALSE(bits_equal(out, key_split_out));
+        }
+        if (m.math == cuda::Math::kFfma && block == cuda::DecodeBlock::kKeySplit)
+          ffma_out = out;
+        else if (block == cuda::DecodeBlock::kKeySplit)
+          CHECK_FALSE(bits_equal(out, ffma_out));  // the arithmetic reached the decode block
       }
     }
   }

@@ -73,24 +73,24 @@ TEST_CASE("cuda bench: attention kernels (training and decode records) at tiny s
   }
   for (cuda::Math m : maths) CHECK(per_math[cuda::math_name(m)] == 2 * sizes.models.size() + 2);
   REQUIRE(cuda::attention_math() == cuda::Math::kAuto);  // each record's pinned choice was undone
-  // Per model and form: one FFMA record, and on the tensor cores one per arithmetic and decode block; then batch 1.
-  const size_t per_form = 1 + 2 * (n_maths - 1);
-  REQUIRE(j.at("decode").size() == 2 * per_form * sizes.models.size() + (n_maths > 1 ? 2 : 1));
+  // Per model, form and arithmetic: one record per decode block; then batch 1 (FFMA, and 3xTF32 where there are
+  // tensor cores).
+  REQUIRE(j.at("decode").size() == 2 * 2 * n_maths * sizes.models.size() + (n_maths > 1 ? 2 : 1));
   std::map<std::string, size_t> per_kernel;
   for (const auto& r : j.at("decode")) {
     for (const char* key : {"ms", "gbps", "fraction_of_copy", "cache_bytes"}) require_positive(r, key);
-    // Up to 4 query rows per (b, kv head): 8-row FFMA blocks; on the tensor cores the key-split decode block or
-    // the one-warp 16-row block.
+    // Up to 4 query rows per (b, kv head): the key-split decode block (8 rows with FFMA, 16 on the tensor cores), or
+    // the forward kernels' blocks (FFMA 8 rows, the one-warp 16-row register kernel).
     const std::string math = r.at("math"), kernel = r.at("kernel");
-    if (math == "ffma")
-      CHECK(kernel == "ffma, 8-row blocks");
-    else
-      CHECK((kernel == "mma " + math + ", 16-row blocks" ||
-             kernel == "mma " + math + " key-split decode (4 warps, 2 stages), 16-row blocks"));
+    const std::string form = math == "ffma" ? "ffma" : "mma " + math, rows = math == "ffma" ? "8" : "16";
+    CHECK((kernel == form + ", " + rows + "-row blocks" ||
+           kernel == form + " key-split decode (4 warps, 2 stages), " + rows + "-row blocks"));
     ++per_kernel[kernel];
   }
+  // Each block timed for each model and form (the batch-1 records are key-split).
+  CHECK(per_kernel["ffma, 8-row blocks"] == 2 * sizes.models.size());
+  CHECK(per_kernel["ffma key-split decode (4 warps, 2 stages), 8-row blocks"] == 2 * sizes.models.size() + 1);
   if (n_maths > 1) {
-    // Each block timed for each model and form (the batch-1 record adds one key-split record).
     CHECK(per_kernel["mma tf32, 16-row blocks"] == 2 * sizes.models.size());
     CHECK(per_kernel["mma 3xtf32 key-split decode (4 warps, 2 stages), 16-row blocks"] ==
           2 * sizes.models.size() + 1);
