@@ -9,11 +9,13 @@
 #   OUTDIR/ncu_expert_tf32.csv   the same with --expert-math tf32
 #   OUTDIR/ncu_attention.csv     the decode kernels of `dsk bench attention --config default` (the micro-benchmark's
 #                                records: batch 64 and 16, 4,096 cached tokens; LaunchStats gives each grid)
+#   OUTDIR/ncu_attention_bwd.csv the first 3xTF32 dQ and dK/dV launches of the large config's explicit training shape
+#                                (8 x 512 x 16, fwd+bwd 1.07 ms against PyTorch fp32's 0.79: issue #7's SDPA target)
 #   OUTDIR/profile_log.txt       ncu's and dsk's messages
 # Sections: SpeedOfLight, MemoryWorkloadAnalysis, ComputeWorkloadAnalysis, Occupancy, WarpStateStats, LaunchStats,
 # as CSV (--page details). Clocks are left alone (--clock-control none), so the times match the benchmarks'.
 # ncu read the hardware counters on this project's Firecracker GPU machines, not on gVisor ones (device KINDS.md);
-# a failing profile is recorded in the log and the next one still runs. About 3 minutes in all.
+# a failing profile is recorded in the log and the next one still runs. About 4 minutes in all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: scripts/gpu_profile.sh OUTDIR}
@@ -55,12 +57,16 @@ profile() {
 train=(bench train --config default --device cuda --steps 1 --warmup 0 --profile-steps 0)
 profile ncu_expert_ffma 'grouped_gemm_kernel|weight_grad_kernel' 6 "${train[@]}" --expert-math ffma
 profile ncu_expert_tf32 'grouped_gemm_kernel|weight_grad_kernel' 6 "${train[@]}" --expert-math tf32
-# Decode instantiations only (ncu matches the demangled name with its template arguments): the FFMA kernel's 8- and
-# 16-row blocks (training uses 64), the register tensor-core kernel's one-warp blocks (training uses 4 warps), and
-# the split-K combine. `dsk bench attention` first runs a model decode sweep, kept to a few launches here, then the
+# Decode instantiations only (ncu matches the demangled name with its template arguments): the key-split decode
+# kernel (the default since 2026-12-01), the forward kernels' decode blocks it replaced (the FFMA kernel's 8- and
+# 16-row blocks, the register tensor-core kernel's one-warp blocks; training uses 64 rows and 4 warps), and the
+# split-K combine. `dsk bench attention` first runs a model decode sweep, kept to a few launches here, then the
 # kernel micro-benchmark, whose decode records (batch 64, 4,096 cached tokens) are the ones to read.
-decode_regex='attention_forward_kernel<8, [12], |attention_forward_mma_kernel<[12], (false|true), 1>|attention_combine_kernel'
+decode_regex='attention_decode_kernel|attention_forward_kernel<8, [12], |attention_forward_mma_kernel<[12], (false|true), 1>|attention_combine_kernel'
 profile ncu_attention "$decode_regex" 120 --kernel-name-base demangled -- bench attention --config default \
   --device cuda --contexts 2 --batches 1 --steps 1 --layers 1
+# The backward kernels' 3xTF32 instantiations (kSplit = true); the explicit records come first.
+profile ncu_attention_bwd 'attention_(dq|dkv)_mma_kernel<[12], true>' 4 --kernel-name-base demangled -- bench attention \
+  --config large --device cuda --contexts 2 --batches 1 --steps 1 --layers 1
 tail -n 40 "$LOG"
 exit $status

@@ -30,9 +30,10 @@
 // O += P V. Writes out = O / l and lse = ln2 * (m + log2 l); a row with no visible key writes 0 and -inf.
 // Decode / small grids: when the blocks would not fill the GPU, each block's key range is split over
 // gridDim.z blocks (flash-decoding); each writes its normalized partial output and partial lse, and
-// attention_combine_kernel merges them in split order (deterministic). Decode shapes (<= 8 or <= 16 rows per
-// (b, hk)) use 8- or 16-row blocks so the key tiles are not multiplied against empty rows (on the tensor cores
-// 16-row blocks, the mma fragment's height: one warp per block).
+// attention_combine_kernel merges them in split order (deterministic); the splits fill the GPU's resident-block
+// slots once. Decode shapes (<= 16 rows per (b, hk), widths up to 128) run their own kernel, in every arithmetic
+// (attention_decode.cuh: 4 warps splitting each key tile, double-buffered tiles); cuda::DecodeBlock can ask for the
+// forward kernels' own small blocks instead (8- or 16-row FFMA blocks, one-warp 16-row mma blocks).
 //
 // Backward (flash-attention-2 math, made deterministic by two kernels instead of atomics):
 //   D_i = dout_i · out_i                                          (attention_row_dot_kernel)
@@ -51,8 +52,8 @@
 //   not fit the device's 227 KB (widths over 192 with separate K and V) the FFMA kernel runs (fitting_math).
 //   Widths up to 256 work in the forward; the backward's blocks hold four or five tiles and fit up to 128, or 192
 //   with 128 (wider is a one-line error from allow_shared).
-// Tiles are loaded with cp.async (every copy of a tile in flight at once). Not double-buffered: a block waits for
-// its tile before computing and other blocks on the SM overlap it; the register forward with separate K and V also
+// Tiles are loaded with cp.async (every copy of a tile in flight at once). Not double-buffered outside the decode
+// kernel: a block waits for its tile before computing and other blocks on the SM overlap it; the register forward with separate K and V also
 // overlaps V's load with S and the next K's with P V (attention_mma.cuh). On the tensor cores the forward (training and
 // decode) and both backward kernels keep their products in registers where the widths are at most 128 (mma.sync
 // m16n8k8, flash-attention-2's layout: attention_mma.cuh); wider shapes use wmma through a shared staging tile

@@ -3,7 +3,8 @@
 // 3xTF32: the forward (training and decode; launched by attention_forward.cu), and the dQ and dK/dV kernels of the
 // backward (attention_backward.cu). The design shared by every attention kernel is in attention_common.cuh.
 //
-// A block is 4 warps and 64 query rows, 16 per warp (the decode forward: one warp, 16 rows); key tiles of 64 as
+// A block is 4 warps and 64 query rows, 16 per warp (its decode block, one warp of 16 rows, runs only when
+// cuda::DecodeBlock::kForwardKernel asks: decode has attention_decode.cuh); key tiles of 64 as
 // everywhere. Each warp computes its
 // S = Q K^T (16 x 64) with mma.sync m16n8k8 straight into registers (warp_scores), works on it there (the online
 // softmax in the forward, dS = P∘(dP∘M - D) in dQ; a row's values sit in the 4 lanes of a quad: 2 xor-shuffles per
