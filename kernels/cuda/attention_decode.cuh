@@ -211,39 +211,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) attention_decode_kernel(
     else
       warp_scores<kSplit>(s, Qs, ldq, Kw, ldq, dq8);
 
-    // Online softmax on the registers, as attention_forward_mma_kernel over the warp's 16 keys.
+    // Online softmax on the registers, over the warp's 16 keys.
 #pragma unroll
-    for (int h = 0; h < RH; ++h) {
-      float tile_max = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < NG; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int j = jw + 8 * n + tq + 4 * e;
-          float& x = s[n][2 * h + e];
-          x = (j <= last_key[h] && j < kend) ? x * g.scale2 : -INFINITY;
-          tile_max = fmaxf(tile_max, x);
-        }
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-      const float new_max = fmaxf(row_max[h], tile_max);
-      const float ref = new_max == -INFINITY ? 0.0f : new_max;  // no key seen yet: exp2f gives 0, not NaN
-      const float alpha = exp2f(row_max[h] - ref);
-      row_max[h] = new_max;
-      float psum = 0.0f;
-#pragma unroll
-      for (int n = 0; n < NG; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[n][2 * h + e];
-          const float p = exp2f(x - ref);
-          psum += p;
-          // Dropout acts on the probabilities that multiply V; the normalizer stays un-dropped (as on the CPU).
-          x = p == 0.0f ? 0.0f : p * drop_multiplier(g, stat[h], jw + 8 * n + tq + 4 * e);
-        }
-      row_sum[h] = row_sum[h] * alpha + psum;
-      o.scale_row(h, alpha);
-    }
+    for (int h = 0; h < RH; ++h)
+      o.scale_row(h, online_softmax_row(s, h, jw, last_key[h], kend, stat[h], g, row_max[h], row_sum[h]));
     if constexpr (kFfma)
       warp_times_tile_ffma<RH>(o, s, Vw, ldv);  // O_w += P_w V_w
     else

@@ -94,6 +94,46 @@ __device__ __forceinline__ void store_warp_row(float* dst, const float (&acc)[NT
     }
 }
 
+// One online-softmax step of row h (this lane's rows: gq + 8h) over a key tile in registers, s[n][2h + e] holding the
+// raw score of key j0 + 8n + tq + 4e (warp_scores' layout; the row's other keys sit in the quad's other lanes):
+// keys past last_key (causal) or from kend on score -inf; the row's running max (base 2) and this lane's partial
+// sum are updated, s becomes P times the dropout multiplier, and the factor for the row's output accumulators is
+// returned (0 while no key was seen: exp2f(-inf)). Shared by the forward and the decode kernels.
+template <int NG>
+__device__ __forceinline__ float online_softmax_row(float (&s)[NG][4], int h, int j0, int last_key, int kend,
+                                                    int64_t stat, const Geometry& g, float& row_max, float& row_sum) {
+  const int tq = threadIdx.x % 4;
+  float tile_max = -INFINITY;
+#pragma unroll
+  for (int n = 0; n < NG; ++n)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int j = j0 + 8 * n + tq + 4 * e;
+      float& x = s[n][2 * h + e];
+      x = (j <= last_key && j < kend) ? x * g.scale2 : -INFINITY;
+      tile_max = fmaxf(tile_max, x);
+    }
+  tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+  tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+  const float new_max = fmaxf(row_max, tile_max);
+  const float ref = new_max == -INFINITY ? 0.0f : new_max;  // no key seen yet: exp2f gives 0, not NaN
+  const float alpha = exp2f(row_max - ref);
+  row_max = new_max;
+  float psum = 0.0f;
+#pragma unroll
+  for (int n = 0; n < NG; ++n)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float& x = s[n][2 * h + e];
+      const float p = exp2f(x - ref);
+      psum += p;
+      // Dropout acts on the probabilities that multiply V; the normalizer stays un-dropped (as on the CPU).
+      x = p == 0.0f ? 0.0f : p * drop_multiplier(g, stat, j0 + 8 * n + tq + 4 * e);
+    }
+  row_sum = row_sum * alpha + psum;
+  return alpha;
+}
+
 // __launch_bounds__'s minimum blocks per SM, which sets ptxas's register budget: for the training block what its
 // shared memory allows (width 64: 4 blocks of ~53 KB, 128 registers; width 128: 3 of ~68 KB, 170), so registers
 // never lower the occupancy below that (left to its own heuristics ptxas gave the width-128 3xTF32 block 180
@@ -168,34 +208,7 @@ __global__ void __launch_bounds__(kWarps * 32, (kForwardMmaMinBlocks<NMV, kWarps
     // Online softmax on the registers: s[n][2h + e] is row h's key j0 + 8n + tq + 4e.
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float tile_max = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int j = j0 + 8 * n + tq + 4 * e;
-          float& x = s[n][2 * h + e];
-          x = (j <= last_key[h] && j < kend) ? x * g.scale2 : -INFINITY;
-          tile_max = fmaxf(tile_max, x);
-        }
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-      const float new_max = fmaxf(row_max[h], tile_max);
-      const float ref = new_max == -INFINITY ? 0.0f : new_max;  // no key seen yet: exp2f gives 0, not NaN
-      const float alpha = exp2f(row_max[h] - ref);
-      row_max[h] = new_max;
-      float psum = 0.0f;
-#pragma unroll
-      for (int n = 0; n < 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[n][2 * h + e];
-          const float p = exp2f(x - ref);
-          psum += p;
-          // Dropout acts on the probabilities that multiply V; the normalizer stays un-dropped (as on the CPU).
-          x = p == 0.0f ? 0.0f : p * drop_multiplier(g, stat[h], j0 + 8 * n + tq + 4 * e);
-        }
-      row_sum[h] = row_sum[h] * alpha + psum;
+      const float alpha = online_softmax_row(s, h, j0, last_key[h], kend, stat[h], g, row_max[h], row_sum[h]);
 #pragma unroll
       for (int c = 0; c < NT; ++c) {
         o[c][2 * h] *= alpha;
