@@ -18,22 +18,22 @@
 // The tile GEMM is classic fp32 SIMT: 256 threads (16 x 16), each owning a (4·RM) x (4·RN) register tile spread as
 // RM x RN blocks of 4 x 4 (rows ty*4 + 64·h, columns tx*4 + 64·h, so the shared-memory reads are conflict-free
 // float4s); tiles BM x BN = 64·RM x 64·RN, K-step BK; shared memory holds the A and B tiles k-major
-// (As[BK][BM + 4], Bs[BK][BN + 4], 8.4-8.7 KB per pair), the next K-step's global loads are issued into registers
-// before the current step's FMAs. The FFMA tiles keep two pairs (17 KB): the next K-step is stored into the other
-// pair while this one is computed, so a K-step costs one barrier instead of two and no thread waits at a barrier
-// between its stores and its FMAs. Two configurations: 128 x 128 x 8 (8 x 8 per thread) when the launch has enough
-// tiles to fill the GPU twice, else 64 x 64 x 16 (4 x 4 per thread).
-// Measured on an H200 (2026-12-01, dsk bench moe, one pair per tile then): 42-50% of cuBLAS's fp32 SGEMM rate at
-// the default config's shapes, 64-67% at the large config's (the two-pair tiles await a GPU run). The tensor-core tiles below reach only 8-17% of cuBLAS's TF32 rate: their
-// 8-deep K-step gives each warp 8 products between barriers, and a deeper step spills (450-830 bytes under the
-// 128-register cap of two blocks per SM), so they need register-fragment mma and multi-stage cp.async loads.
+// (As[BK][BM + 4], Bs[BK][BN + 4], 8.4-8.7 KB per pair) in two pairs: the next K-step's global loads are issued
+// into registers before the current step's FMAs and stored into the other pair after them, so a K-step costs one
+// barrier and no thread waits at a barrier between its stores and its FMAs. Two configurations: 128 x 128 x 8
+// (8 x 8 per thread) when the launch has enough tiles to fill the GPU twice, else 64 x 64 x 16 (4 x 4 per thread).
+// Measured on an H200 (2026-12-01, dsk bench moe, with one pair and two barriers per K-step then): 42-50% of
+// cuBLAS's fp32 SGEMM rate at the default config's shapes, 64-67% at the large config's.
 //
 // With TF32 on (cuda::set_tf32, the `tf32` training key; or cuda::Math::kTf32 / kTf32x3 via cuda::set_expert_math,
-// which takes precedence) the same kernels take a tensor-core tile instead (tile_gemm_tc, both sizes): the
-// shared-memory operands go through wmma m16n16k8 in TF32 or 3xTF32 (kernels/cuda/tensor_math.cuh: near-fp32 at
-// three tensor-core products per one; on an H200 dense TF32 is ~7x the fp32 FFMA rate, so 3xTF32 could beat FFMA;
-// measured, it does not: fp32 keeps the FFMA tiles), and the finished tile is handed back in the SIMT register layout, so the loads, the
-// tile scheduling, the epilogues and the determinism are the ones above.
+// which takes precedence) the same kernels take a tensor-core tile of the same size instead (tile_gemm_mma): the
+// 8 warps' products are mma.sync m16n8k8 in TF32 or 3xTF32 (kernels/cuda/tensor_math.cuh: near-fp32 at three
+// tensor-core products per one) with fragments read straight from the k-major tiles (rows padded by 8:
+// conflict-free) and accumulators kept in registers through the epilogue (TileLayout says where each lies);
+// the loads, the tile scheduling, the epilogues and the determinism are the FFMA tile's. The first tensor-core tiles
+// (wmma m16n16k8, 8-deep K-steps, the result staged through shared memory back into the FFMA layout) reached only
+// 8-17% of cuBLAS's TF32 rate on the H200 and lost to the FFMA tiles in 3xTF32, so fp32 keeps FFMA by default; the
+// register-fragment tiles await a GPU run.
 // cuda::set_expert_tile forces one tile size (tests run both on any device; `dsk bench moe` times both).
 // Follow-ups: cp.async/TMA multi-stage loads and bigger tensor-core tiles (wgmma), which is where the H200's
 // speed is.
@@ -48,41 +48,43 @@ namespace dsk {
 namespace {
 
 constexpr int kThreads = 256;  // 16 x 16
-constexpr int kPad = 4;        // keeps shared rows 16-byte aligned and spreads the k-major stores over banks
 
-template <int RM_, int RN_, int BK_>
+// PAD: the shared rows' padding (floats). 4 for the FFMA tiles: rows stay 16-byte aligned and the k-major stores
+// spread over the banks. 8 for the tensor-core tiles: a fragment reads (k = tq, row gq) of a k-major tile, i.e.
+// words 8 tq + gq (mod 32) at a stride of BM + 8: all 32 banks.
+template <int RM_, int RN_, int BK_, int PAD_ = 4>
 struct TileCfg {
-  static constexpr int RM = RM_, RN = RN_, BK = BK_;
+  static constexpr int RM = RM_, RN = RN_, BK = BK_, PAD = PAD_;
   static constexpr int BM = 64 * RM, BN = 64 * RN;
-  static constexpr int TM = 4 * RM, TN = 4 * RN;  // register tile
-  static constexpr int LA = BM * BK / kThreads;   // A elements each thread loads per K-step
+  static constexpr int SA = BM + PAD, SB = BN + PAD;  // shared row strides (floats)
+  static constexpr int TM = 4 * RM, TN = 4 * RN;      // FFMA register tile
+  static constexpr int LA = BM * BK / kThreads;       // A elements each thread loads per K-step
   static constexpr int LB = BN * BK / kThreads;
   static_assert(BM * BK % kThreads == 0 && BN * BK % kThreads == 0, "whole loads per thread");
 };
 using BigTile = TileCfg<2, 2, 8>;     // 128 x 128, 8 x 8 per thread
 using SmallTile = TileCfg<1, 1, 16>;  // 64 x 64, 4 x 4 per thread
+// The same sizes on the tensor cores, padding 8. K-steps: 16 for 64 x 64; 8 for 128 x 128, whose 64 accumulators
+// per thread spilled 44-188 bytes at 16 under the 128-register cap of two blocks per SM (4-12 at 8).
+template <class Cfg>
+using TensorCoreTile = TileCfg<Cfg::RM, Cfg::RN, Cfg::RM == 2 ? 8 : 16, 8>;
 
 // ---- one output tile: acc = A (m_valid x K) · B (K x n_valid), zero-padded to BM x BN -------------------------
 // A_KC: A(i, kk) = A[i*lda + kk] (rows K-contiguous, activations) else A[kk*lda + i] (a transposed view).
 // B_KC: B(kk, j) = B[j*ldb + kk] (a weight used as Wᵀ)            else B[kk*ldb + j].
 // with_rowsum: threads tid < BM also return rowsum = Σ_kk A(tid, kk) in K order (the fused bias gradient).
 
-// Streams A and B through the k-major shared tiles As[BK][BM + 4], Bs[BK][BN + 4], one K-step at a time (the next
-// step's global loads go to registers while this step computes), and calls step(As_s, Bs_s) once per complete pair
-// of tiles. Returns the row sum (see with_rowsum). Shared by the FFMA and the tensor-core tiles.
-// kStages 2 (As, Bs hold two such pairs): the next K-step is stored into the other pair while this one is computed,
-// one barrier per K-step; kStages 1: store, barrier, compute, barrier (the tensor-core tiles: their staging tile
-// leaves no room for a second pair in the 48 KB of static shared memory).
-template <int MATH>
-constexpr int kStagesOf = MATH == kFfmaMath ? 2 : 1;
-
-template <class Cfg, bool A_KC, bool B_KC, int kStages, class Step>
+// Streams A and B through the k-major shared tiles As[BK][BM + PAD], Bs[BK][BN + PAD], one K-step at a time, and
+// calls step(As_s, Bs_s) once per complete pair of tiles. As and Bs hold two such pairs: the next K-step's global
+// loads go to registers before this step's math and are stored into the other pair after it, so a K-step costs
+// one barrier and no thread waits at a barrier between its stores and its math. Returns the row sum (see
+// with_rowsum). Shared by the FFMA and the tensor-core tiles.
+template <class Cfg, bool A_KC, bool B_KC, class Step>
 __device__ __forceinline__ float stream_tiles(const float* __restrict__ A, int lda, int m_valid,
                                               const float* __restrict__ B, int ldb, int n_valid, int K, float* As,
                                               float* Bs, bool with_rowsum, Step step) {
-  static_assert(kStages == 1 || kStages == 2, "one or two shared tile pairs");
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;
-  constexpr int SA = BM + kPad, SB = BN + kPad;  // shared row strides (floats)
+  constexpr int SA = Cfg::SA, SB = Cfg::SB;
   const int tid = threadIdx.x;
   float ra[Cfg::LA], rb[Cfg::LB];
   // Global -> registers for the K-step starting at k0; out-of-range elements are 0 (they add nothing).
@@ -138,26 +140,16 @@ __device__ __forceinline__ float stream_tiles(const float* __restrict__ A, int l
   };
 
   load(0);
-  if constexpr (kStages == 1) {
-    for (int k0 = 0; k0 < K; k0 += BK) {
-      __syncthreads();  // every thread has finished reading the previous K-step's tiles
-      store(0);
-      __syncthreads();  // the tiles are complete
-      if (k0 + BK < K) load(k0 + BK);  // next step's global loads overlap this step's math
-      compute(0);
-    }
-  } else {
-    store(0);
-    __syncthreads();  // pair 0 complete
-    int s = 0;
-    for (int k0 = 0; k0 < K; k0 += BK, s ^= 1) {
-      const bool more = k0 + BK < K;
-      if (more) load(k0 + BK);  // next step's global loads overlap this step's math
-      compute(s);
-      // Pair s ^ 1 was last read in the previous K-step, which every thread finished before the barrier ending it.
-      if (more) store(s ^ 1);
-      __syncthreads();  // pair s ^ 1 complete; every thread is done with pair s
-    }
+  store(0);
+  __syncthreads();  // pair 0 complete
+  int s = 0;
+  for (int k0 = 0; k0 < K; k0 += BK, s ^= 1) {
+    const bool more = k0 + BK < K;
+    if (more) load(k0 + BK);  // next step's global loads overlap this step's math
+    compute(s);
+    // Pair s ^ 1 was last read in the previous K-step, which every thread finished before the barrier ending it.
+    if (more) store(s ^ 1);
+    __syncthreads();  // pair s ^ 1 complete; every thread is done with pair s
   }
   return rs;
 }
@@ -167,14 +159,14 @@ template <class Cfg, bool A_KC, bool B_KC>
 __device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
                                           int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
                                           float* As, float* Bs, bool with_rowsum, float& rowsum) {
-  constexpr int BK = Cfg::BK, SA = Cfg::BM + kPad, SB = Cfg::BN + kPad;
+  constexpr int BK = Cfg::BK, SA = Cfg::SA, SB = Cfg::SB;
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
   for (int a = 0; a < Cfg::TM; ++a)
 #pragma unroll
     for (int b = 0; b < Cfg::TN; ++b) acc[a][b] = 0.0f;
-  rowsum = stream_tiles<Cfg, A_KC, B_KC, kStagesOf<kFfmaMath>>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs,
-                                                               with_rowsum, [&](const float* As, const float* Bs) {
+  rowsum = stream_tiles<Cfg, A_KC, B_KC>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum,
+                                         [&](const float* As, const float* Bs) {
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
       float a[Cfg::TM], b[Cfg::TN];
@@ -196,101 +188,102 @@ __device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const 
   });
 }
 
-// Tile-local row and column of the thread's register element (x, y).
-__device__ __forceinline__ int tile_row(int x) { return (x / 4) * 64 + (threadIdx.x / 16) * 4 + x % 4; }
-__device__ __forceinline__ int tile_col(int y) { return (y / 4) * 64 + (threadIdx.x % 16) * 4 + y % 4; }
-
 // ---- the same tiles on the tensor cores (TF32, or 3xTF32 with kSplit) ----------------------------------------------
-// Loads through stream_tiles as tile_gemm (same k-major shared tiles, same rowsum). The 8 warps form a 4 x 2 grid
-// over the BM x BN tile: warp w owns the WM x WN block (WM = BM / 4, WN = BN / 2) at rows WM (w / 2), columns
-// WN (w % 2), as FM x FN m16n16k8 accumulators (64 x 64: 1 x 2, 128 x 128: 2 x 4, so each A fragment serves FN
-// products and each B fragment FM). In the k-major tiles A(i, kk) = As[kk][i] is a column-major 16 x 8 operand and
-// B(kk, j) = Bs[kk][j] a row-major 8 x 16 one, with leading dimensions BM + 4 and BN + 4 (multiples of 4 floats,
-// and every fragment pointer is 32-byte aligned: 8 rows of the tile are 32 (BM + 4) bytes, 16 columns 64 bytes).
-// The finished tile goes through shared memory into the SIMT register layout, 64 rows at a time (a 128 x 128
-// staging buffer would not fit the 48 KB of static shared memory), so the epilogues are the FFMA tile's.
+// Loads through stream_tiles as tile_gemm (same k-major shared tiles, same rowsum; rows padded by 8).
+// The 8 warps form a 4 x 2 grid over the BM x BN tile: warp w owns the WM x WN block (WM = BM / 4, WN = BN / 2) at
+// rows WM (w / 2), columns WN (w % 2), as FM x FN mma.sync m16n8k8 accumulators (FM = WM / 16, FN = WN / 8:
+// 128 x 128: 2 x 8, 64 x 64: 1 x 4) kept in registers to the epilogue, each A fragment serving FN products. In the
+// k-major tiles A(i, kk) = As[kk][i] and B(kk, j) = Bs[kk][j]: a lane (gq = lane / 4, tq = lane % 4) reads A rows
+// gq, gq + 8 and B column gq at k = tq, tq + 4 (PTX's m16n8k8 .tf32 fragments, as attention_mma.cuh).
 // kSplit: 3xTF32 (prepare_tf32 / mma_tf32 in tensor_math.cuh).
-template <class Cfg, bool A_KC, bool B_KC, bool kSplit>
-__device__ __forceinline__ void tile_gemm_tc(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
-                                             int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
-                                             float* As, float* Bs, bool with_rowsum, float& rowsum) {
-#if defined(DSK_CUDA_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
-  namespace wmma = nvcuda::wmma;
-  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;
-  constexpr int SA = BM + kPad, SB = BN + kPad, SC = BN + kPad;
-  constexpr int WM = BM / 4, WN = BN / 2, FM = WM / 16, FN = WN / 16;
-  constexpr int kStageRows = BM < 64 ? BM : 64;
-  static_assert(BK % 8 == 0 && WM % 16 == 0 && WN % 16 == 0 && SA % 4 == 0 && SB % 4 == 0, "wmma tiling");
-  DSK_SHARED(__align__(32) float, Cs, [kStageRows * SC]);
-  const int warp = threadIdx.x / 32;
-  const int wr = warp / 2, wc = warp % 2;  // the warp's block: rows WM wr, columns WN wc
+template <class Cfg>
+struct MmaShape {
+  static constexpr int WM = Cfg::BM / 4, WN = Cfg::BN / 2, FM = WM / 16, FN = WN / 8;
+  static_assert(WM % 16 == 0 && WN % 8 == 0 && Cfg::BK % 8 == 0, "m16n8k8 tiling");
+};
 
-  wmma::fragment<wmma::accumulator, 16, 16, 8, float> fc[FM][FN];
+// Where the thread's register element (x, y) of a finished tile lies in it (tile-local row and column), per
+// arithmetic: the FFMA tile's (4 RM) x (4 RN) blocks (rows ty*4 + 64·h, columns tx*4 + 64·h), or the tensor-core
+// tile's fragments (x = 2 i + half: fragment row block i, rows gq (+ 8); y = 2 j + e: fragment column block j,
+// column 2 tq + e). The epilogues read acc[x][y] through these.
+template <class Cfg, int MATH>
+struct TileLayout {
+  static constexpr bool kFfma = MATH == kFfmaMath;
+  using Shape = MmaShape<Cfg>;
+  static constexpr int TM = kFfma ? Cfg::TM : 2 * Shape::FM, TN = kFfma ? Cfg::TN : 2 * Shape::FN;
+  __device__ __forceinline__ static int row(int x) {
+    if constexpr (kFfma) return (x / 4) * 64 + (threadIdx.x / 16) * 4 + x % 4;
+    const int warp = threadIdx.x / 32, gq = (threadIdx.x % 32) / 4;
+    return Shape::WM * (warp / 2) + 16 * (x / 2) + gq + 8 * (x % 2);
+  }
+  __device__ __forceinline__ static int col(int y) {
+    if constexpr (kFfma) return (y / 4) * 64 + (threadIdx.x % 16) * 4 + y % 4;
+    const int warp = threadIdx.x / 32, tq = threadIdx.x % 4;
+    return Shape::WN * (warp % 2) + 8 * (y / 2) + 2 * tq + y % 2;
+  }
+};
+
+template <class Cfg, bool A_KC, bool B_KC, bool kSplit>
+__device__ __forceinline__ void tile_gemm_mma(float (&acc)[2 * MmaShape<Cfg>::FM][2 * MmaShape<Cfg>::FN],
+                                              const float* __restrict__ A, int lda, int m_valid,
+                                              const float* __restrict__ B, int ldb, int n_valid, int K, float* As,
+                                              float* Bs, bool with_rowsum, float& rowsum) {
+  using Shape = MmaShape<Cfg>;
+  constexpr int BK = Cfg::BK, SA = Cfg::SA, SB = Cfg::SB, FM = Shape::FM, FN = Shape::FN;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+  const int r0 = Shape::WM * (warp / 2) + gq, c0 = Shape::WN * (warp % 2) + gq;  // this lane's first row, column
+  float fc[FM][FN][4];
 #pragma unroll
   for (int i = 0; i < FM; ++i)
 #pragma unroll
-    for (int j = 0; j < FN; ++j) wmma::fill_fragment(fc[i][j], 0.0f);
+    for (int j = 0; j < FN; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) fc[i][j][r] = 0.0f;
 
-  rowsum = stream_tiles<Cfg, A_KC, B_KC, 1>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum,
-                                            [&](const float* As, const float* Bs) {
+  rowsum = stream_tiles<Cfg, A_KC, B_KC>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum,
+                                         [&](const float* As, const float* Bs) {
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 8) {
-      using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
-      using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
-      FragA fa[FM], fa_lo[kSplit ? FM : 1];
+      const float* a_lo_k = As + (kk + tq) * SA + r0;  // k = tq; k = tq + 4 is 4 SA further
+      float fa[FM][4], fa_lo[FM][4];
 #pragma unroll
       for (int i = 0; i < FM; ++i) {
-        wmma::load_matrix_sync(fa[i], As + kk * SA + WM * wr + 16 * i, SA);
-        prepare_tf32<kSplit>(fa[i], fa_lo[kSplit ? i : 0]);
+        fa[i][0] = a_lo_k[16 * i];
+        fa[i][1] = a_lo_k[16 * i + 8];
+        fa[i][2] = a_lo_k[4 * SA + 16 * i];
+        fa[i][3] = a_lo_k[4 * SA + 16 * i + 8];
+        prepare_tf32<kSplit>(fa[i], fa_lo[i]);
       }
+      const float* b_k = Bs + (kk + tq) * SB + c0;
 #pragma unroll
       for (int j = 0; j < FN; ++j) {
-        FragB fb, fb_lo;
-        wmma::load_matrix_sync(fb, Bs + kk * SB + WN * wc + 16 * j, SB);
+        float fb[2] = {b_k[8 * j], b_k[4 * SB + 8 * j]}, fb_lo[2];
         prepare_tf32<kSplit>(fb, fb_lo);
 #pragma unroll
-        for (int i = 0; i < FM; ++i) mma_tf32<kSplit>(fc[i][j], fa[i], fa_lo[kSplit ? i : 0], fb, fb_lo);
+        for (int i = 0; i < FM; ++i) mma_tf32<kSplit>(fc[i][j], fa[i], fa_lo[i], fb, fb_lo);
       }
     }
   });
-
-  // Rows [r0, r0 + kStageRows) per pass: the warps owning them store their accumulators, then every thread reads
-  // its register elements in those rows.
+  // Fragment (i, j) element r is row gq + 8 (r / 2), column 2 tq + r % 2 of its 16 x 8 block: acc[2i + r/2][2j + r%2].
 #pragma unroll
-  for (int r0 = 0; r0 < BM; r0 += kStageRows) {
-    if (r0 > 0) __syncthreads();  // the previous pass's reads are done before Cs is overwritten
+  for (int i = 0; i < FM; ++i)
 #pragma unroll
-    for (int i = 0; i < FM; ++i) {
-      const int row = WM * wr + 16 * i;  // the same on the whole warp: wmma's collective store is safe here
-      if (row < r0 || row >= r0 + kStageRows) continue;
+    for (int j = 0; j < FN; ++j)
 #pragma unroll
-      for (int j = 0; j < FN; ++j)
-        wmma::store_matrix_sync(Cs + (row - r0) * SC + WN * wc + 16 * j, fc[i][j], SC, wmma::mem_row_major);
-    }
-    __syncthreads();
-#pragma unroll
-    for (int x = 0; x < Cfg::TM; ++x) {
-      const int row = tile_row(x);
-      if (row < r0 || row >= r0 + kStageRows) continue;
-#pragma unroll
-      for (int y = 0; y < Cfg::TN; ++y) acc[x][y] = Cs[(row - r0) * SC + tile_col(y)];
-    }
-  }
-#else
-  __trap();  // compiled for an architecture below sm_80 (tile_math never picks it on such a GPU)
-#endif
+      for (int r = 0; r < 4; ++r) acc[2 * i + r / 2][2 * j + r % 2] = fc[i][j][r];
 }
 
-// One tile in the arithmetic MATH.
+// One tile in the arithmetic MATH; acc in TileLayout<Cfg, MATH>.
 template <class Cfg, int MATH, bool A_KC, bool B_KC>
-__device__ __forceinline__ void any_tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
-                                              int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
-                                              float* As, float* Bs, bool with_rowsum, float& rowsum) {
+__device__ __forceinline__ void any_tile_gemm(float (&acc)[TileLayout<Cfg, MATH>::TM][TileLayout<Cfg, MATH>::TN],
+                                              const float* __restrict__ A, int lda, int m_valid,
+                                              const float* __restrict__ B, int ldb, int n_valid, int K, float* As,
+                                              float* Bs, bool with_rowsum, float& rowsum) {
   if constexpr (MATH == kFfmaMath)
     tile_gemm<Cfg, A_KC, B_KC>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, rowsum);
   else
-    tile_gemm_tc<Cfg, A_KC, B_KC, MATH == kTf32x3Math>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum,
-                                                       rowsum);
+    tile_gemm_mma<Cfg, A_KC, B_KC, MATH == kTf32x3Math>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs,
+                                                        with_rowsum, rowsum);
 }
 
 // ---- row-grouped GEMM: C (M, Nout) = epilogue(A (M, K) · op(W[e])), expert e by row segment ------------------------
@@ -337,8 +330,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     grouped_gemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __restrict__ W,
                         const float* __restrict__ bias, const float* __restrict__ mask,
                         const int32_t* __restrict__ offsets, int E, int K, int Nout) {
-  DSK_SHARED(__align__(32) float, As, [kStagesOf<MATH> * Cfg::BK * (Cfg::BM + kPad)]);  // 32: wmma fragment pointers
-  DSK_SHARED(__align__(32) float, Bs, [kStagesOf<MATH> * Cfg::BK * (Cfg::BN + kPad)]);
+  using Layout = TileLayout<Cfg, MATH>;
+  DSK_SHARED(__align__(16) float, As, [2 * Cfg::BK * Cfg::SA]);  // two k-major tile pairs (stream_tiles)
+  DSK_SHARED(__align__(16) float, Bs, [2 * Cfg::BK * Cfg::SB]);
   DSK_SHARED(int, info, [3]);
   if (threadIdx.x < 32) find_tile<Cfg::BM>(blockIdx.x, offsets, E, info);
   __syncthreads();
@@ -351,19 +345,19 @@ __global__ void __launch_bounds__(kThreads, 2)
   const float* We = W + static_cast<int64_t>(e) * Nout * K;
   const float* Bb = B_KC ? We + static_cast<int64_t>(col0) * K : We + col0;
   const int ldb = B_KC ? K : Nout;
-  float acc[Cfg::TM][Cfg::TN];
+  float acc[Layout::TM][Layout::TN];
   float unused_rowsum;
   any_tile_gemm<Cfg, MATH, true, B_KC>(acc, Ab, K, row_end - row0, Bb, ldb, Nout - col0, K, As, Bs, false,
                                        unused_rowsum);
 
   const float* be = bias ? bias + static_cast<int64_t>(e) * Nout : nullptr;
 #pragma unroll
-  for (int x = 0; x < Cfg::TM; ++x) {
-    const int row = row0 + tile_row(x);
+  for (int x = 0; x < Layout::TM; ++x) {
+    const int row = row0 + Layout::row(x);
     if (row >= row_end) continue;
 #pragma unroll
-    for (int y = 0; y < Cfg::TN; ++y) {
-      const int col = col0 + tile_col(y);
+    for (int y = 0; y < Layout::TN; ++y) {
+      const int col = col0 + Layout::col(y);
       if (col >= Nout) continue;
       const int64_t o = static_cast<int64_t>(row) * Nout + col;
       float v = acc[x][y];
@@ -386,15 +380,16 @@ template <class Cfg, int MATH>
 __global__ void __launch_bounds__(kThreads, 2)
     weight_grad_kernel(float* __restrict__ dW, float* __restrict__ db, const float* __restrict__ X,
                        const float* __restrict__ Y, const int32_t* __restrict__ offsets, int Mw, int Nw) {
-  DSK_SHARED(__align__(32) float, As, [kStagesOf<MATH> * Cfg::BK * (Cfg::BM + kPad)]);
-  DSK_SHARED(__align__(32) float, Bs, [kStagesOf<MATH> * Cfg::BK * (Cfg::BN + kPad)]);
+  using Layout = TileLayout<Cfg, MATH>;
+  DSK_SHARED(__align__(16) float, As, [2 * Cfg::BK * Cfg::SA]);
+  DSK_SHARED(__align__(16) float, Bs, [2 * Cfg::BK * Cfg::SB]);
   const int e = blockIdx.z;
   const int r0 = offsets[e], m = offsets[e + 1] - r0;
   if (m <= 0) return;  // no rows: no gradient (the whole block)
   const int i0 = blockIdx.x * Cfg::BM, j0 = blockIdx.y * Cfg::BN;
   const bool bias_tile = db != nullptr && blockIdx.y == 0;  // one column tile owns each db element
 
-  float acc[Cfg::TM][Cfg::TN];
+  float acc[Layout::TM][Layout::TN];
   float rs = 0.0f;
   any_tile_gemm<Cfg, MATH, false, false>(acc, X + static_cast<int64_t>(r0) * Mw + i0, Mw, Mw - i0,
                                          Y + static_cast<int64_t>(r0) * Nw + j0, Nw, Nw - j0, m, As, Bs, bias_tile,
@@ -402,12 +397,12 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   float* dWe = dW + static_cast<int64_t>(e) * Mw * Nw;
 #pragma unroll
-  for (int x = 0; x < Cfg::TM; ++x) {
-    const int i = i0 + tile_row(x);
+  for (int x = 0; x < Layout::TM; ++x) {
+    const int i = i0 + Layout::row(x);
     if (i >= Mw) continue;
 #pragma unroll
-    for (int y = 0; y < Cfg::TN; ++y) {
-      const int j = j0 + tile_col(y);
+    for (int y = 0; y < Layout::TN; ++y) {
+      const int j = j0 + Layout::col(y);
       if (j < Nw) dWe[static_cast<int64_t>(i) * Nw + j] += acc[x][y];
     }
   }
@@ -417,9 +412,15 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // ---- launch helpers -----------------------------------------------------------------------------------------------
 
+// Calls f with the tile of that size for the arithmetic: Cfg itself for FFMA, TensorCoreTile<Cfg> on the tensor cores.
 template <class Cfg, class F>
 void with_math(F&& f) {
-  with_tile_math(tile_math(cuda::expert_math(), "expert_math"), [&](auto math) { f(Cfg{}, math); });
+  with_tile_math(tile_math(cuda::expert_math(), "expert_math"), [&](auto math) {
+    if constexpr (decltype(math)::value == kFfmaMath)
+      f(Cfg{}, math);
+    else
+      f(TensorCoreTile<Cfg>{}, math);
+  });
 }
 
 // Calls f(Cfg{}, std::integral_constant<int, MATH>{}) with the tile for a launch that would have `big_blocks` blocks

@@ -431,9 +431,10 @@ TEST_CASE("cuda expert_ffn with TF32 (tensor-core tiles) vs CPU, forward and bac
   if (!gpu_available()) return;
   auto rng = test_rng(89);
   for (const auto& c : ffn_cases()) {
-    // The tensor-core tiles differ from the FFMA ones only inside the tile: the odd, small and default shapes
-    // cover them (partial tiles, empty experts, both tile sizes); large would add minutes on the emulator.
-    if (std::strcmp(c.name, "large") == 0) continue;
+    // The tensor-core tiles differ from the FFMA ones only inside the tile: the odd and small shapes cover them
+    // (partial tiles, empty experts, both tile sizes forced in turn); default and large would add minutes on the
+    // emulator, whose mma.sync is a warp-collective call per fragment.
+    if (std::strcmp(c.name, "ragged") != 0 && std::strcmp(c.name, "small") != 0) continue;
     INFO("case " << c.name << ", TF32");
     const FfnProblem p = ffn_problem(c, rng);
     FfnDevice g(p);
