@@ -66,6 +66,28 @@ __global__ void misuse_async_copy(const float* in, float* out, int how) {
   if (how != 0) copies_wait_all();
 }
 
+// cp.async groups, each of 32 threads on its own three elements: in[t] and in[32 + t] as two committed groups,
+// in[64 + t] left uncommitted; out[0..32) after waiting for all but the newest group, out[32..96) the rest then
+// (still in flight), out[96..160) after waiting for every committed group, out[160..192) after wait_all.
+__global__ void async_copy_groups(const float* in, float* out) {
+  DSK_DYNAMIC_SHARED(float, tile);
+  const int t = static_cast<int>(threadIdx.x);
+  copy_async_zfill<4>(tile + t, in + t, true);
+  copies_commit();
+  copy_async_zfill<4>(tile + 32 + t, in + 32 + t, true);
+  copies_commit();
+  copy_async_zfill<4>(tile + 64 + t, in + 64 + t, true);
+  copies_wait_pending<1>();
+  out[t] = tile[t];
+  out[32 + t] = tile[32 + t];
+  out[64 + t] = tile[64 + t];
+  copies_wait_pending<0>();
+  out[96 + t] = tile[32 + t];
+  out[128 + t] = tile[64 + t];
+  copies_wait_all();
+  out[160 + t] = tile[64 + t];
+}
+
 // Two warps: warp 1 reads a shared cell after 8 warp-level steps, warp 0 overwrites it after 9. Only a __syncthreads
 // between the read and the write (`barrier`) orders them; without it the result depends on how far apart the warps
 // drift, as on a GPU.
@@ -91,6 +113,10 @@ void rotate_async(const float* in, float* out, int n, bool wait) {
 }
 void misuse_async(const float* in, float* out, int how) {
   DSK_LAUNCH(1, 32, 64 * sizeof(float), misuse_async_copy)(in, out, how);
+}
+
+void async_groups(const float* in, float* out) {
+  DSK_LAUNCH(1, 32, 96 * sizeof(float), async_copy_groups)(in, out);
 }
 
 void rotate(const float* in, float* out, bool barrier) {

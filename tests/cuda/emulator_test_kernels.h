@@ -15,6 +15,8 @@ void rotate_async(const float* in, float* out, int n, bool wait);
 // One misuse of cp.async (a thread of a 32-thread block): how 0 never waits, 1 copies 16 bytes from a misaligned
 // source, 2 copies into device memory (in, out: at least 8 floats).
 void misuse_async(const float* in, float* out, int how);
+// cp.async commit / wait_group on one 32-thread block (in: 96 floats, out: 192; see the kernel for the layout).
+void async_groups(const float* in, float* out);
 // A 2-warp block in which warp 0 overwrites a shared cell (1 -> 2) one warp-level step after warp 1 read it into
 // out[0]; `barrier` puts a __syncthreads between the read and the write.
 void out_of_step(float* out, bool barrier);

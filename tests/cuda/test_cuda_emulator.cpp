@@ -223,4 +223,24 @@ TEST_CASE("cuda emulator: cp.async lands at the wait, zero-fills, and is checked
   REQUIRE_THROWS_WITH(emu::misuse_async(in.ptr, out.ptr, 2),
                       Catch::Contains("not in the launch's dynamic shared memory"));
 }
+
+// PTX's cp.async.wait_group N: every committed group but the N newest has landed; copies not committed are not
+// waited for (only wait_all lands them). The pipelined kernels (attention_decode.cuh) rely on exactly this.
+TEST_CASE("cuda emulator: cp.async groups land at wait_group as PTX says", "[cuda][emulator]") {
+  if (!gpu_available()) return;
+  DeviceBuffer<float> in(iota_floats(96, 1.0f)), out(192);
+  out.poison();
+  emu::async_groups(in.ptr, out.ptr);
+  const auto got = out.download();
+  auto at = [&](size_t i) { return got[i]; };
+  for (size_t t = 0; t < 32; ++t) {
+    INFO("thread " << t);
+    REQUIRE(at(t) == static_cast<float>(t + 1));   // group 0, landed at wait_group 1
+    REQUIRE(std::isnan(at(32 + t)));               // group 1, the newest: still in flight
+    REQUIRE(std::isnan(at(64 + t)));               // not committed
+    REQUIRE(at(96 + t) == static_cast<float>(t + 33));  // group 1 at wait_group 0
+    REQUIRE(std::isnan(at(128 + t)));              // not committed: wait_group 0 does not wait for it
+    REQUIRE(at(160 + t) == static_cast<float>(t + 65));  // wait_all lands it
+  }
+}
 #endif
