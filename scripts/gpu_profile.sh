@@ -65,8 +65,9 @@ profile ncu_expert_tf32 'grouped_gemm_kernel|weight_grad_kernel' 6 "${train[@]}"
 decode_regex='attention_decode_kernel|attention_forward_kernel<8, [12], |attention_forward_mma_kernel<[12], (false|true), 1>|attention_combine_kernel'
 profile ncu_attention "$decode_regex" 120 --kernel-name-base demangled -- bench attention --config default \
   --device cuda --contexts 2 --batches 1 --steps 1 --layers 1
-# The backward kernels' 3xTF32 instantiations (kSplit = true); the explicit records come first.
-profile ncu_attention_bwd 'attention_(dq|dkv)_mma_kernel<[12], true>' 4 --kernel-name-base demangled -- bench attention \
+# The backward kernels' 3xTF32 instantiations (kSplit = true: dQ <NMQ, kSplit>, dK/dV <NMQ, NMV, kSplit>); the
+# explicit records come first.
+profile ncu_attention_bwd 'attention_(dq_mma_kernel<[12]|dkv_mma_kernel<[12], [12]), true>' 4 --kernel-name-base demangled -- bench attention \
   --config large --device cuda --contexts 2 --batches 1 --steps 1 --layers 1
 tail -n 40 "$LOG"
 exit $status

@@ -104,6 +104,27 @@ def ops_markdown(r, label, top=15):
     return md
 
 
+def decode_blocks_markdown(decode):
+    """The decode records side by side per shape and arithmetic: the key-split decode block (kernel name contains
+    "key-split") against the forward kernels' own blocks, as fractions of the copy bandwidth."""
+    pairs = {}
+    for r in decode:
+        key = (r["model"], r["form"], r.get("math", "ffma"), r["batch"])
+        which = "split" if "key-split" in r.get("kernel", "") else "old"
+        pairs.setdefault(key, {})[which] = r
+    rows = [(k, v) for k, v in pairs.items() if "split" in v and "old" in v]
+    if not rows:
+        return []
+    md = ["\nDecode blocks compared (of copy bandwidth): the key-split block (the default) vs the forward kernels' "
+          "blocks it replaced.\n",
+          "| decode | form | math | batch | key-split | forward kernel's | speed-up |", "|---|---|---|---|---|---|---|"]
+    for (model, form, math, batch), v in rows:
+        new, old = v["split"], v["old"]
+        md.append(f"| {model} | {form} | {math} | {batch} | {100 * new['fraction_of_copy']:.0f}% | "
+                  f"{100 * old['fraction_of_copy']:.0f}% | {old['ms'] / new['ms']:.2f}x |")
+    return md
+
+
 def attention_markdown(attn, torch_attn):
     md = ["\n## attention kernels"]
     if attn and isinstance(attn.get("kernels"), dict):  # `dsk bench attention`: {"decode": model sweep, "kernels": ...}
@@ -129,6 +150,7 @@ def attention_markdown(attn, torch_attn):
                       f"{r['heads']} ({r['kv_heads']}) | "
                       f"{r['dim']} | {r['ms']:.4f} | {r['gbps']:.0f} | {100 * r['fraction_of_copy']:.0f}% | "
                       f"{r.get('kernel', '?')} |")
+        md += decode_blocks_markdown(attn.get("decode", []))
     md.append("\n### dsk vs PyTorch scaled_dot_product_attention (explicit shapes, forward + backward ms)")
     if not torch_attn or "results" not in torch_attn:
         md.append("\nno PyTorch results" + (f" ({torch_attn['parse_error']})" if torch_attn and "parse_error" in torch_attn else ""))

@@ -23,11 +23,13 @@
 // accumulators (attention_mma.cuh), which the FFMA products below reproduce, so the softmax is one piece of code.
 // The output accumulators differ: on the tensor cores o[c][2h + e] is column 8c + 2tq + e (mma's layout); with FFMA
 // o[c][4h + x] is column 16c + 4tq + x, so each V read is one float4 that serves 4 RH multiply-adds.
-// FFMA products: S reads a float4 of each of the lane's rows and keys per 4 dims (broadcast over the 4 lanes of a
-// key or the 8 of a row: one shared-memory wavefront each) for 8 RH FMAs; P V gets P's values of the warp's 16 keys
-// by a shuffle within the quad (key j's value sits in lane tq = j % 4).
+// FFMA products: per 4 dims S reads a float4 of each of the lane's RH rows and 4 keys (the warp's reads of one
+// instruction are a few distinct float4s, each broadcast over the 4 lanes of a key or the 8 of a row; expected to
+// take one shared-memory wavefront, to be confirmed by a profile) for 16 RH FMAs; P V gets P's values of the warp's
+// 16 keys by a shuffle within the quad (key j's value sits in lane tq = j % 4).
 // Shared memory: Q [8 RH][wq + 4] + 2 stages of K [64][wq + 4] and V [64][wv + 8] (K's own when shared):
-// absorbed width 128: 72-76 KB (2 blocks per SM); explicit width 64: 72-76 KB.
+// absorbed width 128: 72-76 KB, explicit width 64: 72-76 KB (3 blocks per SM by shared memory and registers; the
+// launch asks the occupancy calculator).
 #include "kernels/cuda/attention_mma.cuh"
 
 namespace dsk::attn {
@@ -37,7 +39,8 @@ constexpr int kDecodeStages = 2;  // key tiles in shared memory: the one compute
 constexpr int kDecodeKeysPerWarp = kKeyTile / kDecodeWarps;  // 16: two 8-key groups
 constexpr int kDecodeGroups = kDecodeKeysPerWarp / 8;
 
-// The merge scratch's row stride (floats): 4 x rows of wv values, + 4 so the warps' rows spread over banks.
+// The merge scratch's row stride (floats): 4 x rows of wv values, + 4 (its stores still meet 2-4-way bank conflicts,
+// once per block: negligible).
 inline __host__ __device__ int decode_ldo(const Geometry& g) { return g.wv + 4; }
 
 // Shared floats of a decode block of `rows` (8 or 16) query rows: the tiles, or the merge scratch placed after Q if

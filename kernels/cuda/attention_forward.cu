@@ -166,7 +166,8 @@ size_t forward_floats(const Geometry& g, int BR, TileMath math) {
 // (resident_blocks): launch_rows(grid, part_o, part_lse) launches it. When the grid would leave some of the GPU's
 // resident-block slots empty (decode: a few rows per (b, kv head)), the keys are split over gridDim.z blocks, as
 // many as fill the slots once (more would start a second, nearly empty wave: the blocks of a decode step all
-// take the same time), each split at least 2 key tiles; attention_combine_kernel merges the split partials.
+// take the same time), each split at least 2 key tiles of the full key range; attention_combine_kernel merges the
+// split partials.
 template <class LaunchRows>
 void run_forward(float* out, float* lse, const Geometry& g, int BR, int blocks_per_sm, LaunchRows launch_rows) {
   const int row_blocks = static_cast<int>(cuda::ceil_div(g.rows, BR));
@@ -177,6 +178,10 @@ void run_forward(float* out, float* lse, const Geometry& g, int BR, int blocks_p
   int splits = 1;
   if (blocks < slots) splits = static_cast<int>(std::min<int64_t>(slots / blocks, max_tiles / 2));
   splits = std::max(1, std::min(splits, 64));
+  // As many splits as the tiles need at ceil(max_tiles / splits) each: the blocks split (forward_keys) the same
+  // way, so none of the longest rows' splits is left without a tile (rows cut short by kv_start or the causal end
+  // can still have empty splits: they write a zero-weight partial).
+  splits = static_cast<int>(cuda::ceil_div(max_tiles, cuda::ceil_div(max_tiles, splits)));
 
   float *part_o = nullptr, *part_lse = nullptr;
   if (splits > 1) {

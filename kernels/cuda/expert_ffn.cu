@@ -51,7 +51,9 @@ constexpr int kThreads = 256;  // 16 x 16
 
 // PAD: the shared rows' padding (floats). 4 for the FFMA tiles: rows stay 16-byte aligned and the k-major stores
 // spread over the banks. 8 for the tensor-core tiles: a fragment reads (k = tq, row gq) of a k-major tile, i.e.
-// words 8 tq + gq (mod 32) at a stride of BM + 8: all 32 banks.
+// words 8 tq + gq (mod 32) at a stride of BM + 8: all 32 banks. The price: the k-major stores of a K-contiguous
+// source (bank 8 kk + i) meet 2-way (BK 8) or 4-way (BK 16) conflicts, once per element and K-step, against the
+// fragment reads' once per warp column; a swizzle would avoid both (to weigh once a GPU run has timed these tiles).
 template <int RM_, int RN_, int BK_, int PAD_ = 4>
 struct TileCfg {
   static constexpr int RM = RM_, RN = RN_, BK = BK_, PAD = PAD_;
@@ -423,8 +425,8 @@ void with_math(F&& f) {
   });
 }
 
-// Calls f(Cfg{}, std::integral_constant<int, MATH>{}) with the tile for a launch that would have `big_blocks` blocks
-// of the big tile: the big tile when that still gives two blocks per multiprocessor (small layers take the small
+// Calls f(tile, std::integral_constant<int, MATH>{}) (tile: as with_math) with the tile size for a launch that would
+// have `big_blocks` blocks of the big tile: the big tile when that still gives two blocks per multiprocessor (small layers take the small
 // one), unless cuda::set_expert_tile forces one; the arithmetic cuda::expert_math() resolves to (tensor_math.cuh).
 template <class F>
 void with_tile(int64_t big_blocks, F&& f) {
