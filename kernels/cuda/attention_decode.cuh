@@ -61,29 +61,31 @@ struct DecodeAcc {
   static constexpr int W = kFfma ? 4 * RH : 4;
   float v[NC][W];
 
-  // Row h's accumulators times alpha.
+  // Row h's accumulators times alpha (the tensor cores' layout: attention_mma.cuh's helper).
   __device__ __forceinline__ void scale_row(int h, float alpha) {
+    if constexpr (!kFfma) {
+      scale_warp_row(v, h, alpha);
+    } else {
 #pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      if constexpr (kFfma) {
+      for (int c = 0; c < NC; ++c)
 #pragma unroll
         for (int x = 0; x < 4; ++x) v[c][4 * h + x] *= alpha;
-      } else {
-        v[c][2 * h] *= alpha;
-        v[c][2 * h + 1] *= alpha;
-      }
     }
   }
   // dst[col] = row h's accumulator of column col, for col < dim.
   __device__ __forceinline__ void store_row(float* dst, int h, int dim) const {
-    const int tq = threadIdx.x % 4;
+    if constexpr (!kFfma) {
+      store_warp_row(dst, v, h, dim, 1.0f);
+    } else {
+      const int tq = threadIdx.x % 4;
 #pragma unroll
-    for (int c = 0; c < NC; ++c)
+      for (int c = 0; c < NC; ++c)
 #pragma unroll
-      for (int x = 0; x < (kFfma ? 4 : 2); ++x) {
-        const int col = kFfma ? 16 * c + 4 * tq + x : 8 * c + 2 * tq + x;
-        if (col < dim) dst[col] = kFfma ? v[c][4 * h + x] : v[c][2 * h + x];
-      }
+        for (int x = 0; x < 4; ++x) {
+          const int col = 16 * c + 4 * tq + x;
+          if (col < dim) dst[col] = v[c][4 * h + x];
+        }
+    }
   }
 };
 

@@ -314,11 +314,10 @@ void attention_forward<Backend::CUDA>(float* out, float* lse, const float* q, co
   with_tile_math(plan.math, [&](auto mt) {
     constexpr int MATH = decltype(mt)::value;
     if (plan.decode) {
-      if (plan.rows == 8) {
-        if constexpr (MATH == kFfmaMath) launch_decode<MATH, 1>(out, lse, q, k, v, kv_start, g);
-      } else {
-        launch_decode<MATH, 2>(out, lse, q, k, v, kv_start, g);
-      }
+      // 8-row blocks (RH 1) exist only with FFMA (forward_plan): the tensor-core products are 16 rows.
+      if constexpr (MATH == kFfmaMath)
+        if (plan.rows == 8) return launch_decode<MATH, 1>(out, lse, q, k, v, kv_start, g);
+      launch_decode<MATH, 2>(out, lse, q, k, v, kv_start, g);
     } else if constexpr (MATH == kFfmaMath) {
       if (plan.rows == 8)
         launch_forward<8, 1, MATH>(out, lse, q, k, v, kv_start, g);

@@ -80,6 +80,17 @@ __device__ __forceinline__ void warp_times_tile(float (&acc)[NT][4], const float
   }
 }
 
+// acc[c][2h + e] *= alpha: row h of this lane's output accumulators (warp_times_tile's layout), after the online
+// softmax moved the row's maximum.
+template <int NT>
+__device__ __forceinline__ void scale_warp_row(float (&acc)[NT][4], int h, float alpha) {
+#pragma unroll
+  for (int c = 0; c < NT; ++c) {
+    acc[c][2 * h] *= alpha;
+    acc[c][2 * h + 1] *= alpha;
+  }
+}
+
 // dst[col] = factor * acc[c][2h + e] for this lane's columns col = 8c + 2tq + e < dim of row h (warp_times_tile's
 // layout).
 template <int NT>
@@ -208,12 +219,7 @@ __global__ void __launch_bounds__(kWarps * 32, (kForwardMmaMinBlocks<NMV, kWarps
     // Online softmax on the registers: s[n][2h + e] is row h's key j0 + 8n + tq + 4e.
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float alpha = online_softmax_row(s, h, j0, last_key[h], kend, stat[h], g, row_max[h], row_sum[h]);
-#pragma unroll
-      for (int c = 0; c < NT; ++c) {
-        o[c][2 * h] *= alpha;
-        o[c][2 * h + 1] *= alpha;
-      }
+      scale_warp_row(o, h, online_softmax_row(s, h, j0, last_key[h], kend, stat[h], g, row_max[h], row_sum[h]));
     }
 
     if (!g.shared_kv) {

@@ -246,14 +246,14 @@ __device__ __forceinline__ void tile_gemm_mma(float (&acc)[2 * MmaShape<Cfg>::FM
                                          [&](const float* As, const float* Bs) {
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 8) {
-      const float* a_lo_k = As + (kk + tq) * SA + r0;  // k = tq; k = tq + 4 is 4 SA further
+      const float* a_k = As + (kk + tq) * SA + r0;  // A(r0, k = tq); k = tq + 4 is 4 SA further
       float fa[FM][4], fa_lo[FM][4];
 #pragma unroll
       for (int i = 0; i < FM; ++i) {
-        fa[i][0] = a_lo_k[16 * i];
-        fa[i][1] = a_lo_k[16 * i + 8];
-        fa[i][2] = a_lo_k[4 * SA + 16 * i];
-        fa[i][3] = a_lo_k[4 * SA + 16 * i + 8];
+        fa[i][0] = a_k[16 * i];
+        fa[i][1] = a_k[16 * i + 8];
+        fa[i][2] = a_k[4 * SA + 16 * i];
+        fa[i][3] = a_k[4 * SA + 16 * i + 8];
         prepare_tf32<kSplit>(fa[i], fa_lo[i]);
       }
       const float* b_k = Bs + (kk + tq) * SB + c0;
@@ -426,8 +426,9 @@ void with_math(F&& f) {
 }
 
 // Calls f(tile, std::integral_constant<int, MATH>{}) (tile: as with_math) with the tile size for a launch that would
-// have `big_blocks` blocks of the big tile: the big tile when that still gives two blocks per multiprocessor (small layers take the small
-// one), unless cuda::set_expert_tile forces one; the arithmetic cuda::expert_math() resolves to (tensor_math.cuh).
+// have `big_blocks` blocks of the big tile: the big tile when that still gives two blocks per multiprocessor (small
+// layers take the small one), unless cuda::set_expert_tile forces one; the arithmetic cuda::expert_math() resolves
+// to (tensor_math.cuh).
 template <class F>
 void with_tile(int64_t big_blocks, F&& f) {
   bool big = big_blocks >= 2LL * cuda::sm_count();
