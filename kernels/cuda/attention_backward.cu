@@ -110,9 +110,10 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
   }
 }
 
-// dK, dV for one 64-key tile per block: grid (ceil(Tk / 64), B * Hk); block 256 threads (TY = 16, RA = 4: each
-// thread owns 4 keys). Loops over the query-row tiles that see the keys in ascending order; all G heads sharing
-// the K/V are in those rows, so the sum over heads is this fixed-order loop. dk = scale Σ dS^T q, dv = Σ (P∘M)^T dout.
+// dK, dV for one 64-key tile per block: grid (ceil(Tk / 64), B * Hk, splits); block 256 threads (TY = 16, RA = 4:
+// each thread owns 4 keys). Loops over the query-row tiles that see the keys (its split's run of them,
+// dkv_query_tiles) in ascending order; all G heads sharing the K/V are in those rows, so the sum over heads is this
+// fixed-order loop. dk = scale Σ dS^T q, dv = Σ (P∘M)^T dout, set (with splits: the split's slice of the partials).
 template <int NMQ, int NMV, int MATH>
 __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict__ dk, float* __restrict__ dv,
                                                            const float* __restrict__ dout,
@@ -141,10 +142,11 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
   zero(acc_k);
   zero(acc_v);
 
-  // (copies in flight until the first query tile's wait; no query sees these keys: no K/V either)
-  if (first_query_tile(g, j0) < g.rows) load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
+  // (copies in flight until the first query tile's wait; no query of this split sees these keys: no K/V either)
+  const QueryTiles tiles = dkv_query_tiles(g, j0);
+  if (tiles.begin < tiles.end) load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
 
-  for (int rho0 = first_query_tile(g, j0); rho0 < g.rows; rho0 += BQ) {
+  for (int rho0 = tiles.begin; rho0 < tiles.end; rho0 += BQ) {
     load_query_tile(Qs, ldq, dOs, ldv, rows, g, q, dout, lse, D, b, hk, rho0);
     copies_wait_all();
     __syncthreads();  // K, V (first pass), Q, dO, row data visible
@@ -173,6 +175,8 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
     __syncthreads();  // Q, dO, P, dS free for the next row tile
   }
 
+  dk = split_slice(dk, dk_floats(g));
+  dv = split_slice(dv, dv_floats(g));
 #pragma unroll
   for (int a = 0; a < RA; ++a) {
     const int j = j0 + ty + TY * a;
@@ -209,29 +213,110 @@ size_t dkv_floats(const Geometry& g, TileMath m) {
          kQueryRowsFloats + stage_floats(m, kKeyTile);
 }
 
+// The dK/dV partials of the splits summed in split order (deterministic): dst[i] = Σ_z parts[z n + i], i < n.
+__global__ void attention_sum_splits_kernel(float* __restrict__ dst, const float* __restrict__ parts, int64_t n,
+                                            int splits) {
+  DSK_GRID_STRIDE(i, n) {
+    float t = 0.0f;
+    for (int z = 0; z < splits; ++z) t += parts[static_cast<int64_t>(z) * n + i];
+    dst[i] = t;
+  }
+}
+
+// The backward's two kernels share one signature: dQ's (dq, dout, q, k, v, lse, D, g) and dK/dV's
+// (dk, dv, dout, q, k, v, lse, D, g).
+using DqKernel = void (*)(float*, const float*, const float*, const float*, const float*, const float*, const float*,
+                          Geometry);
+using DkvKernel = void (*)(float*, float*, const float*, const float*, const float*, const float*, const float*,
+                           const float*, Geometry);
+
+// A kernel as launched: its instantiation, threads per block and dynamic shared bytes, and for dK/dV the number of
+// splits of its query loop (gridDim.z).
+template <class Kernel>
+struct Launch {
+  Kernel kernel = nullptr;
+  int threads = 0;
+  size_t bytes = 0;
+  bool registers = false;  // the register-resident tensor-core kernel (attention_mma.cuh)
+  TileMath math = kFfmaMath;
+  int splits = 1;
+};
+
 // The kernels a backward of geometry g runs in the current attention_math: for dQ and for dK/dV, on the tensor
 // cores the register-resident kernel (attention_mma.cuh) where its accumulators allow (widths up to 128) and its
 // tiles fit, else the staged kernel in the arithmetic whose tiles fit (fitting_math).
-struct BackwardPlan {
-  bool dq_registers, dkv_registers;
-  TileMath dq_math, dkv_math;
-};
-BackwardPlan backward_plan(const Geometry& g) {
+Launch<DqKernel> dq_launch(const Geometry& g) {
   const TileMath math = attention_tile_math();
-  BackwardPlan p;
-  p.dq_registers = math != kFfmaMath && g.wq <= 128 && fits_shared(dq_mma_floats(g));
-  p.dkv_registers = math != kFfmaMath && g.wq <= 128 && g.wv <= 128 && fits_shared(dkv_mma_floats(g));
-  p.dq_math = p.dq_registers ? math : fitting_math(math, dq_floats(g, math));
-  p.dkv_math = p.dkv_registers ? math : fitting_math(math, dkv_floats(g, math));
-  return p;
+  Launch<DqKernel> l;
+  l.registers = math != kFfmaMath && g.wq <= 128 && fits_shared(dq_mma_floats(g));
+  if (l.registers) {
+    l.math = math;
+    l.threads = kMmaWarps * 32;
+    l.bytes = dq_mma_floats(g) * sizeof(float);
+    const bool x3 = math == kTf32x3Math;
+    l.kernel = g.wq <= 64 ? (x3 ? attention_dq_mma_kernel<1, true> : attention_dq_mma_kernel<1, false>)
+                          : (x3 ? attention_dq_mma_kernel<2, true> : attention_dq_mma_kernel<2, false>);
+    return l;
+  }
+  l.math = fitting_math(math, dq_floats(g, math));
+  l.threads = 128;
+  l.bytes = dq_floats(g, l.math) * sizeof(float);
+  with_tile_math(l.math, [&](auto mt) {
+    with_nm(g.wq / 64, [&](auto nmq) { l.kernel = attention_dq_kernel<decltype(nmq)::value, decltype(mt)::value>; });
+  });
+  return l;
+}
+
+// dK/dV's kernel as dq_launch chooses, and its splits: one block per 64-key tile and (b, kv head) is few blocks
+// where one kv head serves every query head (Hk = 1: 64 blocks at the large config's batch 8, on 132 SMs, each
+// looping over 8192 rows), so then the loop is split (fill_splits, two waves: the causal loops are uneven).
+Launch<DkvKernel> dkv_launch(const Geometry& g) {
+  const TileMath math = attention_tile_math();
+  Launch<DkvKernel> l;
+  l.registers = math != kFfmaMath && g.wq <= 128 && g.wv <= 128 && fits_shared(dkv_mma_floats(g));
+  if (l.registers) {
+    l.math = math;
+    l.threads = kMmaWarps * 32;
+    l.bytes = dkv_mma_floats(g) * sizeof(float);
+    with_nm(g.wq / 64, [&](auto nmq) {
+      with_nm(g.wv / 64, [&](auto nmv) {
+        constexpr int NMQ = decltype(nmq)::value, NMV = decltype(nmv)::value;
+        if constexpr (NMQ <= 2 && NMV <= 2) {
+          l.kernel = math == kTf32x3Math ? attention_dkv_mma_kernel<NMQ, NMV, true>
+                                         : attention_dkv_mma_kernel<NMQ, NMV, false>;
+        }
+      });
+    });
+  } else {
+    l.math = fitting_math(math, dkv_floats(g, math));
+    l.threads = 256;
+    l.bytes = dkv_floats(g, l.math) * sizeof(float);
+    with_tile_math(l.math, [&](auto mt) {
+      with_nm(g.wq / 64, [&](auto nmq) {
+        with_nm(g.wv / 64, [&](auto nmv) {
+          l.kernel = attention_dkv_kernel<decltype(nmq)::value, decltype(nmv)::value, decltype(mt)::value>;
+        });
+      });
+    });
+  }
+  allow_shared(l.kernel, l.bytes, "attention_backward (dk, dv)");
+  const int64_t blocks = cuda::ceil_div(g.Tk, kKeyTile) * static_cast<int64_t>(g.B) * g.Hk;
+  const int64_t slots = static_cast<int64_t>(resident_blocks(l.kernel, l.threads, l.bytes)) * cuda::sm_count();
+  const int max_tiles = static_cast<int>(cuda::ceil_div(g.rows, 64));  // key tile 0's loop
+  l.splits = fill_splits(blocks, slots, max_tiles, 2);
+  return l;
 }
 
 }  // namespace
 
 std::string attention_backward_kernels_cuda(const AttentionShape& s, bool shared_kv) {
   check_shape(s, AttentionDropout{});
-  const BackwardPlan p = backward_plan(make_geometry(s, AttentionDropout{}, shared_kv));
-  return fmt::format("dq {}, dkv {}", kernel_form(p.dq_registers, p.dq_math), kernel_form(p.dkv_registers, p.dkv_math));
+  const Geometry g = make_geometry(s, AttentionDropout{}, shared_kv);
+  const Launch<DqKernel> dq = dq_launch(g);
+  const Launch<DkvKernel> dkv = dkv_launch(g);
+  std::string text = fmt::format("dq {}, dkv {}", kernel_form(dq.registers, dq.math), kernel_form(dkv.registers, dkv.math));
+  if (dkv.splits > 1) text += fmt::format(" (query loop in {} splits)", dkv.splits);
+  return text;
 }
 
 template <>
@@ -246,11 +331,17 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   DSK_CHECK(lse != nullptr, "attention_backward: needs the log-sum-exp saved by the forward");
   Geometry g = make_geometry(s, drop, k == v);
   g.vec4 = rows_aligned16(g, {q, k, v, dout});
-  const BackwardPlan plan = backward_plan(g);
+  const Launch<DqKernel> dq_k = dq_launch(g);
+  const Launch<DkvKernel> dkv_k = dkv_launch(g);
 
-  // D = dout · out per row (B, H, T), in scratch (kernels below only read it).
+  // Scratch (one request: growing it would free what an earlier request queued work on): D = dout · out per row
+  // (B, H, T), then with split dK/dV loops their partials, [splits][dk floats] and [splits][dv floats].
   const int64_t nrows = static_cast<int64_t>(s.batch) * T * s.heads;
-  float* D = static_cast<float*>(cuda::scratch(static_cast<size_t>(nrows) * sizeof(float)));
+  const int64_t nk = dk_floats(g), nv = dv_floats(g);
+  const int64_t part_floats = dkv_k.splits > 1 ? dkv_k.splits * (nk + nv) : 0;
+  float* D = static_cast<float*>(cuda::scratch(static_cast<size_t>(nrows + part_floats) * sizeof(float)));
+  float* part_k = D + nrows;
+  float* part_v = part_k + dkv_k.splits * nk;
   {
     constexpr int kWarps = 8;
     DSK_LAUNCH(static_cast<unsigned>(cuda::ceil_div(nrows, kWarps)), kWarps * 32, 0, attention_row_dot_kernel)(
@@ -259,71 +350,23 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   }
 
   // dQ: 64 query rows per block.
-  if (plan.dq_registers) {
-    const size_t bytes = dq_mma_floats(g) * sizeof(float);
-    auto launch = [&](auto kernel) {
-      allow_shared(kernel, bytes, "attention_backward (dq)");
-      dim3 grid(static_cast<unsigned>(cuda::ceil_div(g.rows, kMmaRows)), static_cast<unsigned>(g.B * g.Hk));
-      DSK_LAUNCH(grid, kMmaWarps * 32, bytes, kernel)(dq, dout, q, k, v, lse, D, g);
-      DSK_CUDA_CHECK_LAUNCH();
-    };
-    with_nm(g.wq / 64, [&](auto nmq) {
-      constexpr int NMQ = decltype(nmq)::value;
-      if constexpr (NMQ <= 2) {
-        if (plan.dq_math == kTf32x3Math)
-          launch(attention_dq_mma_kernel<NMQ, true>);
-        else
-          launch(attention_dq_mma_kernel<NMQ, false>);
-      }
-    });
-  } else {
-    const size_t bytes = dq_floats(g, plan.dq_math) * sizeof(float);
-    with_tile_math(plan.dq_math, [&](auto mt) {
-    with_nm(g.wq / 64, [&](auto nmq) {
-      constexpr int NMQ = decltype(nmq)::value;
-      auto kernel = attention_dq_kernel<NMQ, decltype(mt)::value>;
-      allow_shared(kernel, bytes, "attention_backward (dq)");
-      dim3 grid(static_cast<unsigned>(cuda::ceil_div(g.rows, 64)), static_cast<unsigned>(g.B * g.Hk));
-      DSK_LAUNCH(grid, 128, bytes, kernel)(dq, dout, q, k, v, lse, D, g);
-      DSK_CUDA_CHECK_LAUNCH();
-    });
-    });
-  }
+  allow_shared(dq_k.kernel, dq_k.bytes, "attention_backward (dq)");
+  const dim3 dq_grid(static_cast<unsigned>(cuda::ceil_div(g.rows, 64)), static_cast<unsigned>(g.B * g.Hk));
+  DSK_LAUNCH(dq_grid, dq_k.threads, dq_k.bytes, dq_k.kernel)(dq, dout, q, k, v, lse, D, g);
+  DSK_CUDA_CHECK_LAUNCH();
 
-  // dK, dV: one 64-key tile per block.
-  if (plan.dkv_registers) {
-    const size_t bytes = dkv_mma_floats(g) * sizeof(float);
-    with_nm(g.wq / 64, [&](auto nmq) {
-      with_nm(g.wv / 64, [&](auto nmv) {
-        constexpr int NMQ = decltype(nmq)::value, NMV = decltype(nmv)::value;
-        if constexpr (NMQ <= 2 && NMV <= 2) {
-          auto launch = [&](auto kernel) {
-            allow_shared(kernel, bytes, "attention_backward (dk, dv)");
-            dim3 grid(static_cast<unsigned>(cuda::ceil_div(T, kKeyTile)), static_cast<unsigned>(g.B * g.Hk));
-            DSK_LAUNCH(grid, kMmaWarps * 32, bytes, kernel)(dk, dv, dout, q, k, v, lse, D, g);
-            DSK_CUDA_CHECK_LAUNCH();
-          };
-          if (plan.dkv_math == kTf32x3Math)
-            launch(attention_dkv_mma_kernel<NMQ, NMV, true>);
-          else
-            launch(attention_dkv_mma_kernel<NMQ, NMV, false>);
-        }
-      });
-    });
-  } else {
-    const size_t bytes = dkv_floats(g, plan.dkv_math) * sizeof(float);
-    with_tile_math(plan.dkv_math, [&](auto mt) {
-    with_nm(g.wq / 64, [&](auto nmq) {
-      with_nm(g.wv / 64, [&](auto nmv) {
-        constexpr int NMQ = decltype(nmq)::value, NMV = decltype(nmv)::value;
-        auto kernel = attention_dkv_kernel<NMQ, NMV, decltype(mt)::value>;
-        allow_shared(kernel, bytes, "attention_backward (dk, dv)");
-        dim3 grid(static_cast<unsigned>(cuda::ceil_div(T, kKeyTile)), static_cast<unsigned>(g.B * g.Hk));
-        DSK_LAUNCH(grid, 256, bytes, kernel)(dk, dv, dout, q, k, v, lse, D, g);
-        DSK_CUDA_CHECK_LAUNCH();
-      });
-    });
-    });
+  // dK, dV: one 64-key tile per block, its query loop in gridDim.z splits (then summed in split order).
+  const bool split = dkv_k.splits > 1;
+  const dim3 dkv_grid(static_cast<unsigned>(cuda::ceil_div(T, kKeyTile)), static_cast<unsigned>(g.B * g.Hk),
+                      static_cast<unsigned>(dkv_k.splits));
+  DSK_LAUNCH(dkv_grid, dkv_k.threads, dkv_k.bytes, dkv_k.kernel)(split ? part_k : dk, split ? part_v : dv, dout, q, k,
+                                                                 v, lse, D, g);
+  DSK_CUDA_CHECK_LAUNCH();
+  if (split) {
+    DSK_LAUNCH(cuda::grid_for(nk, 256), 256, 0, attention_sum_splits_kernel)(dk, part_k, nk, dkv_k.splits);
+    DSK_CUDA_CHECK_LAUNCH();
+    DSK_LAUNCH(cuda::grid_for(nv, 256), 256, 0, attention_sum_splits_kernel)(dv, part_v, nv, dkv_k.splits);
+    DSK_CUDA_CHECK_LAUNCH();
   }
 }
 

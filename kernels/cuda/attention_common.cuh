@@ -42,6 +42,9 @@
 //   dK = scale dS^T Q, dV = (P∘M)^T dout   one block per 64-key tile, loops over every query row that sees it, in
 //       order, for all heads sharing the K/V tile (so the Hk = 1 sum over heads is a fixed-order register
 //       accumulation, no atomics)                                                          (attention_dkv_kernel)
+//       When those blocks are too few to fill the GPU twice (Hk = 1: one block per key tile and batch row, each
+//       looping over T*H rows), the loop is split over gridDim.z blocks (fill_splits); each writes its partial
+//       dK, dV and attention_sum_splits_kernel adds them in split order (deterministic).
 // The dropout mask M is regenerated from rng::keep with the same element index as the CPU; never stored.
 //
 // Shared memory per block (floats; Wq = 64*NMq, Wv = 64*NMv; Ks doubles as Vs when k == v and dqk == dv):
@@ -256,6 +259,33 @@ __device__ __forceinline__ void load_query_tile(float* Qs, int ldq, float* dOs, 
 // The first 64-row query tile that sees key j0 (position j0 - offset, i.e. rho = (j0 - offset) * G, rounded down).
 __device__ __forceinline__ int first_query_tile(const Geometry& g, int j0) {
   return max(0, j0 - g.offset) * g.G / 64 * 64;
+}
+
+// The query rows [begin, end) (whole 64-row tiles from begin on; end may cut the last one) a dK/dV block of key
+// tile j0 loops over: the rows that see its keys, split over gridDim.z blocks in equal runs of tiles. Split z of a
+// key tile that too few rows see may get none (begin >= end).
+struct QueryTiles {
+  int begin, end;
+};
+__device__ __forceinline__ QueryTiles dkv_query_tiles(const Geometry& g, int j0) {
+  const int first = first_query_tile(g, j0);
+  const int ntiles = first < g.rows ? (g.rows - first + 63) / 64 : 0;
+  const int per_split = (ntiles + gridDim.z - 1) / gridDim.z;
+  QueryTiles r;
+  r.begin = first + static_cast<int>(blockIdx.z) * per_split * 64;
+  r.end = min(g.rows, r.begin + per_split * 64);
+  return r;
+}
+
+// Floats of the key and value gradients dk (B, cap, Hk, dqk) and dv (B, cap, Hk, dv): one split's slice of their
+// partials.
+__host__ __device__ inline int64_t dk_floats(const Geometry& g) { return static_cast<int64_t>(g.B) * g.cap * g.Hk * g.dqk; }
+__host__ __device__ inline int64_t dv_floats(const Geometry& g) { return static_cast<int64_t>(g.B) * g.cap * g.Hk * g.dv; }
+
+// Where a block of split blockIdx.z writes an output of `per_split` floats: the output itself when the loop is not
+// split (gridDim.z == 1), else that split's slice of the partials (summed in split order afterwards).
+__device__ __forceinline__ float* split_slice(float* out, int64_t per_split) {
+  return out + static_cast<int64_t>(blockIdx.z) * per_split;
 }
 
 // A forward block's keys: [start, kend) from kv_start to the last key its last row (of rows rho0 .. rho0 + BR - 1)
@@ -587,6 +617,19 @@ inline int resident_blocks(Kernel kernel, int threads, size_t bytes) {
   int n = 0;
   DSK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, bytes));
   return facts.resident[key] = std::max(n, 1);
+}
+
+// How many parts a kernel splits each block's loop into (gridDim.z; its blocks then write partials that a second
+// kernel merges in split order) when `blocks` blocks would leave some of the GPU's `slots` resident-block slots
+// empty: enough for the blocks to fill the slots `waves` times (none if they already do), each part at least 2 of
+// the longest loop's `max_tiles` tiles, at most 64 parts. Rounded so that splitting the longest loop in
+// ceil(max_tiles / splits)-tile runs (as the kernels do) leaves none of its parts empty. One wave where every block
+// has the same work (decode: a second, nearly empty wave would cost as much as the first); two where the work is
+// uneven (the causal dK/dV loops), so that the blocks of short loops fill in behind the long ones.
+inline int fill_splits(int64_t blocks, int64_t slots, int max_tiles, int waves) {
+  const int64_t fill = waves * slots / std::max<int64_t>(blocks, 1);
+  const int splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({fill, max_tiles / 2, 64})));
+  return static_cast<int>(cuda::ceil_div(max_tiles, cuda::ceil_div(max_tiles, splits)));
 }
 
 // Whether a block of `floats` shared floats fits the device.

@@ -175,13 +175,9 @@ void run_forward(float* out, float* lse, const Geometry& g, int BR, int blocks_p
   DSK_CHECK(row_blocks <= 0x7fffffff, "attention: too many rows");
   const int max_tiles = static_cast<int>(cuda::ceil_div(g.Tk, kKeyTile));
   const int64_t slots = static_cast<int64_t>(blocks_per_sm) * cuda::sm_count();
-  int splits = 1;
-  if (blocks < slots) splits = static_cast<int>(std::min<int64_t>(slots / blocks, max_tiles / 2));
-  splits = std::max(1, std::min(splits, 64));
-  // As many splits as the tiles need at ceil(max_tiles / splits) each: the blocks split (forward_keys) the same
-  // way, so none of the longest rows' splits is left without a tile (rows cut short by kv_start or the causal end
-  // can still have empty splits: they write a zero-weight partial).
-  splits = static_cast<int>(cuda::ceil_div(max_tiles, cuda::ceil_div(max_tiles, splits)));
+  // The blocks split their keys as forward_keys does: rows cut short by kv_start or the causal end can have empty
+  // splits (they write a zero-weight partial).
+  const int splits = fill_splits(blocks, slots, max_tiles, 1);
 
   float *part_o = nullptr, *part_lse = nullptr;
   if (splits > 1) {

@@ -338,11 +338,12 @@ inline size_t dkv_mma_floats(const Geometry& g) {
   return (kKeyTile + 64) * ldq + 64 * ldv + (g.shared_kv ? 0 : kKeyTile * ldv) + kQueryRowsFloats;
 }
 
-// dK, dV for one 64-key tile per block, 16 keys per warp as the mma rows: grid (ceil(Tk / 64), B * Hk); 128
-// threads. Loops over the 64-row query tiles that see the keys, in order (all G heads sharing the K/V are among
-// those rows: the sum over heads is this fixed-order loop, no atomics). Per query tile, transposed:
-// S^T = K Q^T and dP^T = V dO^T (warp_scores, the query rows as the "keys"), P^T and dS^T in registers, then
-// dV += (P∘M)^T dO and dK += dS^T Q (warp_times_tile). dk = scale dK, dv = dV, set. NMQ, NMV = widths / 64 (<= 2).
+// dK, dV for one 64-key tile per block, 16 keys per warp as the mma rows: grid (ceil(Tk / 64), B * Hk, splits); 128
+// threads. Loops over the 64-row query tiles that see the keys (its split's run of them, dkv_query_tiles), in order
+// (all G heads sharing the K/V are among those rows: the sum over heads is this fixed-order loop, no atomics). Per
+// query tile, transposed: S^T = K Q^T and dP^T = V dO^T (warp_scores, the query rows as the "keys"), P^T and dS^T
+// in registers, then dV += (P∘M)^T dO and dK += dS^T Q (warp_times_tile). dk = scale dK, dv = dV, set (with
+// splits: the split's slice of the partials). NMQ, NMV = widths / 64 (<= 2).
 template <int NMQ, int NMV, bool kSplit>
 __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
     float* __restrict__ dk, float* __restrict__ dv, const float* __restrict__ dout, const float* __restrict__ q,
@@ -366,10 +367,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
   float acc_k[8 * NMQ][4], acc_v[8 * NMV][4];
   zero(acc_k);
   zero(acc_v);
-  // (copies in flight until the first query tile's wait; no query sees these keys: no K/V either)
-  if (first_query_tile(g, j0) < g.rows) load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
+  // (copies in flight until the first query tile's wait; no query of this split sees these keys: no K/V either)
+  const QueryTiles tiles = dkv_query_tiles(g, j0);
+  if (tiles.begin < tiles.end) load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
 
-  for (int rho0 = first_query_tile(g, j0); rho0 < g.rows; rho0 += BQ) {
+  for (int rho0 = tiles.begin; rho0 < tiles.end; rho0 += BQ) {
     load_query_tile(Qs, ldq, dOs, ldv, rows, g, q, dout, lse, D, b, hk, rho0);
     copies_wait_all();
     __syncthreads();  // K, V (first pass), Q, dO, row data visible
@@ -395,6 +397,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
     __syncthreads();  // Q, dO, row data free for the next query tile
   }
 
+  dk = split_slice(dk, dk_floats(g));
+  dv = split_slice(dv, dv_floats(g));
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int j = j0 + 16 * warp + gq + 8 * h;

@@ -292,6 +292,8 @@ TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", 
     CHECK(attention_forward_kernel_cuda(training, false) == "ffma, 64-row blocks");
     CHECK(attention_forward_kernel_cuda(decode, true) == "ffma key-split decode (4 warps, 2 stages), 8-row blocks");
     CHECK(attention_backward_kernels_cuda(training, false) == "dq ffma, dkv ffma");
+    const AttentionShape absorbed = shape_of({"absorbed", 2, 100, 100, 0, 8, 1, 128, 128, 0.125f, 0.0f, true});
+    CHECK_THAT(attention_backward_kernels_cuda(absorbed, true), Catch::Matchers::StartsWith("dq ffma, dkv ffma (query loop in "));
     cuda::ScopedDecodeBlock forward_kernel(cuda::DecodeBlock::kForwardKernel);
     CHECK(attention_forward_kernel_cuda(decode, true) == "ffma, 8-row blocks");
     CHECK(attention_forward_kernel_cuda(training, false) == "ffma, 64-row blocks");
@@ -306,6 +308,12 @@ TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", 
     CHECK(attention_forward_kernel_cuda(training, false) == "mma 3xtf32, 64-row blocks");
   }
   CHECK(attention_backward_kernels_cuda(training, false) == "dq mma 3xtf32, dkv mma 3xtf32");
+  // One shared latent: 2 key tiles x batch 2 = 4 dK/dV blocks, each looping over 13 query tiles: split (4 on the
+  // emulator's 4 SMs, 5 on 132).
+  const AttentionShape absorbed = shape_of({"absorbed", 2, 100, 100, 0, 8, 1, 128, 128, 0.125f, 0.0f, true});
+  CHECK_THAT(attention_backward_kernels_cuda(absorbed, true),
+             Catch::Matchers::StartsWith("dq mma 3xtf32, dkv mma 3xtf32 (query loop in ") &&
+                 Catch::Matchers::EndsWith(" splits)"));
   if (dsk::cuda_devices().at(0).shared_per_block >= 227 * 1024) {
     const AttentionShape wide = shape_of({"widths 256", 1, 40, 40, 0, 2, 1, 256, 256, 0.05f});
     CHECK(attention_forward_kernel_cuda(wide, true) == "wmma-staged 3xtf32, 64-row blocks");
