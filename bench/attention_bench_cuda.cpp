@@ -84,6 +84,16 @@ nlohmann::json bench_training(const AttentionModelShape& m, bool absorbed, float
   r["math"] = cuda::math_name(math);
   r["forward_kernel"] = attention_forward_kernel_cuda(s, absorbed);  // what ran, after any fallback
   r["backward_kernels"] = attention_backward_kernels_cuda(s, absorbed);
+  // Where dQ is fused into the dK/dV kernel (the default), the backward with dQ in its own kernel as well, so that a
+  // run settles which is faster (cuda::BackwardDq).
+  if (cuda::backward_dq() == cuda::BackwardDq::kFused) {
+    cuda::ScopedBackwardDq separate(cuda::BackwardDq::kSeparate);
+    const std::string kernels = attention_backward_kernels_cuda(s, absorbed);
+    if (kernels != r["backward_kernels"].get<std::string>()) {
+      r["backward_ms_separate_dq"] = median_ms(bwd);
+      r["backward_kernels_separate_dq"] = kernels;
+    }
+  }
   return r;
 }
 

@@ -70,6 +70,16 @@ enum class DecodeBlock { kAuto, kForwardKernel, kKeySplit };
 void set_decode_block(DecodeBlock block);
 DecodeBlock decode_block();
 
+// How the attention backward computes dQ. kFused (the default) where it applies: on the tensor cores at qk widths
+// up to 64 (the explicit form's heads), in the dK/dV kernel from the dS it already has (flash-attention-2's one
+// pass; each key tile's partial dQ goes to a buffer that a second kernel sums in key-tile order, deterministic),
+// while those partials fit their memory cap (kernels/cuda/attention_backward.cu). Elsewhere, and always with
+// kSeparate, a kernel of its own that recomputes S and dP. Kept so that tests and `dsk bench attention` run both.
+// Without the CUDA backend a no-op.
+enum class BackwardDq { kFused, kSeparate };
+void set_backward_dq(BackwardDq how);
+BackwardDq backward_dq();
+
 // The arithmetic of dsk's own fp32 matrix tiles, chosen separately for the grouped expert GEMMs
 // (kernels/cuda/expert_ffn.cu; the `expert_math` training key) and for the attention kernels
 // (kernels/cuda/attention_*.cu; the `attention_math` key). kAuto follows set_tf32 (TF32 tensor cores when on, fp32
@@ -149,6 +159,7 @@ using ScopedExpertTile = ScopedSetting<ExpertTile, expert_tile, set_expert_tile>
 using ScopedExpertMath = ScopedSetting<Math, expert_math, set_expert_math>;
 using ScopedAttentionMath = ScopedSetting<Math, attention_math, set_attention_math>;
 using ScopedDecodeBlock = ScopedSetting<DecodeBlock, decode_block, set_decode_block>;
+using ScopedBackwardDq = ScopedSetting<BackwardDq, backward_dq, set_backward_dq>;
 }  // namespace cuda
 
 }  // namespace dsk

@@ -33,6 +33,8 @@ void set_attention_math(Math) {}
 Math attention_math() { return Math::kAuto; }
 void set_decode_block(DecodeBlock) {}
 DecodeBlock decode_block() { return DecodeBlock::kAuto; }
+void set_backward_dq(BackwardDq) {}
+BackwardDq backward_dq() { return BackwardDq::kFused; }
 }  // namespace cuda
 
 }  // namespace dsk

@@ -125,6 +125,20 @@ def decode_blocks_markdown(decode):
     return md
 
 
+def fused_dq_markdown(training):
+    """The backward with dQ fused into the dK/dV kernel (the default) vs dQ in its own kernel, where both ran."""
+    rows = [r for r in training if "backward_ms_separate_dq" in r]
+    if not rows:
+        return []
+    md = ["\nBackward with dQ fused into the dK/dV kernel (default) vs in its own kernel (ms):\n",
+          "| model | form | math | dropout | fused | separate | speed-up |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['model']} | {r['form']} | {r.get('math', 'ffma')} | {r['dropout']} | "
+                  f"{r['backward_ms']:.3f} | {r['backward_ms_separate_dq']:.3f} | "
+                  f"{r['backward_ms_separate_dq'] / r['backward_ms']:.2f}x |")
+    return md
+
+
 def attention_markdown(attn, torch_attn):
     md = ["\n## attention kernels"]
     if attn and isinstance(attn.get("kernels"), dict):  # `dsk bench attention`: {"decode": model sweep, "kernels": ...}
@@ -151,6 +165,7 @@ def attention_markdown(attn, torch_attn):
                       f"{r['dim']} | {r['ms']:.4f} | {r['gbps']:.0f} | {100 * r['fraction_of_copy']:.0f}% | "
                       f"{r.get('kernel', '?')} |")
         md += decode_blocks_markdown(attn.get("decode", []))
+        md += fused_dq_markdown(attn["training"])
     md.append("\n### dsk vs PyTorch scaled_dot_product_attention (explicit shapes, forward + backward ms)")
     if not torch_attn or "results" not in torch_attn:
         md.append("\nno PyTorch results" + (f" ({torch_attn['parse_error']})" if torch_attn and "parse_error" in torch_attn else ""))

@@ -116,6 +116,7 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
 // fixed-order loop. dk = scale Σ dS^T q, dv = Σ (P∘M)^T dout, set (with splits: the split's slice of the partials).
 template <int NMQ, int NMV, int MATH>
 __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict__ dk, float* __restrict__ dv,
+                                                           float* /*dq_part: dQ is attention_dq_kernel's here*/,
                                                            const float* __restrict__ dout,
                                                            const float* __restrict__ q, const float* __restrict__ k,
                                                            const float* __restrict__ v, const float* __restrict__ lse,
@@ -213,6 +214,21 @@ size_t dkv_floats(const Geometry& g, TileMath m) {
          kQueryRowsFloats + stage_floats(m, kKeyTile);
 }
 
+// dq from the fused dQ's partials (attention_dkv_mma_kernel<..., kDq>): element (b, i, h, c) sums the slices of the
+// key tiles whose blocks saw its 64-row query tile, in key-tile order (deterministic).
+__global__ void attention_dq_sum_kernel(float* __restrict__ dq, const float* __restrict__ part, Geometry g) {
+  const int64_t n = q_floats(g);
+  const int key_tiles = (g.Tk + kKeyTile - 1) / kKeyTile;
+  DSK_GRID_STRIDE(idx, n) {
+    const int64_t row = idx / g.dqk;  // (b, i, h)
+    const int h = static_cast<int>(row % g.H), i = static_cast<int>(row / g.H % g.Tq);
+    const int rho0 = (i * g.G + h % g.G) / 64 * 64;  // its query tile in (b, kv head h / G)
+    float t = 0.0f;
+    for (int kt = 0; kt < key_tiles && first_query_tile(g, kt * kKeyTile) <= rho0; ++kt) t += part[kt * n + idx];
+    dq[idx] = t;
+  }
+}
+
 // The dK/dV partials of the splits summed in split order (deterministic): dst[i] = Σ_z parts[z n + i], i < n.
 __global__ void attention_sum_splits_kernel(float* __restrict__ dst, const float* __restrict__ parts, int64_t n,
                                             int splits) {
@@ -223,15 +239,19 @@ __global__ void attention_sum_splits_kernel(float* __restrict__ dst, const float
   }
 }
 
-// The backward's two kernels share one signature: dQ's (dq, dout, q, k, v, lse, D, g) and dK/dV's
-// (dk, dv, dout, q, k, v, lse, D, g).
+// The signatures of the backward's kernels, whatever their arithmetic: dQ's (dq, dout, q, k, v, lse, D, g) and
+// dK/dV's (dk, dv, dq_part, dout, q, k, v, lse, D, g).
 using DqKernel = void (*)(float*, const float*, const float*, const float*, const float*, const float*, const float*,
                           Geometry);
-using DkvKernel = void (*)(float*, float*, const float*, const float*, const float*, const float*, const float*,
-                           const float*, Geometry);
+using DkvKernel = void (*)(float*, float*, float*, const float*, const float*, const float*, const float*,
+                           const float*, const float*, Geometry);
+
+// The most memory the fused dQ's partials (one dq-sized slice per key tile) may take; beyond it (long sequences)
+// the separate dQ kernel runs. 256 MiB holds the large config's explicit backward at batch 8 (134 MB).
+constexpr int64_t kFusedDqMaxBytes = int64_t(256) << 20;
 
 // A kernel as launched: its instantiation, threads per block and dynamic shared bytes, and for dK/dV the number of
-// splits of its query loop (gridDim.z).
+// splits of its query loop (gridDim.z) and whether it computes dQ too (then no dQ kernel runs).
 template <class Kernel>
 struct Launch {
   Kernel kernel = nullptr;
@@ -240,6 +260,7 @@ struct Launch {
   bool registers = false;  // the register-resident tensor-core kernel (attention_mma.cuh)
   TileMath math = kFfmaMath;
   int splits = 1;
+  bool fused_dq = false;
 };
 
 // The kernels a backward of geometry g runs in the current attention_math: for dQ and for dK/dV, on the tensor
@@ -273,19 +294,25 @@ Launch<DqKernel> dq_launch(const Geometry& g) {
 Launch<DkvKernel> dkv_launch(const Geometry& g) {
   const TileMath math = attention_tile_math();
   Launch<DkvKernel> l;
-  l.registers = math != kFfmaMath && g.wq <= 128 && g.wv <= 128 && fits_shared(dkv_mma_floats(g));
+  l.registers = math != kFfmaMath && g.wq <= 128 && g.wv <= 128 && fits_shared(dkv_mma_floats(g, false));
   if (l.registers) {
     l.math = math;
     l.threads = kMmaWarps * 32;
-    l.bytes = dkv_mma_floats(g) * sizeof(float);
-    with_nm(g.wq / 64, [&](auto nmq) {
-      with_nm(g.wv / 64, [&](auto nmv) {
-        constexpr int NMQ = decltype(nmq)::value, NMV = decltype(nmv)::value;
-        if constexpr (NMQ <= 2 && NMV <= 2) {
-          l.kernel = math == kTf32x3Math ? attention_dkv_mma_kernel<NMQ, NMV, true>
-                                         : attention_dkv_mma_kernel<NMQ, NMV, false>;
-        }
-      });
+    const int64_t dq_part_bytes = cuda::ceil_div(g.Tk, kKeyTile) * q_floats(g) * int64_t(sizeof(float));
+    l.fused_dq = cuda::backward_dq() == cuda::BackwardDq::kFused && g.wq == 64 &&
+                 dq_part_bytes <= kFusedDqMaxBytes && fits_shared(dkv_mma_floats(g, true));
+    l.bytes = dkv_mma_floats(g, l.fused_dq) * sizeof(float);
+    const bool x3 = math == kTf32x3Math;
+    with_nm(g.wv / 64, [&](auto nmv) {
+      constexpr int NMV = decltype(nmv)::value;
+      if constexpr (NMV <= 2) {
+        if (g.wq == 128)
+          l.kernel = x3 ? attention_dkv_mma_kernel<2, NMV, true, false> : attention_dkv_mma_kernel<2, NMV, false, false>;
+        else if (l.fused_dq)
+          l.kernel = x3 ? attention_dkv_mma_kernel<1, NMV, true, true> : attention_dkv_mma_kernel<1, NMV, false, true>;
+        else
+          l.kernel = x3 ? attention_dkv_mma_kernel<1, NMV, true, false> : attention_dkv_mma_kernel<1, NMV, false, false>;
+      }
     });
   } else {
     l.math = fitting_math(math, dkv_floats(g, math));
@@ -314,7 +341,9 @@ std::string attention_backward_kernels_cuda(const AttentionShape& s, bool shared
   const Geometry g = make_geometry(s, AttentionDropout{}, shared_kv);
   const Launch<DqKernel> dq = dq_launch(g);
   const Launch<DkvKernel> dkv = dkv_launch(g);
-  std::string text = fmt::format("dq {}, dkv {}", kernel_form(dq.registers, dq.math), kernel_form(dkv.registers, dkv.math));
+  std::string text = dkv.fused_dq ? fmt::format("dq fused, dkv {}", kernel_form(dkv.registers, dkv.math))
+                                  : fmt::format("dq {}, dkv {}", kernel_form(dq.registers, dq.math),
+                                                kernel_form(dkv.registers, dkv.math));
   if (dkv.splits > 1) text += fmt::format(" (query loop in {} splits)", dkv.splits);
   return text;
 }
@@ -335,13 +364,17 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   const Launch<DkvKernel> dkv_k = dkv_launch(g);
 
   // Scratch (one request: growing it would free what an earlier request queued work on): D = dout · out per row
-  // (B, H, T), then with split dK/dV loops their partials, [splits][dk floats] and [splits][dv floats].
+  // (B, H, T), then with split dK/dV loops their partials, [splits][dk floats] and [splits][dv floats], and with the
+  // fused dQ its partials [key tiles][dq floats].
   const int64_t nrows = static_cast<int64_t>(s.batch) * T * s.heads;
-  const int64_t nk = dk_floats(g), nv = dv_floats(g);
-  const int64_t part_floats = dkv_k.splits > 1 ? dkv_k.splits * (nk + nv) : 0;
-  float* D = static_cast<float*>(cuda::scratch(static_cast<size_t>(nrows + part_floats) * sizeof(float)));
+  const int64_t nk = dk_floats(g), nv = dv_floats(g), nq = q_floats(g);
+  const int64_t split_floats = dkv_k.splits > 1 ? dkv_k.splits * (nk + nv) : 0;
+  const int64_t dq_part_floats = dkv_k.fused_dq ? cuda::ceil_div(T, kKeyTile) * nq : 0;
+  float* D = static_cast<float*>(
+      cuda::scratch(static_cast<size_t>(nrows + split_floats + dq_part_floats) * sizeof(float)));
   float* part_k = D + nrows;
   float* part_v = part_k + dkv_k.splits * nk;
+  float* dq_part = D + nrows + split_floats;
   {
     constexpr int kWarps = 8;
     DSK_LAUNCH(static_cast<unsigned>(cuda::ceil_div(nrows, kWarps)), kWarps * 32, 0, attention_row_dot_kernel)(
@@ -349,19 +382,25 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
     DSK_CUDA_CHECK_LAUNCH();
   }
 
-  // dQ: 64 query rows per block.
-  allow_shared(dq_k.kernel, dq_k.bytes, "attention_backward (dq)");
-  const dim3 dq_grid(static_cast<unsigned>(cuda::ceil_div(g.rows, 64)), static_cast<unsigned>(g.B * g.Hk));
-  DSK_LAUNCH(dq_grid, dq_k.threads, dq_k.bytes, dq_k.kernel)(dq, dout, q, k, v, lse, D, g);
-  DSK_CUDA_CHECK_LAUNCH();
+  // dQ: 64 query rows per block (unless the dK/dV kernel computes it).
+  if (!dkv_k.fused_dq) {
+    allow_shared(dq_k.kernel, dq_k.bytes, "attention_backward (dq)");
+    const dim3 dq_grid(static_cast<unsigned>(cuda::ceil_div(g.rows, 64)), static_cast<unsigned>(g.B * g.Hk));
+    DSK_LAUNCH(dq_grid, dq_k.threads, dq_k.bytes, dq_k.kernel)(dq, dout, q, k, v, lse, D, g);
+    DSK_CUDA_CHECK_LAUNCH();
+  }
 
   // dK, dV: one 64-key tile per block, its query loop in gridDim.z splits (then summed in split order).
   const bool split = dkv_k.splits > 1;
   const dim3 dkv_grid(static_cast<unsigned>(cuda::ceil_div(T, kKeyTile)), static_cast<unsigned>(g.B * g.Hk),
                       static_cast<unsigned>(dkv_k.splits));
-  DSK_LAUNCH(dkv_grid, dkv_k.threads, dkv_k.bytes, dkv_k.kernel)(split ? part_k : dk, split ? part_v : dv, dout, q, k,
-                                                                 v, lse, D, g);
+  DSK_LAUNCH(dkv_grid, dkv_k.threads, dkv_k.bytes, dkv_k.kernel)(split ? part_k : dk, split ? part_v : dv, dq_part,
+                                                                 dout, q, k, v, lse, D, g);
   DSK_CUDA_CHECK_LAUNCH();
+  if (dkv_k.fused_dq) {
+    DSK_LAUNCH(cuda::grid_for(nq, 256), 256, 0, attention_dq_sum_kernel)(dq, dq_part, g);
+    DSK_CUDA_CHECK_LAUNCH();
+  }
   if (split) {
     DSK_LAUNCH(cuda::grid_for(nk, 256), 256, 0, attention_sum_splits_kernel)(dk, part_k, nk, dkv_k.splits);
     DSK_CUDA_CHECK_LAUNCH();

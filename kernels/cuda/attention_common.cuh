@@ -277,6 +277,10 @@ __device__ __forceinline__ QueryTiles dkv_query_tiles(const Geometry& g, int j0)
   return r;
 }
 
+// Floats of q and dq (B, Tq, H, dqk): one key tile's slice of the fused dQ's partials.
+__host__ __device__ inline int64_t q_floats(const Geometry& g) {
+  return static_cast<int64_t>(g.B) * g.Tq * g.H * g.dqk;
+}
 // Floats of the key and value gradients dk (B, cap, Hk, dqk) and dv (B, cap, Hk, dv): one split's slice of their
 // partials.
 __host__ __device__ inline int64_t dk_floats(const Geometry& g) { return static_cast<int64_t>(g.B) * g.cap * g.Hk * g.dqk; }

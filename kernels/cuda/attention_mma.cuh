@@ -331,11 +331,39 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dq_mma_kernel(
 
 // ---- backward: dK, dV ------------------------------------------------------------------------------------------
 
+// The fused dQ's dS^T tile [64 keys][64 query rows + 8]: stored by the rows of S^T's layout (2-way bank conflicts),
+// read as dS's A fragments, (query row g, key t) at t * 72 + g: every bank once.
+constexpr int kDsStride = 64 + 8;
+
+// The fused dQ of one query tile (rows rho0 ..): this warp's 16 rows of scale dS K, dS^T in dSs (every key of the
+// tile, kDsStride) and K in Ks [64][ldk], written to their rows of part (laid out as dq).
+template <bool kSplit>
+__device__ __forceinline__ void fused_dq_rows(float* part, const float* dSs, const float* Ks, int ldk,
+                                              const Geometry& g, int b, int hk, int rho0) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+  // ds[n][2h + e]: query row 16 warp + gq + 8h, key 8n + tq + 4e: warp_scores' layout, as warp_times_tile reads.
+  float ds[8][4], acc[8][4];
+#pragma unroll
+  for (int n = 0; n < 8; ++n)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) ds[n][i] = dSs[(8 * n + tq + 4 * (i % 2)) * kDsStride + 16 * warp + gq + 8 * (i / 2)];
+  zero(acc);
+  warp_times_tile<kSplit>(acc, ds, Ks, ldk);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int rho = rho0 + 16 * warp + gq + 8 * h;
+    if (rho < g.rows) store_warp_row(part + q_row(g, b, hk, rho) * g.dqk, acc, h, g.dqk, g.scale);
+  }
+}
+
+
 // Shared floats of the dK/dV kernel: K [64][wq + 4], V [64][wv + 4] (K's tile when shared), Q [64][wq + 4],
-// dO [64][wv + 4], and the query tile's row data (lse2, D, last key: 64 each, then 64 int64 statistics indices).
-inline size_t dkv_mma_floats(const Geometry& g) {
+// dO [64][wv + 4], the query tile's row data (lse2, D, last key: 64 each, then 64 int64 statistics indices), and
+// with the fused dQ the dS^T tile.
+inline size_t dkv_mma_floats(const Geometry& g, bool fused_dq) {
   const size_t ldq = g.wq + 4, ldv = g.wv + 4;
-  return (kKeyTile + 64) * ldq + 64 * ldv + (g.shared_kv ? 0 : kKeyTile * ldv) + kQueryRowsFloats;
+  return (kKeyTile + 64) * ldq + 64 * ldv + (g.shared_kv ? 0 : kKeyTile * ldv) + kQueryRowsFloats +
+         (fused_dq ? kKeyTile * kDsStride : 0);
 }
 
 // dK, dV for one 64-key tile per block, 16 keys per warp as the mma rows: grid (ceil(Tk / 64), B * Hk, splits); 128
@@ -344,11 +372,16 @@ inline size_t dkv_mma_floats(const Geometry& g) {
 // query tile, transposed: S^T = K Q^T and dP^T = V dO^T (warp_scores, the query rows as the "keys"), P^T and dS^T
 // in registers, then dV += (P∘M)^T dO and dK += dS^T Q (warp_times_tile). dk = scale dK, dv = dV, set (with
 // splits: the split's slice of the partials). NMQ, NMV = widths / 64 (<= 2).
-template <int NMQ, int NMV, bool kSplit>
+// kDq (NMQ = 1): also this key tile's share of dQ for each query tile, scale dS K (flash-attention-2's one pass,
+// instead of attention_dq_mma_kernel recomputing S and dP): dS^T goes through shared memory (each warp holds 16
+// keys, dQ's rows need all 64), each warp multiplies 16 query rows of it by the K tile, and the rows go to
+// dq_part's slice of this key tile, (B, Tq, H, dqk) like dq, for attention_dq_sum_kernel.
+template <int NMQ, int NMV, bool kSplit, bool kDq>
 __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
-    float* __restrict__ dk, float* __restrict__ dv, const float* __restrict__ dout, const float* __restrict__ q,
-    const float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ lse,
-    const float* __restrict__ D, Geometry g) {
+    float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dq_part, const float* __restrict__ dout,
+    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+    const float* __restrict__ lse, const float* __restrict__ D, Geometry g) {
+  static_assert(!kDq || NMQ == 1, "the fused dQ's accumulators are sized for qk widths up to 64");
   constexpr int BQ = 64;  // query rows per inner tile
   DSK_DYNAMIC_SHARED(SharedBase, smem_base);
   float* smem = reinterpret_cast<float*>(smem_base);
@@ -358,6 +391,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
   float* Qs = g.shared_kv ? Ks + kKeyTile * ldq : Vs + kKeyTile * ldv;  // [BQ][ldq]
   float* dOs = Qs + BQ * ldq;                                          // [BQ][ldv]
   const QueryRows rows = query_rows_at(dOs + BQ * ldv);  // (16-byte aligned: every tile is a multiple of 4 floats)
+  float* dSs = dOs + BQ * ldv + kQueryRowsFloats;         // [64 keys][kDsStride]  dS^T (kDq only)
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
   const int b = blockIdx.y / g.Hk, hk = blockIdx.y % g.Hk;
@@ -391,10 +425,15 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
                                                    rows.lse2[r], rows.D[r], rows.stat[r], j);
         st[n][i] = e.pm;
         dpt[n][i] = e.ds;
+        if constexpr (kDq) dSs[(16 * warp + gq + 8 * (i / 2)) * kDsStride + 8 * n + tq + 4 * (i % 2)] = e.ds;
       }
     warp_times_tile<kSplit>(acc_v, st, dOs, ldv);  // dV += (P∘M)^T dO
     warp_times_tile<kSplit>(acc_k, dpt, Qs, ldq);  // dK += dS^T Q
-    __syncthreads();  // Q, dO, row data free for the next query tile
+    if constexpr (kDq) {
+      __syncthreads();  // every warp's keys of dS^T stored
+      fused_dq_rows<kSplit>(dq_part + blockIdx.x * q_floats(g), dSs, Ks, ldq, g, b, hk, rho0);
+    }
+    __syncthreads();  // Q, dO, row data (and dS^T) free for the next query tile
   }
 
   dk = split_slice(dk, dk_floats(g));

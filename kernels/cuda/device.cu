@@ -88,6 +88,7 @@ std::atomic<ExpertTile> g_expert_tile{ExpertTile::kAuto};
 std::atomic<Math> g_expert_math{Math::kAuto};
 std::atomic<Math> g_attention_math{Math::kAuto};
 std::atomic<DecodeBlock> g_decode_block{DecodeBlock::kAuto};
+std::atomic<BackwardDq> g_backward_dq{BackwardDq::kFused};
 
 std::mutex g_scratch_mutex;
 void* g_scratch = nullptr;
@@ -140,6 +141,8 @@ void set_attention_math(Math math) { g_attention_math.store(math); }
 Math attention_math() { return g_attention_math.load(); }
 void set_decode_block(DecodeBlock block) { g_decode_block.store(block); }
 DecodeBlock decode_block() { return g_decode_block.load(); }
+void set_backward_dq(BackwardDq how) { g_backward_dq.store(how); }
+BackwardDq backward_dq() { return g_backward_dq.load(); }
 
 // Transfers go through dsk's stream so they are ordered with its kernels. Host<->device copies wait for
 // completion (the host buffer may be reused or freed as soon as they return); device copies and memsets are

@@ -307,7 +307,11 @@ TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", 
     CHECK(attention_forward_kernel_cuda(decode, true) == "mma 3xtf32, 16-row blocks");
     CHECK(attention_forward_kernel_cuda(training, false) == "mma 3xtf32, 64-row blocks");
   }
-  CHECK(attention_backward_kernels_cuda(training, false) == "dq mma 3xtf32, dkv mma 3xtf32");
+  CHECK(attention_backward_kernels_cuda(training, false) == "dq fused, dkv mma 3xtf32");
+  {
+    cuda::ScopedBackwardDq separate(cuda::BackwardDq::kSeparate);
+    CHECK(attention_backward_kernels_cuda(training, false) == "dq mma 3xtf32, dkv mma 3xtf32");
+  }
   // One shared latent: 2 key tiles x batch 2 = 4 dK/dV blocks, each looping over 13 query tiles: split (4 on the
   // emulator's 4 SMs, 5 on 132).
   const AttentionShape absorbed = shape_of({"absorbed", 2, 100, 100, 0, 8, 1, 128, 128, 0.125f, 0.0f, true});
@@ -322,7 +326,8 @@ TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", 
 }
 
 // The tensor-core arithmetic of the attention kernels (cuda::attention_math): 3xTF32 at fp32's tolerances, TF32 at
-// TF32's. Each must also differ from the FFMA result in some bit, or the setting did not reach the kernels.
+// TF32's. Each must also differ from the FFMA result in some bit, or the setting did not reach the kernels. The
+// backward with dQ fused into the dK/dV kernel (qk widths up to 64) and in its own kernel (cuda::BackwardDq).
 TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs CPU, deterministic",
           "[cuda][attention]") {
   if (!dsk::testing::gpu_available()) return;
@@ -366,6 +371,14 @@ TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs 
       CHECK_FALSE(bits_equal(grads[0], ffma_grads[0]));
       CHECK_FALSE(bits_equal(grads[1], ffma_grads[1]));
       CHECK_FALSE(bits_equal(grads[2], ffma_grads[2]));
+      // dQ in a kernel of its own (the fused dQ is the default at qk widths up to 64): dq close to the CPU as well,
+      // dk and dv from the same dK/dV arithmetic bit for bit.
+      cuda::ScopedBackwardDq separate(cuda::BackwardDq::kSeparate);
+      INFO("dQ in its own kernel");
+      r = dout_rng;
+      const auto separate_grads = check_backward(c, in, r, m.backward_tol);
+      CHECK(bits_equal(separate_grads[1], grads[1]));
+      CHECK(bits_equal(separate_grads[2], grads[2]));
     }
   }
   // The widest shapes (forward only: a width-256 backward needs more shared memory than the device has, a one-line
