@@ -34,7 +34,7 @@ __global__ void attention_row_dot_kernel(float* __restrict__ D, const float* __r
   }
 }
 
-// dQ for 64 query rows per block: grid (ceil(rows / 64), B * Hk); block 128 threads (TY = 8, RA = 8).
+// dQ for 64 query rows per block: grid (B * Hk, ceil(rows / 64)); block 128 threads (TY = 8, RA = 8).
 // Loops over the key tiles the rows see; dq = scale Σ_j dS_ij k_j, set.
 template <int NMQ, int MATH>
 __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ dq, const float* __restrict__ dout,
@@ -51,8 +51,8 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
   float* stage = dSs + BR * kPStride;                                    // [64][kPStride] (none with FFMA)
 
   const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
-  const int bk = blockIdx.y, b = bk / g.Hk, hk = bk % g.Hk;
-  const int rho0 = blockIdx.x * BR;
+  const int bk = block_bk(), b = bk / g.Hk, hk = bk % g.Hk;
+  const int rho0 = block_row_tile() * BR;
   const int rho_last = min(rho0 + BR, g.rows) - 1;
   const int kend = min(g.Tk, rho_last / g.G + g.offset + 1);
   const int ntiles = (kend + kKeyTile - 1) / kKeyTile;
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
   }
 }
 
-// dK, dV for one 64-key tile per block: grid (ceil(Tk / 64), B * Hk, splits); block 256 threads (TY = 16, RA = 4:
+// dK, dV for one 64-key tile per block: grid (B * Hk, ceil(Tk / 64), splits); block 256 threads (TY = 16, RA = 4:
 // each thread owns 4 keys). Loops over the query-row tiles that see the keys (its split's run of them,
 // dkv_query_tiles) in ascending order; all G heads sharing the K/V are in those rows, so the sum over heads is this
 // fixed-order loop. dk = scale Σ dS^T q, dv = Σ (P∘M)^T dout, set (with splits: the split's slice of the partials).
@@ -136,8 +136,8 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
   const QueryRows rows = query_rows_at(stage + (MATH == kFfmaMath ? 0 : kKeyTile * kPStride));
 
   const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
-  const int bk = blockIdx.y, b = bk / g.Hk, hk = bk % g.Hk;
-  const int j0 = blockIdx.x * kKeyTile;
+  const int bk = block_bk(), b = bk / g.Hk, hk = bk % g.Hk;
+  const int j0 = block_key_tile() * kKeyTile;
 
   float acc_k[RA][NMQ][4], acc_v[RA][NMV][4];
   zero(acc_k);
@@ -385,15 +385,14 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   // dQ: 64 query rows per block (unless the dK/dV kernel computes it).
   if (!dkv_k.fused_dq) {
     allow_shared(dq_k.kernel, dq_k.bytes, "attention_backward (dq)");
-    const dim3 dq_grid(static_cast<unsigned>(cuda::ceil_div(g.rows, 64)), static_cast<unsigned>(g.B * g.Hk));
+    const dim3 dq_grid = block_tile_grid(g, cuda::ceil_div(g.rows, 64), 1);
     DSK_LAUNCH(dq_grid, dq_k.threads, dq_k.bytes, dq_k.kernel)(dq, dout, q, k, v, lse, D, g);
     DSK_CUDA_CHECK_LAUNCH();
   }
 
   // dK, dV: one 64-key tile per block, its query loop in gridDim.z splits (then summed in split order).
   const bool split = dkv_k.splits > 1;
-  const dim3 dkv_grid(static_cast<unsigned>(cuda::ceil_div(T, kKeyTile)), static_cast<unsigned>(g.B * g.Hk),
-                      static_cast<unsigned>(dkv_k.splits));
+  const dim3 dkv_grid = block_tile_grid(g, cuda::ceil_div(T, kKeyTile), dkv_k.splits);
   DSK_LAUNCH(dkv_grid, dkv_k.threads, dkv_k.bytes, dkv_k.kernel)(split ? part_k : dk, split ? part_v : dv, dq_part,
                                                                  dout, q, k, v, lse, D, g);
   DSK_CUDA_CHECK_LAUNCH();

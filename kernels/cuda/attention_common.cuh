@@ -110,6 +110,15 @@ struct Geometry {
 
 // ---- indexing ----------------------------------------------------------------------------------------------
 
+// A block's place in its grid, (B * Hk, tiles, splits): its (b, kv head) and its 64-row query tile or key tile
+// (block_tile_grid). Blocks start in linear order (x fastest), so every (b, kv head) starts a tile index before
+// any starts the next, and the tiles are numbered heaviest first: under the causal mask the last query rows see the
+// most keys (row tiles run from the last one down) and the first keys are seen by the most rows (key tiles from
+// the first up). The short blocks then fill in behind the long ones rather than the long ones starting last.
+__device__ __forceinline__ int block_bk() { return static_cast<int>(blockIdx.x); }
+__device__ __forceinline__ int block_row_tile() { return static_cast<int>(gridDim.y - 1 - blockIdx.y); }
+__device__ __forceinline__ int block_key_tile() { return static_cast<int>(blockIdx.y); }
+
 // Element offset of query row rho of (b, hk) in q (stride dqk) / out (stride dv): row index in (B, Tq, H).
 __device__ __forceinline__ int64_t q_row(const Geometry& g, int b, int hk, int rho) {
   const int i = rho / g.G, gi = rho - i * g.G;
@@ -320,7 +329,7 @@ __device__ __forceinline__ float* forward_row_output(const Geometry& g, float* o
     if (lse && write_lse) lse[stat] = row_lse;
     return out + q_row(g, b, hk, rho) * g.dv;
   }
-  const int64_t prow = (static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y) * g.rows + rho;
+  const int64_t prow = (static_cast<int64_t>(blockIdx.z) * gridDim.x + block_bk()) * g.rows + rho;
   if (write_lse) part_lse[prow] = row_lse;
   return part_o + prow * g.dv;
 }
@@ -529,8 +538,8 @@ inline void check_shape(const AttentionShape& s, const AttentionDropout& drop) {
   check_attention_shape(s, drop);
   DSK_CHECK(s.qk_dim <= 64 * kMaxNm && s.v_dim <= 64 * kMaxNm,
             "attention (CUDA): qk_dim {} and v_dim {} must be at most {}", s.qk_dim, s.v_dim, 64 * kMaxNm);
-  DSK_CHECK(static_cast<int64_t>(s.batch) * s.kv_heads <= 65535, "attention (CUDA): batch * kv_heads {} exceeds "
-            "the grid limit 65535", static_cast<int64_t>(s.batch) * s.kv_heads);
+  DSK_CHECK(static_cast<int64_t>(s.batch) * s.kv_heads <= 0x7fffffff, "attention (CUDA): batch * kv_heads {} "
+            "exceeds the grid limit 2^31 - 1", static_cast<int64_t>(s.batch) * s.kv_heads);
 }
 
 // same_kv: k and v are one tensor (the shared latent); its tile serves as V's when the widths agree too.
@@ -558,6 +567,13 @@ inline Geometry make_geometry(const AttentionShape& s, const AttentionDropout& d
   g.seed = drop.seed;
   g.site = drop.site;
   return g;
+}
+
+// The grid of `tiles` query-row or key tiles per (b, kv head), in `splits` parts: (B * Hk, tiles, splits), the order
+// block_bk / block_row_tile / block_key_tile read.
+inline dim3 block_tile_grid(const Geometry& g, int64_t tiles, int splits) {
+  DSK_CHECK(tiles <= 65535, "attention (CUDA): {} tiles of 64 rows or keys exceed the grid limit 65535", tiles);
+  return dim3(static_cast<unsigned>(g.B * g.Hk), static_cast<unsigned>(tiles), static_cast<unsigned>(splits));
 }
 
 // Whether every row of these tensors (q, k, v, and dout in the backward) starts 16-byte aligned: widths multiples

@@ -144,7 +144,7 @@ __device__ __forceinline__ void warp_times_tile_ffma(Acc& o, const float (&p)[kD
   }
 }
 
-// grid (ceil(rows / (8 RH)), B * Hk, splits); 128 threads. Outputs as attention_forward_kernel (out / lse, or the
+// grid (B * Hk, ceil(rows / (8 RH)), splits); 128 threads. Outputs as attention_forward_kernel (out / lse, or the
 // split's part_o / part_lse). MATH: kFfmaMath, kTf32Math or kTf32x3Math; NMV = wv / 64 (at most 2); RH = 2 on the
 // tensor cores (the fragment's 16 rows), 1 or 2 with FFMA.
 template <int MATH, int NMV, int RH>
@@ -166,8 +166,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) attention_decode_kernel(
   const auto value_tile = [&](int s) { return g.shared_kv ? key_tile(s) : key_tile(s) + kKeyTile * ldq; };
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
-  const int b = blockIdx.y / g.Hk, hk = blockIdx.y % g.Hk;
-  const int rho0 = blockIdx.x * kRows;
+  const int b = block_bk() / g.Hk, hk = block_bk() % g.Hk;
+  const int rho0 = block_row_tile() * kRows;
   const ForwardKeys keys = forward_keys(g, kv_start, b, rho0, kRows);
   const int kend = keys.kend, ntiles = keys.t_end - keys.t_begin;
 

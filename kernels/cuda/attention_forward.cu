@@ -16,7 +16,7 @@ using namespace attn;
 
 // ---- forward -----------------------------------------------------------------------------------------------
 
-// grid (ceil(rows / BR), B * Hk, splits); block TY*16 threads; BR = TY*RA query rows per block.
+// grid (B * Hk, ceil(rows / BR), splits) (block_tile_grid); block TY*16 threads; BR = TY*RA query rows per block.
 // splits == 1: writes out / lse. splits > 1: writes the split's normalized output part_o
 // ((split, B*Hk, rows, dv)) and log-sum-exp part_lse ((split, B*Hk, rows)) for attention_combine_kernel.
 // Launch bounds: with the block size alone, ptxas traded registers for resident blocks and gave the 8-row decode
@@ -42,8 +42,8 @@ __global__ void __launch_bounds__(TY* kTx, RA == 1 ? 5 : 1) attention_forward_ke
   float* stage = Ps + BR * kPStride;  // [BR][kPStride] tensor-core products (none with FFMA)
 
   const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
-  const int b = blockIdx.y / g.Hk, hk = blockIdx.y % g.Hk;
-  const int rho0 = blockIdx.x * BR;
+  const int b = block_bk() / g.Hk, hk = block_bk() % g.Hk;
+  const int rho0 = block_row_tile() * BR;
   const ForwardKeys keys = forward_keys(g, kv_start, b, rho0, BR);
   const int kend = keys.kend;
 
@@ -185,8 +185,7 @@ void run_forward(float* out, float* lse, const Geometry& g, int BR, int blocks_p
     part_o = static_cast<float*>(cuda::scratch(prow * (g.dv + 1) * sizeof(float)));
     part_lse = part_o + prow * g.dv;
   }
-  launch_rows(dim3(static_cast<unsigned>(row_blocks), static_cast<unsigned>(g.B * g.Hk), static_cast<unsigned>(splits)),
-              part_o, part_lse);
+  launch_rows(block_tile_grid(g, row_blocks, splits), part_o, part_lse);
   if (splits > 1) {
     const int64_t rows_total = static_cast<int64_t>(g.B) * g.Hk * g.rows;
     constexpr int kWarps = 4;

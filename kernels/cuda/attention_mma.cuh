@@ -153,7 +153,7 @@ __device__ __forceinline__ float online_softmax_row(float (&s)[NG][4], int h, in
 template <int NMV, int kWarps>
 constexpr int kForwardMmaMinBlocks = kWarps == 1 ? 1 : (NMV == 1 ? 4 : 3);
 
-// grid (ceil(rows / (16 kWarps)), B * Hk, splits); 32 kWarps threads, 16 query rows per warp. Outputs as
+// grid (B * Hk, ceil(rows / (16 kWarps)), splits); 32 kWarps threads, 16 query rows per warp. Outputs as
 // attention_forward_kernel (out / lse, or the split's part_o / part_lse). NMV = wv / 64 (at most 2: the output
 // accumulators are 32 registers per 64 columns). kWarps = 4 for training shapes; 1 for decode (at most 16 rows per
 // (b, kv head): the heads sharing the latent, or a few new tokens): one warp's block holds all of them, and many
@@ -173,8 +173,8 @@ __global__ void __launch_bounds__(kWarps * 32, (kForwardMmaMinBlocks<NMV, kWarps
   float* Vs = g.shared_kv ? Ks : Ks + kKeyTile * ldq;                  // [64][ldv]
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
-  const int b = blockIdx.y / g.Hk, hk = blockIdx.y % g.Hk;
-  const int rho0 = blockIdx.x * kRows;
+  const int b = block_bk() / g.Hk, hk = block_bk() % g.Hk;
+  const int rho0 = block_row_tile() * kRows;
   const ForwardKeys keys = forward_keys(g, kv_start, b, rho0, kRows);
   const int kend = keys.kend;
 
@@ -255,7 +255,7 @@ inline size_t dq_mma_floats(const Geometry& g) {
   return (kMmaRows + kKeyTile) * ldq + kMmaRows * ldv + (g.shared_kv ? 0 : kKeyTile * ldv);
 }
 
-// dQ for 64 query rows per block (16 per warp): grid (ceil(rows / 64), B * Hk); 128 threads. Per key tile:
+// dQ for 64 query rows per block (16 per warp): grid (B * Hk, ceil(rows / 64)); 128 threads. Per key tile:
 // S = Q K^T and dP = dO V^T (warp_scores), dS = P∘(dP∘M - D) in registers, dQ += dS K (warp_times_tile);
 // dq = scale dQ, set. NMQ = wq / 64 (at most 2).
 template <int NMQ, bool kSplit>
@@ -270,8 +270,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dq_mma_kernel(
   float *Qs = tiles.Qs, *dOs = tiles.dOs, *Ks = tiles.Ks, *Vs = tiles.Vs;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
-  const int b = blockIdx.y / g.Hk, hk = blockIdx.y % g.Hk;
-  const int rho0 = blockIdx.x * kMmaRows;
+  const int b = block_bk() / g.Hk, hk = block_bk() % g.Hk;
+  const int rho0 = block_row_tile() * kMmaRows;
   const int rho_last = min(rho0 + kMmaRows, g.rows) - 1;
   const int kend = min(g.Tk, rho_last / g.G + g.offset + 1);
   const int ntiles = (kend + kKeyTile - 1) / kKeyTile;
@@ -366,7 +366,7 @@ inline size_t dkv_mma_floats(const Geometry& g, bool fused_dq) {
          (fused_dq ? kKeyTile * kDsStride : 0);
 }
 
-// dK, dV for one 64-key tile per block, 16 keys per warp as the mma rows: grid (ceil(Tk / 64), B * Hk, splits); 128
+// dK, dV for one 64-key tile per block, 16 keys per warp as the mma rows: grid (B * Hk, ceil(Tk / 64), splits); 128
 // threads. Loops over the 64-row query tiles that see the keys (its split's run of them, dkv_query_tiles), in order
 // (all G heads sharing the K/V are among those rows: the sum over heads is this fixed-order loop, no atomics). Per
 // query tile, transposed: S^T = K Q^T and dP^T = V dO^T (warp_scores, the query rows as the "keys"), P^T and dS^T
@@ -394,8 +394,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
   float* dSs = dOs + BQ * ldv + kQueryRowsFloats;         // [64 keys][kDsStride]  dS^T (kDq only)
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
-  const int b = blockIdx.y / g.Hk, hk = blockIdx.y % g.Hk;
-  const int j0 = blockIdx.x * kKeyTile;
+  const int b = block_bk() / g.Hk, hk = block_bk() % g.Hk;
+  const int j0 = block_key_tile() * kKeyTile;
   const int dq8 = (g.dqk + 7) / 8 * 8, dv8 = (g.dv + 7) / 8 * 8;
 
   float acc_k[8 * NMQ][4], acc_v[8 * NMV][4];
@@ -431,7 +431,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
     warp_times_tile<kSplit>(acc_k, dpt, Qs, ldq);  // dK += dS^T Q
     if constexpr (kDq) {
       __syncthreads();  // every warp's keys of dS^T stored
-      fused_dq_rows<kSplit>(dq_part + blockIdx.x * q_floats(g), dSs, Ks, ldq, g, b, hk, rho0);
+      fused_dq_rows<kSplit>(dq_part + block_key_tile() * q_floats(g), dSs, Ks, ldq, g, b, hk, rho0);
     }
     __syncthreads();  // Q, dO, row data (and dS^T) free for the next query tile
   }
