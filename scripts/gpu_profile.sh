@@ -9,13 +9,15 @@
 #   OUTDIR/ncu_expert_tf32.csv   the same with --expert-math tf32
 #   OUTDIR/ncu_attention.csv     the decode kernels of `dsk bench attention --config default` (the micro-benchmark's
 #                                records: batch 64 and 16, 4,096 cached tokens; LaunchStats gives each grid)
-#   OUTDIR/ncu_attention_bwd.csv the first 3xTF32 dQ and dK/dV launches of the large config's explicit training shape
-#                                (8 x 512 x 16, fwd+bwd 1.07 ms against PyTorch fp32's 0.79: issue #7's SDPA target)
+#   OUTDIR/ncu_attention_bwd.csv the first 3xTF32 backward of the large config's explicit training shape
+#                                (8 x 512 x 16, fwd+bwd 1.07 ms against PyTorch fp32's 0.79: issue #7's SDPA target):
+#                                the dK/dV kernel with dQ fused and the sum of its dQ partials
+#   OUTDIR/ncu_attention_bwd_separate.csv  the same backward with dQ in its own kernel (cuda::BackwardDq::kSeparate)
 #   OUTDIR/profile_log.txt       ncu's and dsk's messages
 # Sections: SpeedOfLight, MemoryWorkloadAnalysis, ComputeWorkloadAnalysis, Occupancy, WarpStateStats, LaunchStats,
 # as CSV (--page details). Clocks are left alone (--clock-control none), so the times match the benchmarks'.
 # ncu read the hardware counters on this project's Firecracker GPU machines, not on gVisor ones (device KINDS.md);
-# a failing profile is recorded in the log and the next one still runs. About 4 minutes in all.
+# a failing profile is recorded in the log and the next one still runs. About 5 minutes in all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: scripts/gpu_profile.sh OUTDIR}
@@ -65,9 +67,13 @@ profile ncu_expert_tf32 'grouped_gemm_kernel|weight_grad_kernel' 6 "${train[@]}"
 decode_regex='attention_decode_kernel|attention_forward_kernel<8, [12], |attention_forward_mma_kernel<[12], (false|true), 1>|attention_combine_kernel'
 profile ncu_attention "$decode_regex" 120 --kernel-name-base demangled -- bench attention --config default \
   --device cuda --contexts 2 --batches 1 --steps 1 --layers 1
-# The backward kernels' 3xTF32 instantiations (kSplit = true: dQ <NMQ, kSplit>, dK/dV <NMQ, NMV, kSplit>); the
-# explicit records come first.
-profile ncu_attention_bwd 'attention_(dq_mma_kernel<[12]|dkv_mma_kernel<[12], [12]), true>' 4 --kernel-name-base demangled -- bench attention \
-  --config large --device cuda --contexts 2 --batches 1 --steps 1 --layers 1
+# The backward kernels' 3xTF32 instantiations (kSplit = true): the default at width 64, dQ fused into dK/dV
+# (<1, NMV, true, true>) and the sum of its partials; then the same record with dQ in its own kernel
+# (dQ <NMQ, true>, dK/dV <NMQ, NMV, true, false>). The explicit records come first.
+bwd_args=(--kernel-name-base demangled -- bench attention --config large --device cuda --contexts 2 --batches 1
+          --steps 1 --layers 1)
+profile ncu_attention_bwd 'attention_dkv_mma_kernel<1, [12], true, true>|attention_dq_sum_kernel' 2 "${bwd_args[@]}"
+profile ncu_attention_bwd_separate 'attention_(dq_mma_kernel<[12], true>|dkv_mma_kernel<[12], [12], true, false>)' 2 \
+  "${bwd_args[@]}"
 tail -n 40 "$LOG"
 exit $status
