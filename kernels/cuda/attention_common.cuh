@@ -45,6 +45,9 @@
 //       When those blocks are too few to fill the GPU twice (Hk = 1: one block per key tile and batch row, each
 //       looping over T*H rows), the loop is split over gridDim.z blocks (fill_splits); each writes its partial
 //       dK, dV and attention_sum_splits_kernel adds them in split order (deterministic).
+//   On the tensor cores at qk widths up to 64 (cuda::BackwardDq::kFused, the default) the dK/dV kernel also forms
+//   each key tile's share of dQ from its dS (flash-attention-2's one pass: no dQ kernel recomputing S and dP) into
+//   a dq-sized slice per key tile; attention_dq_sum_kernel adds the slices in key-tile order (deterministic).
 // The dropout mask M is regenerated from rng::keep with the same element index as the CPU; never stored.
 //
 // Shared memory per block (floats; Wq = 64*NMq, Wv = 64*NMv; Ks doubles as Vs when k == v and dqk == dv):
