@@ -403,12 +403,14 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
   zero(acc_v);
   // (copies in flight until the first query tile's wait; no query of this split sees these keys: no K/V either)
   const QueryTiles tiles = dkv_query_tiles(g, j0);
-  if (tiles.begin < tiles.end) load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
+  if (tiles.begin < tiles.end) {
+    load_kv_tiles(Ks, ldq, Vs, ldv, g, k, v, b, hk, j0, g.Tk);
+    load_query_tile(Qs, ldq, dOs, ldv, rows, g, q, dout, lse, D, b, hk, tiles.begin);
+  }
 
   for (int rho0 = tiles.begin; rho0 < tiles.end; rho0 += BQ) {
-    load_query_tile(Qs, ldq, dOs, ldv, rows, g, q, dout, lse, D, b, hk, rho0);
     copies_wait_all();
-    __syncthreads();  // K, V (first pass), Q, dO, row data visible
+    __syncthreads();  // K, V (first pass), Q, dO, row data visible; every warp is done with the last dS^T
 
     // st[n][2h + e]: key j0 + 16 warp + gq + 8h against query row 8n + tq + 4e of the tile.
     float st[8][4], dpt[8][4];
@@ -429,11 +431,10 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_dkv_mma_kernel(
       }
     warp_times_tile<kSplit>(acc_v, st, dOs, ldv);  // dV += (P∘M)^T dO
     warp_times_tile<kSplit>(acc_k, dpt, Qs, ldq);  // dK += dS^T Q
-    if constexpr (kDq) {
-      __syncthreads();  // every warp's keys of dS^T stored
-      fused_dq_rows<kSplit>(dq_part + block_key_tile() * q_floats(g), dSs, Ks, ldq, g, b, hk, rho0);
-    }
-    __syncthreads();  // Q, dO, row data (and dS^T) free for the next query tile
+    __syncthreads();  // every warp is done with Q, dO and the row data (and has stored its keys of dS^T)
+    // The next query tile is in flight during the fused dQ product, which reads only dS^T and K.
+    if (rho0 + BQ < tiles.end) load_query_tile(Qs, ldq, dOs, ldv, rows, g, q, dout, lse, D, b, hk, rho0 + BQ);
+    if constexpr (kDq) fused_dq_rows<kSplit>(dq_part + block_key_tile() * q_floats(g), dSs, Ks, ldq, g, b, hk, rho0);
   }
 
   dk = split_slice(dk, dk_floats(g));
