@@ -288,9 +288,10 @@ Launch<DqKernel> dq_launch(const Geometry& g) {
   return l;
 }
 
-// dK/dV's kernel as dq_launch chooses, and its splits: one block per 64-key tile and (b, kv head) is few blocks
-// where one kv head serves every query head (Hk = 1: 64 blocks at the large config's batch 8, on 132 SMs, each
-// looping over 8192 rows), so then the loop is split (fill_splits, two waves: the causal loops are uneven).
+// The dK/dV kernel, chosen as dq_launch chooses (with dQ fused in where cuda::BackwardDq, the width and the
+// partials' memory cap allow), and its splits: one block per 64-key tile and (b, kv head) is few blocks where one
+// kv head serves every query head (Hk = 1: 64 blocks at the large config's batch 8, on 132 SMs, each looping over
+// 8192 rows), so then the loop is split (fill_splits, two waves: the causal loops are uneven).
 Launch<DkvKernel> dkv_launch(const Geometry& g) {
   const TileMath math = attention_tile_math();
   Launch<DkvKernel> l;
