@@ -4,7 +4,8 @@
 usage: gpu_report.py OUT STAGES_TSV TOTAL_SECONDS [EXTRA_DIR]
 Reads (each optional; a missing one is reported as such): nvidia_smi.txt, cuda_tests.xml, cpu_tests.xml,
 bench_kernels.json from OUT; bench_attention.json (dsk bench attention) and bench_torch_attention.json
-(scripts/bench_torch_attention.py) from EXTRA_DIR or OUT, embedded in report.json and shown side by side.
+(scripts/bench_torch_attention.py) from EXTRA_DIR or OUT, embedded in report.json and shown side by side. The
+report opens with the open issues' speed targets as this run measured them ("targets").
 Standard library only (the GPU machine has no network).
 """
 import datetime
@@ -295,6 +296,68 @@ def training_runs_markdown(runs):
     return md
 
 
+def targets(report):
+    """The open issues' speed targets, each as measured in this run: [{"issue", "target", "measured", "met"}]
+    (met None where this run did not measure it)."""
+    rows = []
+
+    def add(issue, target, measured, met):
+        rows.append({"issue": issue, "target": target, "measured": measured, "met": met})
+
+    attn = report.get("attention") or {}
+    if isinstance(attn.get("kernels"), dict):
+        attn = attn["kernels"]
+    decode = [r for r in attn.get("decode", []) if r.get("batch", 0) > 1]
+    for form in ("absorbed", "explicit"):
+        best = max((r for r in decode if r.get("form") == form), key=lambda r: r["fraction_of_copy"], default=None)
+        if best:
+            add(7, f"decode, {form} form, >= 60% of copy bandwidth",
+                f"best {100 * best['fraction_of_copy']:.0f}% ({best['model']}, {best.get('math', 'ffma')}, "
+                f"{best.get('kernel', '?')})", best["fraction_of_copy"] >= 0.6)
+        else:
+            add(7, f"decode, {form} form, >= 60% of copy bandwidth", "not measured", None)
+    torch_attn = report.get("torch_attention") or {}
+    ours = {r["model"]: r for r in attn.get("training", [])
+            if r.get("form") == "explicit" and not r.get("dropout") and r.get("math") == "3xtf32"}
+    ratios = []
+    for model in ("small", "default", "large"):
+        t = next((r for r in torch_attn.get("results", []) if r.get("model") == model and r.get("dtype") == "float32"
+                  and isinstance(r.get("fwd_bwd_ms"), (int, float))), None)
+        if t and model in ours:
+            ratios.append((model, (ours[model]["forward_ms"] + ours[model]["backward_ms"]) / t["fwd_bwd_ms"]))
+    add(7, "attention fwd+bwd (dsk 3xTF32) <= PyTorch SDPA fp32, explicit shapes",
+        ("dsk time / PyTorch time: " + ", ".join(f"{m} {x:.2f}" for m, x in ratios)) if ratios else "not measured",
+        all(x <= 1.0 for _, x in ratios) if len(ratios) == 3 else None)
+    moe = report.get("bench_moe") or {}
+    moe_rows = moe.get("results", [])
+    add(8, "MoE layer, grouped path >= 3x the expert loop",
+        ", ".join(f"{r['shape']} {r['loop_over_grouped']:.2f}x" for r in moe_rows) or "not measured",
+        all(r["loop_over_grouped"] >= 3 for r in moe_rows) if moe_rows else None)
+    default = next((r for r in moe_rows if r.get("shape") == "default"), None)
+    if default:
+        g = default.get("grouped_gemm", {})
+        fwd, bwd = g.get("forward_fraction_of_dense", 0), g.get("backward_fraction_of_dense", 0)
+        add(8, "grouped expert GEMMs >= 50% of a dense cuBLAS GEMM, default shape (fp32)",
+            f"forward {100 * fwd:.0f}%, backward {100 * bwd:.0f}%", fwd >= 0.5 and bwd >= 0.5)
+    else:
+        add(8, "grouped expert GEMMs >= 50% of a dense cuBLAS GEMM, default shape (fp32)", "not measured", None)
+    a, b = report.get("train") or {}, report.get("torch_train") or {}
+    if "tokens_per_s" in a and "tokens_per_s" in b:
+        x = a["tokens_per_s"] / b["tokens_per_s"]
+        add(8, "training, default config: dsk >= 2x PyTorch eager tokens/s (fp32)", f"{x:.2f}x", x >= 2)
+    else:
+        add(8, "training, default config: dsk >= 2x PyTorch eager tokens/s (fp32)", "not measured", None)
+    return rows
+
+
+def targets_markdown(rows):
+    md = ["\n## speed targets of the open issues\n", "| issue | target | measured | met |", "|---|---|---|---|"]
+    for r in rows:
+        met = {True: "yes", False: "**no**", None: "not measured"}[r["met"]]
+        md.append(f"| #{r['issue']} | {r['target']} | {r['measured']} | {met} |")
+    return md
+
+
 def main():
     out, stages_path, total = sys.argv[1], sys.argv[2], float(sys.argv[3])
     extra_dirs = ([sys.argv[4]] if len(sys.argv) > 4 else []) + [out]
@@ -326,6 +389,7 @@ def main():
         "cuda_one_by_one": one_by_one(extra_dirs),
         "training_runs": training_runs(extra_dirs),
     }
+    report["targets"] = targets(report)
     json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
 
     md = []
@@ -335,6 +399,7 @@ def main():
     md.append("| stage | result | seconds |\n|---|---|---|")
     for s in stages:
         md.append(f"| {s['stage']} | {'ok' if s['ok'] else 'FAILED (rc ' + s['rc'] + ')'} | {s['seconds']:.0f} |")
+    md += targets_markdown(report["targets"])
     for suite in ("cuda", "cpu"):
         t = report["tests"][suite]
         md.append(f"\n## {suite} tests: {t['passed']} passed, {t['failed']} failed"
