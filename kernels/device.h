@@ -70,12 +70,12 @@ enum class DecodeBlock { kAuto, kForwardKernel, kKeySplit };
 void set_decode_block(DecodeBlock block);
 DecodeBlock decode_block();
 
-// How the attention backward computes dQ. kFused (the default) where it applies: on the tensor cores at qk widths
-// up to 64 (the explicit form's heads), in the dK/dV kernel from the dS it already has (flash-attention-2's one
-// pass; each key tile's partial dQ goes to a buffer that a second kernel sums in key-tile order, deterministic),
-// while those partials fit their memory cap (kernels/cuda/attention_backward.cu). Elsewhere, and always with
-// kSeparate, a kernel of its own that recomputes S and dP. Kept so that tests and `dsk bench attention` run both.
-// Without the CUDA backend a no-op.
+// How the attention backward computes dQ. kFused (the default) where it applies: at qk widths up to 64 (the
+// explicit form's heads), in FFMA or on the tensor cores, in the dK/dV kernel from the dS it already has
+// (flash-attention-2's one pass; each key tile's partial dQ goes to a buffer that a second kernel sums in key-tile
+// order, deterministic), while those partials fit their memory cap (kernels/cuda/attention_backward.cu).
+// Elsewhere, and always with kSeparate, a kernel of its own that recomputes S and dP. Kept so that tests and
+// `dsk bench attention` run both. Without the CUDA backend a no-op.
 enum class BackwardDq { kFused, kSeparate };
 void set_backward_dq(BackwardDq how);
 BackwardDq backward_dq();

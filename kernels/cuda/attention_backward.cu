@@ -110,18 +110,25 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(float* __restrict__ d
   }
 }
 
+// The fused dQ's dS tile of the staged kernel, [64 query rows][64 keys + 4]: stored by threads that own 4 keys x 4
+// rows (2-way bank conflicts; kPStride's 80 would give 8), read as tile_pv's P rows.
+constexpr int kDsRowStride = 64 + 4;
+
 // dK, dV for one 64-key tile per block: grid (B * Hk, ceil(Tk / 64), splits); block 256 threads (TY = 16, RA = 4:
 // each thread owns 4 keys). Loops over the query-row tiles that see the keys (its split's run of them,
 // dkv_query_tiles) in ascending order; all G heads sharing the K/V are in those rows, so the sum over heads is this
 // fixed-order loop. dk = scale Σ dS^T q, dv = Σ (P∘M)^T dout, set (with splits: the split's slice of the partials).
-template <int NMQ, int NMV, int MATH>
+// kDq (FFMA, NMQ = 1): also this key tile's share of dQ, scale dS K, for each query tile (as the register kernel's
+// kDq: dS in row layout in shared memory, the rows to dq_part's slice of this key tile, for attention_dq_sum_kernel).
+template <int NMQ, int NMV, int MATH, bool kDq>
 __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict__ dk, float* __restrict__ dv,
-                                                           float* /*dq_part: dQ is attention_dq_kernel's here*/,
+                                                           float* __restrict__ dq_part,
                                                            const float* __restrict__ dout,
                                                            const float* __restrict__ q, const float* __restrict__ k,
                                                            const float* __restrict__ v, const float* __restrict__ lse,
                                                            const float* __restrict__ D, Geometry g) {
   constexpr int TY = 16, RA = 4, BQ = 64;  // BQ: query rows per inner tile
+  static_assert(!kDq || (MATH == kFfmaMath && NMQ == 1), "the staged kernel fuses dQ in FFMA at qk widths up to 64");
   DSK_DYNAMIC_SHARED(SharedBase, smem_base);
   float* smem = reinterpret_cast<float*>(smem_base);
   const int ldq = g.wq + 4, ldv = g.wv + 4;
@@ -134,6 +141,7 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
   float* stage = dSs + kKeyTile * kPStride;            // [64][kPStride] tensor-core products (none with FFMA)
   // The query tile's row data (16-byte aligned: every tile above is a multiple of 4 floats).
   const QueryRows rows = query_rows_at(stage + (MATH == kFfmaMath ? 0 : kKeyTile * kPStride));
+  float* dSrows = stage + kQueryRowsFloats;           // [BQ][kDsRowStride]  dS (kDq only, FFMA: no stage tile)
 
   const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
   const int bk = block_bk(), b = bk / g.Hk, hk = bk % g.Hk;
@@ -168,11 +176,28 @@ __global__ void __launch_bounds__(256, 1) attention_dkv_kernel(float* __restrict
                                                    rows.lse2[r], rows.D[r], rows.stat[r], j);
         Ps[key * kPStride + r] = e.pm;
         dSs[key * kPStride + r] = e.ds;
+        if constexpr (kDq) dSrows[r * kDsRowStride + key] = e.ds;
       }
     }
     __syncthreads();
     any_tile_pv<MATH, TY, RA, NMV>(acc_v, Ps, dOs, ldv, stage);  // dV += (P∘M)^T dO
     any_tile_pv<MATH, TY, RA, NMQ>(acc_k, dSs, Qs, ldq, stage);  // dK += dS^T Q
+    if constexpr (kDq) {
+      // This key tile's dQ for the query rows ty + 16a: scale dS K, to its slice of dq_part.
+      float acc_q[RA][1][4];
+      zero(acc_q);
+      tile_pv<TY, RA, 1>(acc_q, dSrows, Ks, ldq, kDsRowStride);
+      float* part = dq_part + block_key_tile() * q_floats(g);
+#pragma unroll
+      for (int a = 0; a < RA; ++a) {
+        const int rho = rho0 + ty + TY * a;
+        if (rho >= g.rows) continue;
+        float* dst = part + q_row(g, b, hk, rho) * g.dqk;
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (4 * tx + e < g.dqk) dst[4 * tx + e] = acc_q[a][0][e] * g.scale;
+      }
+    }
     __syncthreads();  // Q, dO, P, dS free for the next row tile
   }
 
@@ -208,10 +233,10 @@ size_t dq_floats(const Geometry& g, TileMath m) {
   return 64 * ldq + 64 * ldv + kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * kPStride +
          stage_floats(m, 64);
 }
-size_t dkv_floats(const Geometry& g, TileMath m) {
+size_t dkv_floats(const Geometry& g, TileMath m, bool fused_dq) {
   const size_t ldq = g.wq + 4, ldv = g.wv + 4;
   return kKeyTile * ldq + (g.shared_kv ? 0 : kKeyTile * ldv) + 64 * ldq + 64 * ldv + 2 * kKeyTile * kPStride +
-         kQueryRowsFloats + stage_floats(m, kKeyTile);
+         kQueryRowsFloats + stage_floats(m, kKeyTile) + (fused_dq ? 64 * kDsRowStride : 0);
 }
 
 // dq from the fused dQ's partials (attention_dkv_mma_kernel<..., kDq>): element (b, i, h, c) sums the slices of the
@@ -295,13 +320,13 @@ Launch<DqKernel> dq_launch(const Geometry& g) {
 Launch<DkvKernel> dkv_launch(const Geometry& g) {
   const TileMath math = attention_tile_math();
   Launch<DkvKernel> l;
+  const int64_t dq_part_bytes = cuda::ceil_div(g.Tk, kKeyTile) * q_floats(g) * int64_t(sizeof(float));
+  const bool fuse = cuda::backward_dq() == cuda::BackwardDq::kFused && g.wq == 64 && dq_part_bytes <= kFusedDqMaxBytes;
   l.registers = math != kFfmaMath && g.wq <= 128 && g.wv <= 128 && fits_shared(dkv_mma_floats(g, false));
   if (l.registers) {
     l.math = math;
     l.threads = kMmaWarps * 32;
-    const int64_t dq_part_bytes = cuda::ceil_div(g.Tk, kKeyTile) * q_floats(g) * int64_t(sizeof(float));
-    l.fused_dq = cuda::backward_dq() == cuda::BackwardDq::kFused && g.wq == 64 &&
-                 dq_part_bytes <= kFusedDqMaxBytes && fits_shared(dkv_mma_floats(g, true));
+    l.fused_dq = fuse && fits_shared(dkv_mma_floats(g, true));
     l.bytes = dkv_mma_floats(g, l.fused_dq) * sizeof(float);
     const bool x3 = math == kTf32x3Math;
     with_nm(g.wv / 64, [&](auto nmv) {
@@ -316,13 +341,21 @@ Launch<DkvKernel> dkv_launch(const Geometry& g) {
       }
     });
   } else {
-    l.math = fitting_math(math, dkv_floats(g, math));
+    l.math = fitting_math(math, dkv_floats(g, math, false));
     l.threads = 256;
-    l.bytes = dkv_floats(g, l.math) * sizeof(float);
+    l.fused_dq = fuse && l.math == kFfmaMath && fits_shared(dkv_floats(g, l.math, true));
+    l.bytes = dkv_floats(g, l.math, l.fused_dq) * sizeof(float);
     with_tile_math(l.math, [&](auto mt) {
       with_nm(g.wq / 64, [&](auto nmq) {
         with_nm(g.wv / 64, [&](auto nmv) {
-          l.kernel = attention_dkv_kernel<decltype(nmq)::value, decltype(nmv)::value, decltype(mt)::value>;
+          constexpr int MATH = decltype(mt)::value, NMQ = decltype(nmq)::value, NMV = decltype(nmv)::value;
+          if constexpr (MATH == kFfmaMath && NMQ == 1) {
+            if (l.fused_dq) {
+              l.kernel = attention_dkv_kernel<1, NMV, kFfmaMath, true>;
+              return;
+            }
+          }
+          l.kernel = attention_dkv_kernel<NMQ, NMV, MATH, false>;
         });
       });
     });

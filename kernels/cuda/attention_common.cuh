@@ -45,7 +45,7 @@
 //       When those blocks are too few to fill the GPU twice (Hk = 1: one block per key tile and batch row, each
 //       looping over T*H rows), the loop is split over gridDim.z blocks (fill_splits); each writes its partial
 //       dK, dV and attention_sum_splits_kernel adds them in split order (deterministic).
-//   On the tensor cores at qk widths up to 64 (cuda::BackwardDq::kFused, the default) the dK/dV kernel also forms
+//   At qk widths up to 64 (cuda::BackwardDq::kFused, the default; FFMA or tensor cores) the dK/dV kernel also forms
 //   each key tile's share of dQ from its dS (flash-attention-2's one pass: no dQ kernel recomputing S and dP) into
 //   a dq-sized slice per key tile; attention_dq_sum_kernel adds the slices in key-tile order (deterministic).
 // The dropout mask M is regenerated from rng::keep with the same element index as the CPU; never stored.
@@ -365,15 +365,16 @@ __device__ __forceinline__ void tile_dot(float (&acc)[RA][kKeysPerThread], const
   }
 }
 
-// acc[a][m][e] += Σ_j P[ty + TY*a][j] * Vm[j][4tx + 64m + e] over the 64 keys j of a tile.
+// acc[a][m][e] += Σ_j P[ty + TY*a][j] * Vm[j][4tx + 64m + e] over the 64 keys j of a tile (P's rows at stride ldp).
 template <int TY, int RA, int NM>
-__device__ __forceinline__ void tile_pv(float (&acc)[RA][NM][4], const float* P, const float* Vm, int ldv) {
+__device__ __forceinline__ void tile_pv(float (&acc)[RA][NM][4], const float* P, const float* Vm, int ldv,
+                                        int ldp = kPStride) {
   const int tx = threadIdx.x % kTx, ty = threadIdx.x / kTx;
 #pragma unroll 2
   for (int j = 0; j < kKeyTile; j += 4) {
     float4 pv[RA];
 #pragma unroll
-    for (int a = 0; a < RA; ++a) pv[a] = ld4(P + (ty + TY * a) * kPStride + j);
+    for (int a = 0; a < RA; ++a) pv[a] = ld4(P + (ty + TY * a) * ldp + j);
 #pragma unroll
     for (int jj = 0; jj < 4; ++jj) {
       float4 vv[NM];

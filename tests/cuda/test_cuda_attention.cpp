@@ -144,6 +144,29 @@ std::vector<std::vector<float>> check_backward(const Case& c, const Inputs& in, 
   return first;
 }
 
+// The backward of check_backward again with dQ in a kernel of its own (cuda::BackwardDq::kSeparate; fused into
+// the dK/dV kernel is the default at qk widths up to 64): dq, dk, dv close to the CPU as well, and dk, dv bit for
+// bit the default's `fused` where both forms split the dK/dV loop alike (same arithmetic; the split count follows
+// the blocks per SM, which the fused form's extra shared tile can lower).
+void check_separate_dq(const Case& c, const Inputs& in, const std::mt19937_64& dout_rng, double tol,
+                       const std::vector<std::vector<float>>& fused) {
+  const AttentionShape s = shape_of(c);
+  const std::string fused_kernels = attention_backward_kernels_cuda(s, c.shared);
+  cuda::ScopedBackwardDq separate(cuda::BackwardDq::kSeparate);
+  const std::string separate_kernels = attention_backward_kernels_cuda(s, c.shared);
+  INFO("dQ in its own kernel: " << separate_kernels << " (default: " << fused_kernels << ")");
+  auto r = dout_rng;
+  const auto grads = check_backward(c, in, r, tol);
+  const auto splits = [](const std::string& kernels) {
+    const size_t at = kernels.find(" (query loop");
+    return at == std::string::npos ? std::string() : kernels.substr(at);
+  };
+  if (splits(fused_kernels) == splits(separate_kernels)) {
+    CHECK(bits_equal(grads[1], fused[1]));
+    CHECK(bits_equal(grads[2], fused[2]));
+  }
+}
+
 }  // namespace
 
 TEST_CASE("cuda attention_forward vs CPU: model shapes and odd sizes", "[cuda][attention]") {
@@ -291,7 +314,11 @@ TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", 
     cuda::ScopedAttentionMath ffma(cuda::Math::kFfma);
     CHECK(attention_forward_kernel_cuda(training, false) == "ffma, 64-row blocks");
     CHECK(attention_forward_kernel_cuda(decode, true) == "ffma key-split decode (4 warps, 2 stages), 8-row blocks");
-    CHECK(attention_backward_kernels_cuda(training, false) == "dq ffma, dkv ffma");
+    CHECK(attention_backward_kernels_cuda(training, false) == "dq fused, dkv ffma");
+    {
+      cuda::ScopedBackwardDq separate(cuda::BackwardDq::kSeparate);
+      CHECK(attention_backward_kernels_cuda(training, false) == "dq ffma, dkv ffma");
+    }
     const AttentionShape absorbed = shape_of({"absorbed", 2, 100, 100, 0, 8, 1, 128, 128, 0.125f, 0.0f, true});
     CHECK_THAT(attention_backward_kernels_cuda(absorbed, true), Catch::Matchers::StartsWith("dq ffma, dkv ffma (query loop in "));
     cuda::ScopedDecodeBlock forward_kernel(cuda::DecodeBlock::kForwardKernel);
@@ -326,8 +353,9 @@ TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", 
 }
 
 // The tensor-core arithmetic of the attention kernels (cuda::attention_math): 3xTF32 at fp32's tolerances, TF32 at
-// TF32's. Each must also differ from the FFMA result in some bit, or the setting did not reach the kernels. The
-// backward with dQ fused into the dK/dV kernel (qk widths up to 64) and in its own kernel (cuda::BackwardDq).
+// TF32's. Each must also differ from the FFMA result in some bit, or the setting did not reach the kernels. In
+// every arithmetic the backward with dQ fused into the dK/dV kernel (qk widths up to 64) and in its own kernel
+// (cuda::BackwardDq).
 TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs CPU, deterministic",
           "[cuda][attention]") {
   if (!dsk::testing::gpu_available()) return;
@@ -360,6 +388,7 @@ TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs 
       ffma_out = check_forward(c, in);
       auto r = dout_rng;
       ffma_grads = check_backward(c, in, r);
+      check_separate_dq(c, in, dout_rng, kBackwardTol, ffma_grads);
     }
     for (const NamedMath& m : maths) {
       INFO("attention_math " << cuda::math_name(m.math));
@@ -371,14 +400,7 @@ TEST_CASE("cuda attention on the tensor cores (attention_math 3xtf32 / tf32) vs 
       CHECK_FALSE(bits_equal(grads[0], ffma_grads[0]));
       CHECK_FALSE(bits_equal(grads[1], ffma_grads[1]));
       CHECK_FALSE(bits_equal(grads[2], ffma_grads[2]));
-      // dQ in a kernel of its own (the fused dQ is the default at qk widths up to 64): dq close to the CPU as well,
-      // dk and dv from the same dK/dV arithmetic bit for bit.
-      cuda::ScopedBackwardDq separate(cuda::BackwardDq::kSeparate);
-      INFO("dQ in its own kernel");
-      r = dout_rng;
-      const auto separate_grads = check_backward(c, in, r, m.backward_tol);
-      CHECK(bits_equal(separate_grads[1], grads[1]));
-      CHECK(bits_equal(separate_grads[2], grads[2]));
+      check_separate_dq(c, in, dout_rng, m.backward_tol, grads);
     }
   }
   // The widest shapes (forward only: a width-256 backward needs more shared memory than the device has, a one-line

@@ -66,21 +66,15 @@ TEST_CASE("cuda bench: attention kernels (training and decode records) at tiny s
   for (const auto& r : j.at("training")) {
     for (const char* key : {"forward_ms", "backward_ms", "forward_tflops", "backward_tflops"}) require_positive(r, key);
     ++per_math[r.at("math").get<std::string>()];
-    // The kernels that ran: the 64-row training blocks, in the record's arithmetic; on the tensor cores dQ fused
-    // into the dK/dV kernel (widths up to 64 here), also timed in its own kernel. The dK/dV loop may be split
-    // (few key tiles).
+    // The kernels that ran: the 64-row training blocks, in the record's arithmetic; dQ fused into the dK/dV kernel
+    // (widths up to 64 here), also timed in its own kernel. The dK/dV loop may be split (few key tiles).
     const std::string math = r.at("math"), form = math == "ffma" ? "ffma" : "mma " + math;
     const std::string splits = "( \\(query loop in [0-9]+ splits\\))?";
     CHECK(r.at("forward_kernel") == form + ", 64-row blocks");
-    if (math == "ffma") {
-      CHECK_THAT(r.at("backward_kernels").get<std::string>(), Catch::Matchers::Matches("dq ffma, dkv ffma" + splits));
-      CHECK_FALSE(r.contains("backward_ms_separate_dq"));
-    } else {
-      CHECK_THAT(r.at("backward_kernels").get<std::string>(), Catch::Matchers::Matches("dq fused, dkv " + form + splits));
-      require_positive(r, "backward_ms_separate_dq");
-      CHECK_THAT(r.at("backward_kernels_separate_dq").get<std::string>(),
-                 Catch::Matchers::Matches("dq " + form + ", dkv " + form + splits));
-    }
+    CHECK_THAT(r.at("backward_kernels").get<std::string>(), Catch::Matchers::Matches("dq fused, dkv " + form + splits));
+    require_positive(r, "backward_ms_separate_dq");
+    CHECK_THAT(r.at("backward_kernels_separate_dq").get<std::string>(),
+               Catch::Matchers::Matches("dq " + form + ", dkv " + form + splits));
   }
   for (cuda::Math m : maths) CHECK(per_math[cuda::math_name(m)] == 2 * sizes.models.size() + 2);
   REQUIRE(cuda::attention_math() == cuda::Math::kAuto);  // each record's pinned choice was undone
