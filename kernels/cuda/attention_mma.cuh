@@ -1,7 +1,7 @@
 #pragma once
 // The tensor-core attention kernels with register-resident products (flash-attention-2's layout), in TF32 or
 // 3xTF32: the forward (training and decode; launched by attention_forward.cu), and the dQ and dK/dV kernels of the
-// backward (attention_backward.cu). The design shared by every attention kernel is in attention_common.cuh.
+// backward (attention_backward.cu; at qk width 64 the dK/dV kernel computes dQ too). The design shared by every attention kernel is in attention_common.cuh.
 //
 // A block is 4 warps and 64 query rows, 16 per warp (its decode block, one warp of 16 rows, runs only when
 // cuda::DecodeBlock::kForwardKernel asks: decode has attention_decode.cuh); key tiles of 64 as
@@ -355,7 +355,6 @@ __device__ __forceinline__ void fused_dq_rows(float* part, const float* dSs, con
     if (rho < g.rows) store_warp_row(part + q_row(g, b, hk, rho) * g.dqk, acc, h, g.dqk, g.scale);
   }
 }
-
 
 // Shared floats of the dK/dV kernel: K [64][wq + 4], V [64][wv + 4] (K's tile when shared), Q [64][wq + 4],
 // dO [64][wv + 4], the query tile's row data (lse2, D, last key: 64 each, then 64 int64 statistics indices), and
