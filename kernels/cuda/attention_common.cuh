@@ -273,20 +273,27 @@ __device__ __forceinline__ int first_query_tile(const Geometry& g, int j0) {
   return max(0, j0 - g.offset) * g.G / 64 * 64;
 }
 
+// This block's run of a loop over `ntiles` tiles split over gridDim.z blocks: tiles [begin, end), ceil(ntiles /
+// gridDim.z) per split (fill_splits rounds the split count so that no run of the longest loop is empty; a shorter
+// loop's last splits may get none: begin >= end).
+struct TileRun {
+  int begin, end;
+};
+__device__ __forceinline__ TileRun split_run(int ntiles) {
+  const int per_split = (ntiles + static_cast<int>(gridDim.z) - 1) / static_cast<int>(gridDim.z);
+  const int begin = static_cast<int>(blockIdx.z) * per_split;
+  return {begin, min(ntiles, begin + per_split)};
+}
+
 // The query rows [begin, end) (whole 64-row tiles from begin on; end may cut the last one) a dK/dV block of key
-// tile j0 loops over: the rows that see its keys, split over gridDim.z blocks in equal runs of tiles. Split z of a
-// key tile that too few rows see may get none (begin >= end).
+// tile j0 loops over: the rows that see its keys, this split's run of their tiles (split_run).
 struct QueryTiles {
   int begin, end;
 };
 __device__ __forceinline__ QueryTiles dkv_query_tiles(const Geometry& g, int j0) {
   const int first = first_query_tile(g, j0);
-  const int ntiles = first < g.rows ? (g.rows - first + 63) / 64 : 0;
-  const int per_split = (ntiles + gridDim.z - 1) / gridDim.z;
-  QueryTiles r;
-  r.begin = first + static_cast<int>(blockIdx.z) * per_split * 64;
-  r.end = min(g.rows, r.begin + per_split * 64);
-  return r;
+  const TileRun run = split_run(first < g.rows ? (g.rows - first + 63) / 64 : 0);
+  return {first + 64 * run.begin, min(g.rows, first + 64 * run.end)};
 }
 
 // Floats of q and dq (B, Tq, H, dqk): one key tile's slice of the fused dQ's partials.
@@ -305,7 +312,7 @@ __device__ __forceinline__ float* split_slice(float* out, int64_t per_split) {
 }
 
 // A forward block's keys: [start, kend) from kv_start to the last key its last row (of rows rho0 .. rho0 + BR - 1)
-// sees, and the key tiles [t_begin, t_end) of its split (blockIdx.z of gridDim.z).
+// sees, and the key tiles [t_begin, t_end) of its split (split_run).
 struct ForwardKeys {
   int start, kend, t_begin, t_end;
 };
@@ -315,11 +322,9 @@ __device__ __forceinline__ ForwardKeys forward_keys(const Geometry& g, const int
   f.start = kv_start ? kv_start[b] : 0;
   const int rho_last = min(rho0 + BR, g.rows) - 1;
   f.kend = min(g.Tk, rho_last / g.G + g.offset + 1);
-  const int ntiles = f.kend > f.start ? (f.kend - f.start + kKeyTile - 1) / kKeyTile : 0;
-  const int splits = static_cast<int>(gridDim.z);
-  const int per_split = (ntiles + splits - 1) / splits;
-  f.t_begin = static_cast<int>(blockIdx.z) * per_split;
-  f.t_end = min(ntiles, f.t_begin + per_split);
+  const TileRun run = split_run(f.kend > f.start ? (f.kend - f.start + kKeyTile - 1) / kKeyTile : 0);
+  f.t_begin = run.begin;
+  f.t_end = run.end;
   return f;
 }
 

@@ -310,6 +310,9 @@ TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", 
   if (!dsk::testing::gpu_available()) return;
   const AttentionShape training = shape_of({"explicit", 2, 128, 128, 0, 4, 4, 64, 64, 0.125f});
   const AttentionShape decode = shape_of({"decode", 3, 1, 200, 256, 8, 1, 128, 128, 0.125f, 0.0f, true});
+  // One shared latent: 2 key tiles x batch 2 = 4 dK/dV blocks, each looping over 13 query tiles: split (4 on the
+  // emulator's 4 SMs, 5 on 132 with the tensor-core kernel).
+  const AttentionShape absorbed = shape_of({"absorbed", 2, 100, 100, 0, 8, 1, 128, 128, 0.125f, 0.0f, true});
   {
     cuda::ScopedAttentionMath ffma(cuda::Math::kFfma);
     CHECK(attention_forward_kernel_cuda(training, false) == "ffma, 64-row blocks");
@@ -319,8 +322,8 @@ TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", 
       cuda::ScopedBackwardDq separate(cuda::BackwardDq::kSeparate);
       CHECK(attention_backward_kernels_cuda(training, false) == "dq ffma, dkv ffma");
     }
-    const AttentionShape absorbed = shape_of({"absorbed", 2, 100, 100, 0, 8, 1, 128, 128, 0.125f, 0.0f, true});
-    CHECK_THAT(attention_backward_kernels_cuda(absorbed, true), Catch::Matchers::StartsWith("dq ffma, dkv ffma (query loop in "));
+    CHECK_THAT(attention_backward_kernels_cuda(absorbed, true),
+               Catch::Matchers::StartsWith("dq ffma, dkv ffma (query loop in "));
     cuda::ScopedDecodeBlock forward_kernel(cuda::DecodeBlock::kForwardKernel);
     CHECK(attention_forward_kernel_cuda(decode, true) == "ffma, 8-row blocks");
     CHECK(attention_forward_kernel_cuda(training, false) == "ffma, 64-row blocks");
@@ -339,9 +342,6 @@ TEST_CASE("cuda attention: the kernels each shape runs in each attention_math", 
     cuda::ScopedBackwardDq separate(cuda::BackwardDq::kSeparate);
     CHECK(attention_backward_kernels_cuda(training, false) == "dq mma 3xtf32, dkv mma 3xtf32");
   }
-  // One shared latent: 2 key tiles x batch 2 = 4 dK/dV blocks, each looping over 13 query tiles: split (4 on the
-  // emulator's 4 SMs, 5 on 132).
-  const AttentionShape absorbed = shape_of({"absorbed", 2, 100, 100, 0, 8, 1, 128, 128, 0.125f, 0.0f, true});
   CHECK_THAT(attention_backward_kernels_cuda(absorbed, true),
              Catch::Matchers::StartsWith("dq mma 3xtf32, dkv mma 3xtf32 (query loop in ") &&
                  Catch::Matchers::EndsWith(" splits)"));
