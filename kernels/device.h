@@ -61,6 +61,15 @@ enum class ExpertTile { kAuto, kSmall, kBig };
 void set_expert_tile(ExpertTile tile);
 ExpertTile expert_tile();
 
+// How the grouped expert GEMMs' tensor-core tiles (expert_math tf32 / 3xtf32) load their operands. kAsync (the
+// default): cp.async copies straight from global memory into a ring of shared tiles several K-steps ahead of the
+// products (no registers on the way), wherever every operand row starts 16-byte aligned (widths multiples of 4);
+// kRegisters: through registers into two shared tile pairs, the form that takes any shape (and the FFMA tiles'
+// only one). Kept so that tests run both and `dsk bench moe` times both. Without the CUDA backend a no-op.
+enum class ExpertLoads { kAsync, kRegisters };
+void set_expert_loads(ExpertLoads loads);
+ExpertLoads expert_loads();
+
 // The block the attention forward runs for decode shapes (at most 16 query rows per (batch, kv head), output widths
 // up to 128): kAuto and kKeySplit take the 4-warp block that splits each key tile over its warps and double-buffers
 // the tiles (kernels/cuda/attention_decode.cuh), in every attention_math; kForwardKernel the forward kernels' own
@@ -156,6 +165,7 @@ class ScopedSetting {
 };
 using ScopedTf32 = ScopedSetting<bool, tf32_enabled, set_tf32>;
 using ScopedExpertTile = ScopedSetting<ExpertTile, expert_tile, set_expert_tile>;
+using ScopedExpertLoads = ScopedSetting<ExpertLoads, expert_loads, set_expert_loads>;
 using ScopedExpertMath = ScopedSetting<Math, expert_math, set_expert_math>;
 using ScopedAttentionMath = ScopedSetting<Math, attention_math, set_attention_math>;
 using ScopedDecodeBlock = ScopedSetting<DecodeBlock, decode_block, set_decode_block>;

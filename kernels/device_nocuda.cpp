@@ -27,6 +27,8 @@ bool tf32_enabled() { return false; }
 bool tf32_tensor_cores() { return false; }
 void set_expert_tile(ExpertTile) {}
 ExpertTile expert_tile() { return ExpertTile::kAuto; }
+void set_expert_loads(ExpertLoads) {}
+ExpertLoads expert_loads() { return ExpertLoads::kAsync; }
 void set_expert_math(Math) {}
 Math expert_math() { return Math::kAuto; }
 void set_attention_math(Math) {}

@@ -66,6 +66,7 @@
 // (below). wgmma and multi-stage pipelining are next.
 #include "kernels/attention.h"
 #include "kernels/cuda/async_copy.cuh"
+#include "kernels/cuda/launch_facts.cuh"
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/cuda/tensor_math.cuh"
 #include "kernels/rng.h"
@@ -74,10 +75,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
-#include <map>
-#include <mutex>
 #include <string>
-#include <tuple>
 #include <type_traits>
 
 namespace dsk::attn {
@@ -597,56 +595,9 @@ inline bool rows_aligned16(const Geometry& g, std::initializer_list<const void*>
 // The arithmetic of the attention kernels: cuda::attention_math resolved (tensor_math.cuh).
 inline TileMath attention_tile_math() { return tile_math(cuda::attention_math(), "attention_math"); }
 
-inline int max_shared_bytes() {
-  static int bytes = [] {
-    int dev = 0, v = 0;
-    DSK_CUDA_CHECK(cudaGetDevice(&dev));
-    DSK_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return v;
-  }();
-  return bytes;
-}
-
-// What the launches of a kernel ask the runtime once, not at every launch: the dynamic shared-memory limit raised
-// so far and the resident blocks per (threads, bytes). Each costs microseconds per call, next to a decode step of a
-// few tens of microseconds per layer.
-struct LaunchFacts {
-  std::mutex mutex;
-  std::map<const void*, size_t> allowed;                         // kernel -> shared bytes allowed so far
-  std::map<std::tuple<const void*, int, size_t>, int> resident;  // (kernel, threads, bytes) -> blocks per SM
-};
-inline LaunchFacts& launch_facts() {
-  static LaunchFacts* facts = new LaunchFacts();  // never destroyed: launches may run during static destruction
-  return *facts;
-}
-
-// Raises a kernel's dynamic shared-memory limit (needed above 48 KB) and checks the device has that much.
-template <class Kernel>
-inline void allow_shared(Kernel kernel, size_t bytes, const char* what) {
-  DSK_CHECK(bytes <= static_cast<size_t>(max_shared_bytes()),
-            "{}: needs {} bytes of shared memory per block, the device allows {} (qk/v widths too large)", what,
-            bytes, max_shared_bytes());
-  LaunchFacts& facts = launch_facts();
-  std::lock_guard<std::mutex> lock(facts.mutex);
-  size_t& allowed = facts.allowed[reinterpret_cast<const void*>(kernel)];
-  if (bytes <= allowed) return;
-  DSK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  allowed = bytes;
-}
-
-// How many blocks of `kernel` (threads each, `bytes` of dynamic shared memory) one multiprocessor holds at once, by
-// the CUDA occupancy calculator (shared memory, registers, threads); at least 1.
-template <class Kernel>
-inline int resident_blocks(Kernel kernel, int threads, size_t bytes) {
-  LaunchFacts& facts = launch_facts();
-  std::lock_guard<std::mutex> lock(facts.mutex);
-  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), threads, bytes);
-  const auto found = facts.resident.find(key);
-  if (found != facts.resident.end()) return found->second;
-  int n = 0;
-  DSK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, bytes));
-  return facts.resident[key] = std::max(n, 1);
-}
+using cuda::allow_shared;
+using cuda::max_shared_bytes;
+using cuda::resident_blocks;
 
 // How many parts a kernel splits each block's loop into (gridDim.z; its blocks then write partials that a second
 // kernel merges in split order) when `blocks` blocks would leave some of the GPU's `slots` resident-block slots

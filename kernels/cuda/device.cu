@@ -85,6 +85,7 @@ Runtime& runtime() {
 
 std::atomic<bool> g_tf32{false};
 std::atomic<ExpertTile> g_expert_tile{ExpertTile::kAuto};
+std::atomic<ExpertLoads> g_expert_loads{ExpertLoads::kAsync};
 std::atomic<Math> g_expert_math{Math::kAuto};
 std::atomic<Math> g_attention_math{Math::kAuto};
 std::atomic<DecodeBlock> g_decode_block{DecodeBlock::kAuto};
@@ -135,6 +136,8 @@ bool tf32_tensor_cores() {
 
 void set_expert_tile(ExpertTile tile) { g_expert_tile.store(tile); }
 ExpertTile expert_tile() { return g_expert_tile.load(); }
+void set_expert_loads(ExpertLoads loads) { g_expert_loads.store(loads); }
+ExpertLoads expert_loads() { return g_expert_loads.load(); }
 void set_expert_math(Math math) { g_expert_math.store(math); }
 Math expert_math() { return g_expert_math.load(); }
 void set_attention_math(Math math) { g_attention_math.store(math); }

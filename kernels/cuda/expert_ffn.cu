@@ -37,10 +37,15 @@
 // cuda::set_expert_tile forces one tile size (tests run both on any device; `dsk bench moe` times both).
 // Follow-ups: cp.async/TMA multi-stage loads and bigger tensor-core tiles (wgmma), which is where the H200's
 // speed is.
+#include "kernels/cuda/async_copy.cuh"
+#include "kernels/cuda/launch_facts.cuh"
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/cuda/tensor_math.cuh"
 #include "kernels/moe.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 namespace dsk {
@@ -59,10 +64,11 @@ struct TileCfg {
   static constexpr int RM = RM_, RN = RN_, BK = BK_, PAD = PAD_;
   static constexpr int BM = 64 * RM, BN = 64 * RN;
   static constexpr int SA = BM + PAD, SB = BN + PAD;  // shared row strides (floats)
-  static constexpr int TM = 4 * RM, TN = 4 * RN;      // FFMA register tile
   static constexpr int LA = BM * BK / kThreads;       // A elements each thread loads per K-step
   static constexpr int LB = BN * BK / kThreads;
   static_assert(BM * BK % kThreads == 0 && BN * BK % kThreads == 0, "whole loads per thread");
+  static constexpr bool kAsync = false;
+  static constexpr int kSharedFloats = 2 * BK * (SA + SB);  // two k-major tile pairs (stream_tiles)
 };
 using BigTile = TileCfg<2, 2, 8>;     // 128 x 128, 8 x 8 per thread
 using SmallTile = TileCfg<1, 1, 16>;  // 64 x 64, 4 x 4 per thread
@@ -70,6 +76,25 @@ using SmallTile = TileCfg<1, 1, 16>;  // 64 x 64, 4 x 4 per thread
 // per thread spilled 44-188 bytes at 16 under the 128-register cap of two blocks per SM (4-12 at 8).
 template <class Cfg>
 using TensorCoreTile = TileCfg<Cfg::RM, Cfg::RN, Cfg::RM == 2 ? 8 : 16, 8>;
+
+// The tensor-core tiles fed by cp.async (cuda::ExpertLoads::kAsync; stream_tiles_async): BM x BN as above, K-steps
+// of BK, a ring of STAGES K-steps in shared memory, each operand tile laid out as AsyncOperand says.
+// 128 x 128: 16-deep K-steps, 4 stages (80 KB: two blocks per SM); 64 x 64: 32-deep, 3 stages (54 KB). With no
+// registers on the way (the register tiles hold a K-step's loads in registers across the products), the big tile's
+// 64 accumulators fit a 16-deep K-step under the 128-register cap.
+template <int RM_, int RN_, int BK_, int STAGES_>
+struct AsyncTileCfg {
+  static constexpr int RM = RM_, RN = RN_, BK = BK_, STAGES = STAGES_;
+  static constexpr int BM = 64 * RM, BN = 64 * RN;
+  static constexpr bool kAsync = true;
+  // Room for either layout of each operand (AsyncOperand), so one size serves every kernel of this tile.
+  static constexpr int kAFloats = std::max(BM * (BK + 4), BK * (BM + 8));
+  static constexpr int kBFloats = std::max(BN * (BK + 4), BK * (BN + 8));
+  static constexpr int kStageFloats = kAFloats + kBFloats;
+  static constexpr int kSharedFloats = STAGES * kStageFloats;
+};
+template <class Cfg>
+using AsyncTile = std::conditional_t<Cfg::RM == 2, AsyncTileCfg<2, 2, 16, 4>, AsyncTileCfg<1, 1, 32, 3>>;
 
 // ---- one output tile: acc = A (m_valid x K) · B (K x n_valid), zero-padded to BM x BN -------------------------
 // A_KC: A(i, kk) = A[i*lda + kk] (rows K-contiguous, activations) else A[kk*lda + i] (a transposed view).
@@ -158,20 +183,20 @@ __device__ __forceinline__ float stream_tiles(const float* __restrict__ A, int l
 
 // The FFMA tile: each thread's (4 RM) x (4 RN) register block, float4 reads of the shared tiles.
 template <class Cfg, bool A_KC, bool B_KC>
-__device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const float* __restrict__ A, int lda,
+__device__ __forceinline__ void tile_gemm(float (&acc)[4 * Cfg::RM][4 * Cfg::RN], const float* __restrict__ A, int lda,
                                           int m_valid, const float* __restrict__ B, int ldb, int n_valid, int K,
                                           float* As, float* Bs, bool with_rowsum, float& rowsum) {
-  constexpr int BK = Cfg::BK, SA = Cfg::SA, SB = Cfg::SB;
+  constexpr int BK = Cfg::BK, SA = Cfg::SA, SB = Cfg::SB, TM = 4 * Cfg::RM, TN = 4 * Cfg::RN;
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
-  for (int a = 0; a < Cfg::TM; ++a)
+  for (int a = 0; a < TM; ++a)
 #pragma unroll
-    for (int b = 0; b < Cfg::TN; ++b) acc[a][b] = 0.0f;
+    for (int b = 0; b < TN; ++b) acc[a][b] = 0.0f;
   rowsum = stream_tiles<Cfg, A_KC, B_KC>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum,
                                          [&](const float* As, const float* Bs) {
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
-      float a[Cfg::TM], b[Cfg::TN];
+      float a[TM], b[TN];
 #pragma unroll
       for (int h = 0; h < Cfg::RM; ++h) {
         const float4 v = *reinterpret_cast<const float4*>(&As[kk * SA + h * 64 + ty * 4]);
@@ -183,9 +208,9 @@ __device__ __forceinline__ void tile_gemm(float (&acc)[Cfg::TM][Cfg::TN], const 
         b[4 * h] = v.x, b[4 * h + 1] = v.y, b[4 * h + 2] = v.z, b[4 * h + 3] = v.w;
       }
 #pragma unroll
-      for (int x = 0; x < Cfg::TM; ++x)
+      for (int x = 0; x < TM; ++x)
 #pragma unroll
-        for (int y = 0; y < Cfg::TN; ++y) acc[x][y] = fmaf(a[x], b[y], acc[x][y]);
+        for (int y = 0; y < TN; ++y) acc[x][y] = fmaf(a[x], b[y], acc[x][y]);
     }
   });
 }
@@ -209,88 +234,201 @@ struct MmaShape {
 // tile's fragments (x = 2 i + half: fragment row block i, rows gq (+ 8); y = 2 j + e: fragment column block j,
 // column 2 tq + e). The epilogues read acc[x][y] through these.
 template <class Cfg, int MATH>
-struct TileLayout {
-  static constexpr bool kFfma = MATH == kFfmaMath;
+struct TileLayout {  // the tensor-core tiles
   using Shape = MmaShape<Cfg>;
-  static constexpr int TM = kFfma ? Cfg::TM : 2 * Shape::FM, TN = kFfma ? Cfg::TN : 2 * Shape::FN;
+  static constexpr int TM = 2 * Shape::FM, TN = 2 * Shape::FN;
   __device__ __forceinline__ static int row(int x) {
-    if constexpr (kFfma) return (x / 4) * 64 + (threadIdx.x / 16) * 4 + x % 4;
     const int warp = threadIdx.x / 32, gq = (threadIdx.x % 32) / 4;
     return Shape::WM * (warp / 2) + 16 * (x / 2) + gq + 8 * (x % 2);
   }
   __device__ __forceinline__ static int col(int y) {
-    if constexpr (kFfma) return (y / 4) * 64 + (threadIdx.x % 16) * 4 + y % 4;
     const int warp = threadIdx.x / 32, tq = threadIdx.x % 4;
     return Shape::WN * (warp % 2) + 8 * (y / 2) + 2 * tq + y % 2;
   }
 };
+template <class Cfg>
+struct TileLayout<Cfg, kFfmaMath> {
+  static constexpr int TM = 4 * Cfg::RM, TN = 4 * Cfg::RN;  // (4 RM) x (4 RN) per thread
+  __device__ __forceinline__ static int row(int x) { return (x / 4) * 64 + (threadIdx.x / 16) * 4 + x % 4; }
+  __device__ __forceinline__ static int col(int y) { return (y / 4) * 64 + (threadIdx.x % 16) * 4 + y % 4; }
+};
+
+// One K-step's products on the tensor cores: fc += A(rows, 0..BK) · B(0..BK, cols) over the warp's fragments,
+// the operands read from shared memory through a(row, kk) and b(col, kk) (tile-local). Shared by the register-fed
+// and the cp.async-fed tiles, which lay their shared tiles out differently.
+template <class Cfg, bool kSplit, class ReadA, class ReadB>
+__device__ __forceinline__ void mma_k_step(float (&fc)[MmaShape<Cfg>::FM][MmaShape<Cfg>::FN][4], ReadA a,
+                                           ReadB b) {
+  using Shape = MmaShape<Cfg>;
+  constexpr int FM = Shape::FM, FN = Shape::FN;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+  const int r0 = Shape::WM * (warp / 2) + gq, c0 = Shape::WN * (warp % 2) + gq;  // this lane's first row, column
+#pragma unroll
+  for (int kk = 0; kk < Cfg::BK; kk += 8) {
+    float fa[FM][4], fa_lo[FM][4];
+#pragma unroll
+    for (int i = 0; i < FM; ++i) {
+      fa[i][0] = a(r0 + 16 * i, kk + tq);
+      fa[i][1] = a(r0 + 16 * i + 8, kk + tq);
+      fa[i][2] = a(r0 + 16 * i, kk + tq + 4);
+      fa[i][3] = a(r0 + 16 * i + 8, kk + tq + 4);
+      prepare_tf32<kSplit>(fa[i], fa_lo[i]);
+    }
+#pragma unroll
+    for (int j = 0; j < FN; ++j) {
+      float fb[2] = {b(c0 + 8 * j, kk + tq), b(c0 + 8 * j, kk + tq + 4)}, fb_lo[2];
+      prepare_tf32<kSplit>(fb, fb_lo);
+#pragma unroll
+      for (int i = 0; i < FM; ++i) mma_tf32<kSplit>(fc[i][j], fa[i], fa_lo[i], fb, fb_lo);
+    }
+  }
+}
+
+template <class Cfg>
+__device__ __forceinline__ void zero_fragments(float (&fc)[MmaShape<Cfg>::FM][MmaShape<Cfg>::FN][4]) {
+#pragma unroll
+  for (int i = 0; i < MmaShape<Cfg>::FM; ++i)
+#pragma unroll
+    for (int j = 0; j < MmaShape<Cfg>::FN; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) fc[i][j][r] = 0.0f;
+}
+
+// Fragment (i, j) element r is row gq + 8 (r / 2), column 2 tq + r % 2 of its 16 x 8 block: acc[2i + r/2][2j + r%2]
+// (TileLayout).
+template <class Cfg>
+__device__ __forceinline__ void fragments_to_acc(float (&acc)[2 * MmaShape<Cfg>::FM][2 * MmaShape<Cfg>::FN],
+                                                 const float (&fc)[MmaShape<Cfg>::FM][MmaShape<Cfg>::FN][4]) {
+#pragma unroll
+  for (int i = 0; i < MmaShape<Cfg>::FM; ++i)
+#pragma unroll
+    for (int j = 0; j < MmaShape<Cfg>::FN; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[2 * i + r / 2][2 * j + r % 2] = fc[i][j][r];
+}
 
 template <class Cfg, bool A_KC, bool B_KC, bool kSplit>
 __device__ __forceinline__ void tile_gemm_mma(float (&acc)[2 * MmaShape<Cfg>::FM][2 * MmaShape<Cfg>::FN],
                                               const float* __restrict__ A, int lda, int m_valid,
                                               const float* __restrict__ B, int ldb, int n_valid, int K, float* As,
                                               float* Bs, bool with_rowsum, float& rowsum) {
-  using Shape = MmaShape<Cfg>;
-  constexpr int BK = Cfg::BK, SA = Cfg::SA, SB = Cfg::SB, FM = Shape::FM, FN = Shape::FN;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
-  const int r0 = Shape::WM * (warp / 2) + gq, c0 = Shape::WN * (warp % 2) + gq;  // this lane's first row, column
-  float fc[FM][FN][4];
-#pragma unroll
-  for (int i = 0; i < FM; ++i)
-#pragma unroll
-    for (int j = 0; j < FN; ++j)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) fc[i][j][r] = 0.0f;
-
+  constexpr int SA = Cfg::SA, SB = Cfg::SB;
+  float fc[MmaShape<Cfg>::FM][MmaShape<Cfg>::FN][4];
+  zero_fragments<Cfg>(fc);
   rowsum = stream_tiles<Cfg, A_KC, B_KC>(A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum,
                                          [&](const float* As, const float* Bs) {
-#pragma unroll
-    for (int kk = 0; kk < BK; kk += 8) {
-      const float* a_k = As + (kk + tq) * SA + r0;  // A(r0, k = tq); k = tq + 4 is 4 SA further
-      float fa[FM][4], fa_lo[FM][4];
-#pragma unroll
-      for (int i = 0; i < FM; ++i) {
-        fa[i][0] = a_k[16 * i];
-        fa[i][1] = a_k[16 * i + 8];
-        fa[i][2] = a_k[4 * SA + 16 * i];
-        fa[i][3] = a_k[4 * SA + 16 * i + 8];
-        prepare_tf32<kSplit>(fa[i], fa_lo[i]);
-      }
-      const float* b_k = Bs + (kk + tq) * SB + c0;
-#pragma unroll
-      for (int j = 0; j < FN; ++j) {
-        float fb[2] = {b_k[8 * j], b_k[4 * SB + 8 * j]}, fb_lo[2];
-        prepare_tf32<kSplit>(fb, fb_lo);
-#pragma unroll
-        for (int i = 0; i < FM; ++i) mma_tf32<kSplit>(fc[i][j], fa[i], fa_lo[i], fb, fb_lo);
-      }
-    }
+    mma_k_step<Cfg, kSplit>(fc, [&](int r, int kk) { return As[kk * SA + r]; },
+                            [&](int c, int kk) { return Bs[kk * SB + c]; });
   });
-  // Fragment (i, j) element r is row gq + 8 (r / 2), column 2 tq + r % 2 of its 16 x 8 block: acc[2i + r/2][2j + r%2].
-#pragma unroll
-  for (int i = 0; i < FM; ++i)
-#pragma unroll
-    for (int j = 0; j < FN; ++j)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) acc[2 * i + r / 2][2 * j + r % 2] = fc[i][j][r];
+  fragments_to_acc<Cfg>(acc, fc);
 }
 
-// One tile in the arithmetic MATH; acc in TileLayout<Cfg, MATH>.
+// ---- the tensor-core tiles fed by cp.async -------------------------------------------------------------------------
+// One operand's shared tile for one K-step: R rows (A: the tile's BM rows; B: its BN columns) by BK. cp.async copies
+// 16 bytes as they lie in global memory and cannot transpose, so each operand keeps its source's contiguous dimension:
+//   KC (K-contiguous source: the activations; a weight used as Wᵀ): [R][BK + 4]. A fragment's lanes (row gq,
+//       k = tq) read words (BK + 4) gq + tq, strides 20 / 36 = 20 / 4 (mod 32): all 32 banks;
+//   else (row-contiguous: a weight used as W; the weight gradients' transposed operands): [BK][R + 8], the register
+//       tiles' k-major layout (words 8 tq + gq: all 32 banks).
+template <int R, int BK, bool KC>
+struct AsyncOperand {
+  static constexpr int kStride = KC ? BK + 4 : R + 8;
+  static constexpr int kChunks = R * BK / 4;  // 16-byte copies per K-step
+  static_assert(kChunks % kThreads == 0, "whole copies per thread");
+
+  __device__ __forceinline__ static int at(int r, int kk) { return KC ? r * kStride + kk : kk * kStride + r; }
+
+  // Issues this thread's copies of the K-step at k0 into `tile`: element (r, kk) = src(r, k0 + kk), src(r, k) =
+  // src[r * ld + k] (KC) or src[k * ld + r]; zeros for r >= r_valid or k >= K. A copy is all in or all out: ld and
+  // K are multiples of 4 for KC; for the others r_valid is (tiles start at multiples of 64 of a width that ld, a
+  // multiple of 4, holds).
+  __device__ __forceinline__ static void copy(float* tile, const float* __restrict__ src, int ld, int r_valid, int K,
+                                              int k0) {
+#pragma unroll
+    for (int n = 0; n < kChunks / kThreads; ++n) {
+      const int c = threadIdx.x + n * kThreads;
+      const int r = KC ? c / (BK / 4) : 4 * (c % (R / 4));
+      const int kk = KC ? 4 * (c % (BK / 4)) : c / (R / 4);
+      const int k = k0 + kk;
+      const bool valid = r < r_valid && k < K;
+      const float* from = KC ? src + static_cast<int64_t>(r) * ld + k : src + static_cast<int64_t>(k) * ld + r;
+      copy_async_zfill<16>(tile + at(r, kk), valid ? from : src, valid);
+    }
+  }
+};
+
+// The register-fed tiles' loop (stream_tiles) with cp.async: the copies of K-step t + STAGES - 1 are issued while
+// step t's products run, into the ring slot that step t - 1 used; one barrier per K-step (it both publishes step t's
+// tiles and retires step t - 1's slot). Returns the row sum as stream_tiles does (in the same K order: bit-identical).
+template <class Cfg, bool A_KC, bool B_KC, bool kSplit>
+__device__ __forceinline__ void tile_gemm_async(float (&acc)[2 * MmaShape<Cfg>::FM][2 * MmaShape<Cfg>::FN],
+                                                const float* __restrict__ A, int lda, int m_valid,
+                                                const float* __restrict__ B, int ldb, int n_valid, int K,
+                                                float* smem, bool with_rowsum, float& rowsum) {
+  using OpA = AsyncOperand<Cfg::BM, Cfg::BK, A_KC>;
+  using OpB = AsyncOperand<Cfg::BN, Cfg::BK, B_KC>;
+  constexpr int BK = Cfg::BK, STAGES = Cfg::STAGES;
+  const int steps = (K + BK - 1) / BK;
+  auto slot = [&](int step) { return smem + (step % STAGES) * Cfg::kStageFloats; };  // A tile, then B tile
+  // Every call commits a group, empty past the last step, so that "all but the newest STAGES - 2 groups" is
+  // always "every step up to the current one".
+  auto issue = [&](int step) {
+    if (step < steps) {
+      OpA::copy(slot(step), A, lda, m_valid, K, step * BK);
+      OpB::copy(slot(step) + Cfg::kAFloats, B, ldb, n_valid, K, step * BK);
+    }
+    copies_commit();
+  };
+  float fc[MmaShape<Cfg>::FM][MmaShape<Cfg>::FN][4];
+  zero_fragments<Cfg>(fc);
+  float rs = 0.0f;
+#pragma unroll
+  for (int step = 0; step < STAGES - 1; ++step) issue(step);
+  for (int step = 0; step < steps; ++step) {
+    copies_wait_pending<STAGES - 2>();  // this thread's copies of `step` have landed
+    __syncthreads();                    // everyone's have; everyone is done with step - 1's slot
+    issue(step + STAGES - 1);           // into step - 1's slot
+    const float* As = slot(step);
+    const float* Bs = As + Cfg::kAFloats;
+    if (with_rowsum && static_cast<int>(threadIdx.x) < Cfg::BM)
+#pragma unroll
+      for (int kk = 0; kk < BK; ++kk) rs += As[OpA::at(threadIdx.x, kk)];
+    mma_k_step<Cfg, kSplit>(fc, [&](int r, int kk) { return As[OpA::at(r, kk)]; },
+                            [&](int c, int kk) { return Bs[OpB::at(c, kk)]; });
+  }
+  rowsum = rs;
+  fragments_to_acc<Cfg>(acc, fc);
+}
+
+// One tile in the arithmetic MATH; acc in TileLayout<Cfg, MATH>. smem: Cfg::kSharedFloats floats of shared memory.
 template <class Cfg, int MATH, bool A_KC, bool B_KC>
 __device__ __forceinline__ void any_tile_gemm(float (&acc)[TileLayout<Cfg, MATH>::TM][TileLayout<Cfg, MATH>::TN],
                                               const float* __restrict__ A, int lda, int m_valid,
-                                              const float* __restrict__ B, int ldb, int n_valid, int K, float* As,
-                                              float* Bs, bool with_rowsum, float& rowsum) {
-  if constexpr (MATH == kFfmaMath)
-    tile_gemm<Cfg, A_KC, B_KC>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, rowsum);
-  else
-    tile_gemm_mma<Cfg, A_KC, B_KC, MATH == kTf32x3Math>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs,
-                                                        with_rowsum, rowsum);
+                                              const float* __restrict__ B, int ldb, int n_valid, int K, float* smem,
+                                              bool with_rowsum, float& rowsum) {
+  constexpr bool kSplit = MATH == kTf32x3Math;
+  if constexpr (Cfg::kAsync) {
+    static_assert(MATH != kFfmaMath, "the cp.async tiles are tensor-core tiles");
+    tile_gemm_async<Cfg, A_KC, B_KC, kSplit>(acc, A, lda, m_valid, B, ldb, n_valid, K, smem, with_rowsum, rowsum);
+  } else {
+    float* As = smem;  // two k-major pairs: As[2][BK][SA], then Bs[2][BK][SB]
+    float* Bs = smem + 2 * Cfg::BK * Cfg::SA;
+    if constexpr (MATH == kFfmaMath)
+      tile_gemm<Cfg, A_KC, B_KC>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum, rowsum);
+    else
+      tile_gemm_mma<Cfg, A_KC, B_KC, kSplit>(acc, A, lda, m_valid, B, ldb, n_valid, K, As, Bs, with_rowsum,
+                                             rowsum);
+  }
 }
 
 // ---- row-grouped GEMM: C (M, Nout) = epilogue(A (M, K) · op(W[e])), expert e by row segment ------------------------
 
 enum Epilogue { kBiasRelu, kBias, kReluMask, kStore };
+
+// The kernels' dynamic shared memory: the tiles' floats, 16-byte aligned for float4 reads and 16-byte cp.async.
+struct alignas(16) TileShared {
+  float floats[4];
+};
 
 // Warp 0: which expert and rows tile t covers. tiles_e = ceil(m_e / BM); tile t belongs to the first expert whose
 // inclusive tile prefix exceeds t (empty experts have no tiles and are never chosen).
@@ -333,8 +471,8 @@ __global__ void __launch_bounds__(kThreads, 2)
                         const float* __restrict__ bias, const float* __restrict__ mask,
                         const int32_t* __restrict__ offsets, int E, int K, int Nout) {
   using Layout = TileLayout<Cfg, MATH>;
-  DSK_SHARED(__align__(16) float, As, [2 * Cfg::BK * Cfg::SA]);  // two k-major tile pairs (stream_tiles)
-  DSK_SHARED(__align__(16) float, Bs, [2 * Cfg::BK * Cfg::SB]);
+  DSK_DYNAMIC_SHARED(TileShared, smem_base);
+  float* smem = reinterpret_cast<float*>(smem_base);  // Cfg::kSharedFloats floats (any_tile_gemm)
   DSK_SHARED(int, info, [3]);
   if (threadIdx.x < 32) find_tile<Cfg::BM>(blockIdx.x, offsets, E, info);
   __syncthreads();
@@ -349,7 +487,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int ldb = B_KC ? K : Nout;
   float acc[Layout::TM][Layout::TN];
   float unused_rowsum;
-  any_tile_gemm<Cfg, MATH, true, B_KC>(acc, Ab, K, row_end - row0, Bb, ldb, Nout - col0, K, As, Bs, false,
+  any_tile_gemm<Cfg, MATH, true, B_KC>(acc, Ab, K, row_end - row0, Bb, ldb, Nout - col0, K, smem, false,
                                        unused_rowsum);
 
   const float* be = bias ? bias + static_cast<int64_t>(e) * Nout : nullptr;
@@ -383,8 +521,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     weight_grad_kernel(float* __restrict__ dW, float* __restrict__ db, const float* __restrict__ X,
                        const float* __restrict__ Y, const int32_t* __restrict__ offsets, int Mw, int Nw) {
   using Layout = TileLayout<Cfg, MATH>;
-  DSK_SHARED(__align__(16) float, As, [2 * Cfg::BK * Cfg::SA]);
-  DSK_SHARED(__align__(16) float, Bs, [2 * Cfg::BK * Cfg::SB]);
+  DSK_DYNAMIC_SHARED(TileShared, smem_base);
+  float* smem = reinterpret_cast<float*>(smem_base);  // Cfg::kSharedFloats floats (any_tile_gemm)
   const int e = blockIdx.z;
   const int r0 = offsets[e], m = offsets[e + 1] - r0;
   if (m <= 0) return;  // no rows: no gradient (the whole block)
@@ -394,8 +532,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   float acc[Layout::TM][Layout::TN];
   float rs = 0.0f;
   any_tile_gemm<Cfg, MATH, false, false>(acc, X + static_cast<int64_t>(r0) * Mw + i0, Mw, Mw - i0,
-                                         Y + static_cast<int64_t>(r0) * Nw + j0, Nw, Nw - j0, m, As, Bs, bias_tile,
-                                         rs);
+                                         Y + static_cast<int64_t>(r0) * Nw + j0, Nw, Nw - j0, m, smem,
+                                         bias_tile, rs);
 
   float* dWe = dW + static_cast<int64_t>(e) * Mw * Nw;
 #pragma unroll
@@ -414,12 +552,26 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // ---- launch helpers -----------------------------------------------------------------------------------------------
 
-// Calls f with the tile of that size for the arithmetic: Cfg itself for FFMA, TensorCoreTile<Cfg> on the tensor cores.
+// Whether the cp.async tiles can load a launch's operands: every row of each starts 16-byte aligned (row widths
+// multiples of 4 floats, base pointers aligned; expert and tile offsets then keep the alignment).
+bool rows_aligned16(std::initializer_list<int> widths, std::initializer_list<const float*> operands) {
+  for (int w : widths)
+    if (w % 4 != 0) return false;
+  for (const float* p : operands)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+
+// Calls f with the tile of that size for the arithmetic: Cfg itself for FFMA; on the tensor cores AsyncTile<Cfg>
+// where cuda::expert_loads() asks for cp.async and the operands allow it (`aligned`), else TensorCoreTile<Cfg>.
 template <class Cfg, class F>
-void with_math(F&& f) {
+void with_math(bool aligned, F&& f) {
+  const bool async = aligned && cuda::expert_loads() == cuda::ExpertLoads::kAsync;
   with_tile_math(tile_math(cuda::expert_math(), "expert_math"), [&](auto math) {
     if constexpr (decltype(math)::value == kFfmaMath)
       f(Cfg{}, math);
+    else if (async)
+      f(AsyncTile<Cfg>{}, math);
     else
       f(TensorCoreTile<Cfg>{}, math);
   });
@@ -430,40 +582,51 @@ void with_math(F&& f) {
 // layers take the small one), unless cuda::set_expert_tile forces one; the arithmetic cuda::expert_math() resolves
 // to (tensor_math.cuh).
 template <class F>
-void with_tile(int64_t big_blocks, F&& f) {
+void with_tile(int64_t big_blocks, bool aligned, F&& f) {
   bool big = big_blocks >= 2LL * cuda::sm_count();
   if (cuda::expert_tile() != cuda::ExpertTile::kAuto) big = cuda::expert_tile() == cuda::ExpertTile::kBig;
   if (big)
-    with_math<BigTile>(f);
+    with_math<BigTile>(aligned, f);
   else
-    with_math<SmallTile>(f);
+    with_math<SmallTile>(aligned, f);
+}
+
+// The dynamic shared memory of a launch of `kernel` with tile Cfg, its limit raised where it is above 48 KB.
+template <class Cfg, class Kernel>
+size_t tile_shared_bytes(Kernel kernel) {
+  const size_t bytes = Cfg::kSharedFloats * sizeof(float);
+  cuda::allow_shared(kernel, bytes, "expert_ffn");
+  return bytes;
 }
 
 template <bool B_KC, int EPI>
 void launch_grouped(float* C, const float* A, const float* W, const float* bias, const float* mask,
                     const int32_t* offsets, int E, int M, int K, int Nout) {
-  with_tile((cuda::ceil_div(M, BigTile::BM) + E) * cuda::ceil_div(Nout, BigTile::BN), [&](auto cfg, auto math) {
+  const int64_t big_blocks = (cuda::ceil_div(M, BigTile::BM) + E) * cuda::ceil_div(Nout, BigTile::BN);
+  with_tile(big_blocks, rows_aligned16({K, Nout}, {A, W}), [&](auto cfg, auto math) {
     using Cfg = decltype(cfg);
     const int64_t row_tiles = cuda::ceil_div(M, Cfg::BM) + E;  // ≥ Σ_e ceil(m_e / BM)
     const int64_t col_tiles = cuda::ceil_div(Nout, Cfg::BN);
     DSK_CHECK(row_tiles <= INT32_MAX && col_tiles <= 65535, "expert_ffn: M={} Nout={} is too large for one launch",
               M, Nout);
     dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(col_tiles));
-    DSK_LAUNCH(grid, kThreads, 0, grouped_gemm_kernel<Cfg, decltype(math)::value, B_KC, EPI>)(C, A, W, bias, mask,
-                                                                                            offsets, E, K, Nout);
+    auto kernel = grouped_gemm_kernel<Cfg, decltype(math)::value, B_KC, EPI>;
+    DSK_LAUNCH(grid, kThreads, tile_shared_bytes<Cfg>(kernel), kernel)(C, A, W, bias, mask, offsets, E, K, Nout);
     DSK_CUDA_CHECK_LAUNCH();
   });
 }
 
 void launch_weight_grad(float* dW, float* db, const float* X, const float* Y, const int32_t* offsets, int E, int Mw,
                         int Nw) {
-  with_tile(cuda::ceil_div(Mw, BigTile::BM) * cuda::ceil_div(Nw, BigTile::BN) * E, [&](auto cfg, auto math) {
+  const int64_t big_blocks = cuda::ceil_div(Mw, BigTile::BM) * cuda::ceil_div(Nw, BigTile::BN) * E;
+  with_tile(big_blocks, rows_aligned16({Mw, Nw}, {X, Y}), [&](auto cfg, auto math) {
     using Cfg = decltype(cfg);
     dim3 grid(static_cast<unsigned>(cuda::ceil_div(Mw, Cfg::BM)), static_cast<unsigned>(cuda::ceil_div(Nw, Cfg::BN)),
               static_cast<unsigned>(E));
     DSK_CHECK(grid.y <= 65535 && grid.z <= 65535, "expert_ffn_backward: {} x {} x {} experts is too large", Mw, Nw,
               E);
-    DSK_LAUNCH(grid, kThreads, 0, weight_grad_kernel<Cfg, decltype(math)::value>)(dW, db, X, Y, offsets, Mw, Nw);
+    auto kernel = weight_grad_kernel<Cfg, decltype(math)::value>;
+    DSK_LAUNCH(grid, kThreads, tile_shared_bytes<Cfg>(kernel), kernel)(dW, db, X, Y, offsets, Mw, Nw);
     DSK_CUDA_CHECK_LAUNCH();
   });
 }

@@ -293,6 +293,9 @@ std::vector<FfnCase> ffn_cases() {
       // Odd widths (not multiples of the tiles or of 4), an empty first and middle expert, ragged segments that
       // cross tile boundaries, a one-row segment.
       {"ragged", 6, 70, 45, {0, 1, 130, 0, 200, 65}},
+      // Widths that are multiples of 4 but not of the tiles or their K-steps: the tensor-core tiles load these with
+      // cp.async (16-byte copies), with partial row, column and K-step tiles and empty experts.
+      {"widths of 4", 5, 68, 100, {0, 33, 130, 0, 75}},
       // The model layers' widths (configs small/default/large), with uneven loads and one empty expert; default's
       // 2048 rows take the 128 x 128 tile path, small's the 64 x 64 one.
       {"small", 4, 256, 1024, {70, 0, 190, 40}},
@@ -424,6 +427,42 @@ std::vector<std::vector<float>> forward_backward_checked(FfnDevice& g, const Ffn
   return got;
 }
 
+// The tensor-core tiles differ from the FFMA ones only inside the tile: the odd and small shapes cover them (partial
+// tiles, empty experts, both tile sizes, both ways of loading); default and large would add minutes on the emulator,
+// whose mma.sync is a warp-collective call per fragment.
+bool tensor_core_case(const FfnCase& c) {
+  return std::strcmp(c.name, "ragged") == 0 || std::strcmp(c.name, "widths of 4") == 0 ||
+         std::strcmp(c.name, "small") == 0;
+}
+
+// For the tensor-core tiles: with each tile size forced, `once` (which checks its outputs against the CPU and
+// returns them) with the operands loaded through registers, then twice with cp.async. All three must agree bit for
+// bit: both loads feed the same products in the same order (where the widths rule cp.async out, the second form
+// falls back to the first), and a form repeats itself.
+template <class F>
+void each_tile_both_loads_identical(F&& once) {
+  for (const auto& t : kExpertTiles) {
+    INFO("tile " << t.name);
+    cuda::ScopedExpertTile tile(t.tile);
+    std::vector<std::vector<float>> first;
+    {
+      INFO("loads through registers");
+      cuda::ScopedExpertLoads loads(cuda::ExpertLoads::kRegisters);
+      first = once();
+    }
+    for (int run = 0; run < 2; ++run) {
+      INFO("loads by cp.async, run " << run);
+      cuda::ScopedExpertLoads loads(cuda::ExpertLoads::kAsync);
+      const std::vector<std::vector<float>> got = once();
+      REQUIRE(got.size() == first.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        INFO("output " << i);
+        REQUIRE(bits_equal(got[i], first[i]));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("cuda expert_ffn with TF32 (tensor-core tiles) vs CPU, forward and backward, deterministic",
@@ -431,15 +470,12 @@ TEST_CASE("cuda expert_ffn with TF32 (tensor-core tiles) vs CPU, forward and bac
   if (!gpu_available()) return;
   auto rng = test_rng(89);
   for (const auto& c : ffn_cases()) {
-    // The tensor-core tiles differ from the FFMA ones only inside the tile: the odd and small shapes cover them
-    // (partial tiles, empty experts, both tile sizes forced in turn); default and large would add minutes on the
-    // emulator, whose mma.sync is a warp-collective call per fragment.
-    if (std::strcmp(c.name, "ragged") != 0 && std::strcmp(c.name, "small") != 0) continue;
+    if (!tensor_core_case(c)) continue;
     INFO("case " << c.name << ", TF32");
     const FfnProblem p = ffn_problem(c, rng);
     FfnDevice g(p);
     cuda::ScopedTf32 tf32(true);
-    each_tile_twice_identical([&] { return forward_backward_checked(g, p, kTf32Tol); });
+    each_tile_both_loads_identical([&] { return forward_backward_checked(g, p, kTf32Tol); });
   }
 }
 
@@ -448,16 +484,14 @@ TEST_CASE("cuda expert_ffn in 3xTF32 (fp32 on the tensor cores) vs CPU at fp32 t
   if (!gpu_available()) return;
   auto rng = test_rng(90);
   for (const auto& c : ffn_cases()) {
-    // The odd and small shapes cover both tiles, partial tiles and empty experts; the 3xTF32 tile differs from the
-    // TF32 one only in its three products (default and large would add minutes on the emulator).
-    if (std::strcmp(c.name, "ragged") != 0 && std::strcmp(c.name, "small") != 0) continue;
+    if (!tensor_core_case(c)) continue;
     INFO("case " << c.name << ", 3xTF32");
     const FfnProblem p = ffn_problem(c, rng);
     FfnDevice g(p);
     cuda::ScopedExpertMath x3(cuda::Math::kTf32x3);
     // fp32's tolerance: one TF32 product per term (error ~1e-4 here) fails it, so this passes only if the
     // remainders are multiplied in.
-    each_tile_twice_identical([&] { return forward_backward_checked(g, p, kGemmTol); });
+    each_tile_both_loads_identical([&] { return forward_backward_checked(g, p, kGemmTol); });
   }
 }
 
