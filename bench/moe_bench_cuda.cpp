@@ -336,6 +336,13 @@ nlohmann::json grouped_vs_dense(Layer& L) {
     cuda::ScopedExpertTile forced(tile);
     tiles[name] = {{"forward_ms", time_forward()}, {"backward_ms", time_backward()}};
   }
+  // The tensor-core tiles load their operands by cp.async where the widths allow (all the bench shapes); the
+  // register-fed tiles they replaced, timed beside them, tell whether that default is right.
+  nlohmann::json register_loads;
+  if (cuda::running_math(cuda::expert_math(), "expert_math") != cuda::Math::kFfma) {
+    cuda::ScopedExpertLoads registers(cuda::ExpertLoads::kRegisters);
+    register_loads = {{"forward_ms", time_forward()}, {"backward_ms", time_backward()}};
+  }
   // Dense: C (M, F) = xp · w1ᵀ; C (M, d) = h · w2ᵀ;  backward: dh = dy · w2; dx = dh · w1; dw2 = dyᵀ h; dw1 = dhᵀ x.
   const float* w1 = w.w1.get();
   const float* w2 = w.w2.get();
@@ -362,7 +369,8 @@ nlohmann::json grouped_vs_dense(Layer& L) {
           {"dense_backward_ms", dense_bwd_ms},
           {"dense_backward_tflops", tflops(bwd_flops, dense_bwd_ms)},
           {"backward_fraction_of_dense", dense_bwd_ms / bwd_ms},
-          {"forced_tiles", tiles}};
+          {"forced_tiles", tiles},
+          {"register_loads", register_loads}};
 }
 
 }  // namespace
@@ -424,7 +432,8 @@ nlohmann::json bench_moe_cuda(const std::vector<MoeBenchShape>& shapes) {
                    "cuBLAS linears; grouped expert GEMMs vs dense cuBLAS SGEMMs of the same shapes, fp32 "
                    "(grouped_gemm) and TF32 (grouped_gemm_tf32: the tensor-core tiles vs cuBLAS TF32), and the grouped GEMMs in "
                    "3xTF32 (near-fp32 accuracy on the tensor cores) vs fp32 cuBLAS (grouped_gemm_3xtf32); "
-                   "forced_tiles: the grouped GEMMs with each tile size forced"},
+                   "forced_tiles: the grouped GEMMs with each tile size forced; register_loads (tensor-core "
+                   "records): the tiles loading their operands through registers instead of by cp.async"},
           {"warmup", kWarmups},
           {"reps", kReps},
           {"results", results}};

@@ -241,6 +241,20 @@ def moe_markdown(bench):
         g, t, x3 = r.get("grouped_gemm", {}), r.get("grouped_gemm_tf32", {}), r.get("grouped_gemm_3xtf32", {})
         md.append(f"| {r['shape']} | {forced(g, '64x64')} | {forced(g, '128x128')} | {forced(t, '64x64')} | "
                   f"{forced(t, '128x128')} | {forced(x3, '64x64')} | {forced(x3, '128x128')} |")
+    md.append("\nTensor-core tiles loading their operands by cp.async (the default) or through registers, beside the "
+              "FFMA tiles (ms forward / backward, automatic tile):\n"
+              "\n| shape | FFMA | TF32 cp.async | TF32 registers | 3xTF32 cp.async | 3xTF32 registers |"
+              "\n|---|---|---|---|---|---|")
+
+    def ms(f):
+        if not isinstance(f, dict) or "forward_ms" not in f:
+            return "not measured"
+        return f"{f['forward_ms']:.3f} / {f['backward_ms']:.3f}"
+
+    for r in bench["results"]:
+        g, t, x3 = r.get("grouped_gemm", {}), r.get("grouped_gemm_tf32", {}), r.get("grouped_gemm_3xtf32", {})
+        md.append(f"| {r['shape']} | {ms(g)} | {ms(t)} | {ms(t.get('register_loads'))} | {ms(x3)} | "
+                  f"{ms(x3.get('register_loads'))} |")
     return md
 
 
@@ -341,6 +355,11 @@ def targets(report):
             f"forward {100 * fwd:.0f}%, backward {100 * bwd:.0f}%", fwd >= 0.5 and bwd >= 0.5)
     else:
         add(8, "grouped expert GEMMs >= 50% of a dense cuBLAS GEMM, default shape (fp32)", "not measured", None)
+    x3 = (default or {}).get("grouped_gemm_3xtf32")
+    if x3:  # fp32 accuracy on the tensor cores (expert_math=3xtf32), against the same fp32 cuBLAS GEMMs
+        fwd, bwd = x3.get("forward_fraction_of_dense", 0), x3.get("backward_fraction_of_dense", 0)
+        add(8, "the same in 3xTF32 (fp32 accuracy, expert_math=3xtf32) against fp32 cuBLAS",
+            f"forward {100 * fwd:.0f}%, backward {100 * bwd:.0f}%", fwd >= 0.5 and bwd >= 0.5)
     a, b = report.get("train") or {}, report.get("torch_train") or {}
     if "tokens_per_s" in a and "tokens_per_s" in b:
         x = a["tokens_per_s"] / b["tokens_per_s"]

@@ -34,9 +34,14 @@
 // (wmma m16n16k8, 8-deep K-steps, the result staged through shared memory back into the FFMA layout) reached only
 // 8-17% of cuBLAS's TF32 rate on the H200 and lost to the FFMA tiles in 3xTF32, so fp32 keeps FFMA by default; the
 // register-fragment tiles await a GPU run.
-// cuda::set_expert_tile forces one tile size (tests run both on any device; `dsk bench moe` times both).
-// Follow-ups: cp.async/TMA multi-stage loads and bigger tensor-core tiles (wgmma), which is where the H200's
-// speed is.
+// Where every operand row starts 16-byte aligned (widths multiples of 4: every model config), the tensor-core tiles
+// load by cp.async instead (cuda::ExpertLoads::kAsync, the default; AsyncTileCfg, tile_gemm_async): 16-byte copies
+// from global straight into a ring of 3-4 K-steps of shared tiles, issued STAGES - 1 steps ahead of the products,
+// with no registers on the way and one barrier per K-step; each operand keeps its source's contiguous dimension in
+// shared memory (AsyncOperand). Both loads feed the same products in the same order: bit-identical results.
+// cuda::set_expert_tile forces one tile size and cuda::set_expert_loads one way of loading (tests run each on any
+// device; `dsk bench moe` times each). Follow-up: bigger tensor-core tiles (wgmma with TMA), which is where the
+// H200's speed is.
 #include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/launch_facts.cuh"
 #include "kernels/cuda/runtime.cuh"

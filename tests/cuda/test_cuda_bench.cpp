@@ -125,7 +125,12 @@ TEST_CASE("cuda bench: MoE layer (grouped vs loop, grouped GEMM vs dense, fp32 a
   for (const char* g : records)
     for (const char* tile : {"64x64", "128x128"})
       for (const char* key : {"forward_ms", "backward_ms"}) require_positive(r.at(g).at("forced_tiles").at(tile), key);
+  // The register-fed tensor-core tiles, timed beside the cp.async ones; the FFMA tiles have one way of loading.
+  CHECK(r.at("grouped_gemm").at("register_loads").is_null());
+  for (size_t i = 1; i < records.size(); ++i)
+    for (const char* key : {"forward_ms", "backward_ms"}) require_positive(r.at(records[i]).at("register_loads"), key);
   REQUIRE(!cuda::tf32_enabled());
+  REQUIRE(cuda::expert_loads() == cuda::ExpertLoads::kAsync);
   REQUIRE(cuda::expert_tile() == cuda::ExpertTile::kAuto);  // the bench leaves the automatic choices behind
   REQUIRE(cuda::expert_math() == cuda::Math::kAuto);
 }
