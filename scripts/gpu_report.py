@@ -369,6 +369,92 @@ def targets(report):
     return rows
 
 
+def defaults(report):
+    """The run-time choices whose defaults were set before a GPU had timed them: for each, the default's total time
+    over the shapes this run measured both ways, the alternative's, and the verdict (keep, or which way to flip):
+    [{"setting", "default", "alternative", "default_ms", "alternative_ms", "verdict"}]."""
+    rows = []
+
+    def add(setting, default, alternative, pairs):
+        """pairs: [(shape, default ms, alternative ms)] of the same work. Differences within 3% count as equal (the
+        run-to-run spread of these medians): flip when the alternative is faster in total (naming the shapes where
+        the default still wins), revisit when it is faster at some shapes only, else keep."""
+        row = {"setting": setting, "default": default, "alternative": alternative, "default_ms": None,
+               "alternative_ms": None, "ratios": {}, "verdict": "not measured"}
+        if pairs:
+            a, b = sum(p[1] for p in pairs), sum(p[2] for p in pairs)
+            ratios = {p[0]: p[1] / p[2] for p in pairs}
+            slower = [k for k, x in ratios.items() if x > 1.03]
+            if a > 1.03 * b:
+                faster = [k for k, x in ratios.items() if x < 0.97]
+                verdict = (f"flip: {alternative} is {a / b:.2f}x faster in total"
+                           + (" (the default is faster at " + ", ".join(faster) + ")" if faster else ""))
+            elif slower:
+                verdict = "revisit: the alternative is faster at " + ", ".join(slower)
+            else:
+                verdict = "keep"
+            row.update(default_ms=a, alternative_ms=b, ratios=ratios, verdict=verdict)
+        rows.append(row)
+
+    attn = report.get("attention") or {}
+    if isinstance(attn.get("kernels"), dict):
+        attn = attn["kernels"]
+    training = attn.get("training", [])
+    add("BackwardDq (attention backward)", "dQ fused", "dQ separate",
+        [(f"{r['model']} {r['form']} {r.get('math', 'ffma')}{' dropout' if r.get('dropout') else ''}",
+          r["backward_ms"], r["backward_ms_separate_dq"]) for r in training if "backward_ms_separate_dq" in r])
+    pairs = {}
+    for r in attn.get("decode", []):
+        key = (r["model"], r["form"], r.get("math", "ffma"), r["batch"])
+        pairs.setdefault(key, {})["split" if "key-split" in r.get("kernel", "") else "old"] = r["ms"]
+    add("DecodeBlock (attention decode)", "key-split block", "forward kernels' blocks",
+        [(" ".join(str(x) for x in k), v["split"], v["old"]) for k, v in pairs.items() if "split" in v and "old" in v])
+    fwd_bwd = {}
+    for r in training:
+        if r.get("form") == "explicit" and not r.get("dropout"):
+            fwd_bwd[(r["model"], r.get("math", "ffma"))] = r["forward_ms"] + r["backward_ms"]
+    add("attention_math auto in fp32 (explicit, no dropout)", "ffma", "3xtf32",
+        [(m, fwd_bwd[(m, "ffma")], fwd_bwd[(m, "3xtf32")]) for m in ("small", "default", "large")
+         if (m, "ffma") in fwd_bwd and (m, "3xtf32") in fwd_bwd])
+    moe = (report.get("bench_moe") or {}).get("results", [])
+
+    def total(g):
+        return g["forward_ms"] + g["backward_ms"]
+
+    add("expert_math auto in fp32", "ffma", "3xtf32",
+        [(r["shape"], total(r["grouped_gemm"]), total(r["grouped_gemm_3xtf32"])) for r in moe
+         if "grouped_gemm" in r and "grouped_gemm_3xtf32" in r])
+    for math in ("tf32", "3xtf32"):
+        add(f"ExpertLoads ({math} expert tiles)", "cp.async", "registers",
+            [(r["shape"], total(r[f"grouped_gemm_{math}"]), total(r[f"grouped_gemm_{math}"]["register_loads"]))
+             for r in moe
+             if isinstance(r.get(f"grouped_gemm_{math}", {}).get("register_loads"), dict)])
+    for key, math in (("grouped_gemm", "fp32"), ("grouped_gemm_tf32", "tf32"), ("grouped_gemm_3xtf32", "3xtf32")):
+        best = []
+        for r in moe:
+            tiles = r.get(key, {}).get("forced_tiles", {})
+            if tiles:
+                best.append((r["shape"], total(r[key]), min(total(t) for t in tiles.values())))
+        add(f"ExpertTile auto rule ({math}; against the better forced tile per shape)", "auto", "best forced", best)
+    return rows
+
+
+def defaults_markdown(rows):
+    md = ["\n## defaults chosen before a GPU timed them\n",
+          "Each default's time summed over the shapes measured both ways, and default / alternative per shape "
+          "(below 1: the default is faster).\n",
+          "| setting | default | alternative | default ms | alternative ms | per shape | verdict |",
+          "|---|---|---|---|---|---|---|"]
+
+    def ms(x):
+        return "" if x is None else f"{x:.3f}"
+
+    for r in rows:
+        md.append(f"| {r['setting']} | {r['default']} | {r['alternative']} | {ms(r['default_ms'])} | "
+                  f"{ms(r['alternative_ms'])} | {', '.join(f'{k} {x:.2f}' for k, x in r['ratios'].items())} | {r['verdict']} |")
+    return md
+
+
 def targets_markdown(rows):
     md = ["\n## speed targets of the open issues\n", "| issue | target | measured | met |", "|---|---|---|---|"]
     for r in rows:
@@ -409,6 +495,7 @@ def main():
         "training_runs": training_runs(extra_dirs),
     }
     report["targets"] = targets(report)
+    report["defaults"] = defaults(report)
     json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
 
     md = []
@@ -419,6 +506,7 @@ def main():
     for s in stages:
         md.append(f"| {s['stage']} | {'ok' if s['ok'] else 'FAILED (rc ' + s['rc'] + ')'} | {s['seconds']:.0f} |")
     md += targets_markdown(report["targets"])
+    md += defaults_markdown(report["defaults"])
     for suite in ("cuda", "cpu"):
         t = report["tests"][suite]
         md.append(f"\n## {suite} tests: {t['passed']} passed, {t['failed']} failed"

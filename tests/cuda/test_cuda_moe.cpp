@@ -369,23 +369,36 @@ void require_backward_close(const std::vector<std::vector<float>>& got, const Ff
   require_close(got[5], p.db2, kGemmTol, "db2");
 }
 
-// Runs `once` (which checks its outputs and returns them) twice with each expert tile forced; the two runs of a
-// tile must give bit-identical outputs.
-template <class F>
-void each_tile_twice_identical(F&& once) {
+// With each expert tile forced, runs `once` (which checks its outputs and returns them) `runs` times, run r inside
+// the scope of setup(r) (a scoped setting, or anything else for none); every run of a tile must give the first
+// run's outputs bit for bit.
+template <class Setup, class F>
+void each_tile_runs_identical(int runs, Setup setup, F&& once) {
   for (const auto& t : kExpertTiles) {
     INFO("tile " << t.name);
     cuda::ScopedExpertTile tile(t.tile);
     std::vector<std::vector<float>> first;
-    for (int run = 0; run < 2; ++run) {
+    for (int run = 0; run < runs; ++run) {
       INFO("run " << run);
+      [[maybe_unused]] const auto scope = setup(run);
       std::vector<std::vector<float>> got = once();
-      if (run == 0)
+      if (run == 0) {
         first = std::move(got);
-      else
-        for (size_t i = 0; i < got.size(); ++i) REQUIRE(bits_equal(got[i], first[i]));
+        continue;
+      }
+      REQUIRE(got.size() == first.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        INFO("output " << i);
+        REQUIRE(bits_equal(got[i], first[i]));
+      }
     }
   }
+}
+
+// Each tile twice, alike.
+template <class F>
+void each_tile_twice_identical(F&& once) {
+  each_tile_runs_identical(2, [](int) { return 0; }, once);
 }
 
 }  // namespace
@@ -435,32 +448,17 @@ bool tensor_core_case(const FfnCase& c) {
          std::strcmp(c.name, "small") == 0;
 }
 
-// For the tensor-core tiles: with each tile size forced, `once` (which checks its outputs against the CPU and
-// returns them) with the operands loaded through registers, then twice with cp.async. All three must agree bit for
-// bit: both loads feed the same products in the same order (where the widths rule cp.async out, the second form
-// falls back to the first), and a form repeats itself.
+// For the tensor-core tiles: with each tile size forced, `once` with the operands loaded through registers, then
+// twice by cp.async. All three must agree bit for bit: both loads feed the same products in the same order (where
+// the widths rule cp.async out, the second form falls back to the first), and a form repeats itself.
 template <class F>
 void each_tile_both_loads_identical(F&& once) {
-  for (const auto& t : kExpertTiles) {
-    INFO("tile " << t.name);
-    cuda::ScopedExpertTile tile(t.tile);
-    std::vector<std::vector<float>> first;
-    {
-      INFO("loads through registers");
-      cuda::ScopedExpertLoads loads(cuda::ExpertLoads::kRegisters);
-      first = once();
-    }
-    for (int run = 0; run < 2; ++run) {
-      INFO("loads by cp.async, run " << run);
-      cuda::ScopedExpertLoads loads(cuda::ExpertLoads::kAsync);
-      const std::vector<std::vector<float>> got = once();
-      REQUIRE(got.size() == first.size());
-      for (size_t i = 0; i < got.size(); ++i) {
-        INFO("output " << i);
-        REQUIRE(bits_equal(got[i], first[i]));
-      }
-    }
-  }
+  each_tile_runs_identical(
+      3,
+      [](int run) {
+        return cuda::ScopedExpertLoads(run == 0 ? cuda::ExpertLoads::kRegisters : cuda::ExpertLoads::kAsync);
+      },
+      once);
 }
 
 }  // namespace
