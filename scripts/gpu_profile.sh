@@ -6,7 +6,9 @@
 #     scripts/gpu_profile.sh OUTDIR          run(command="scripts/gpu_profile.sh $OUT", carry=[".deps", ".gpu-build"])
 # Uses .gpu-build/ (scripts/pack_gpu_build.sh) when carried, else build/ (configure and build first). Writes
 #   OUTDIR/ncu_expert_ffma.csv   the first 6 grouped-GEMM launches of a default-config training step (fp32 FFMA)
-#   OUTDIR/ncu_expert_tf32.csv   the same with --expert-math tf32
+#   OUTDIR/ncu_expert_tf32.csv   the same with --expert-math tf32 (the cp.async-fed tensor-core tiles since
+#                                2026-12-01; the register-fed ones were the 8-17%)
+#   OUTDIR/ncu_expert_3xtf32.csv the same with --expert-math 3xtf32 (fp32 accuracy: the candidate for fp32's default)
 #   OUTDIR/ncu_attention.csv     the decode kernels of `dsk bench attention --config default` (the micro-benchmark's
 #                                records: batch 64 and 16, 4,096 cached tokens; LaunchStats gives each grid)
 #   OUTDIR/ncu_attention_bwd.csv the first 3xTF32 backward of the large config's explicit training shape
@@ -59,6 +61,7 @@ profile() {
 train=(bench train --config default --device cuda --steps 1 --warmup 0 --profile-steps 0)
 profile ncu_expert_ffma 'grouped_gemm_kernel|weight_grad_kernel' 6 "${train[@]}" --expert-math ffma
 profile ncu_expert_tf32 'grouped_gemm_kernel|weight_grad_kernel' 6 "${train[@]}" --expert-math tf32
+profile ncu_expert_3xtf32 'grouped_gemm_kernel|weight_grad_kernel' 6 "${train[@]}" --expert-math 3xtf32
 # Decode instantiations only (ncu matches the demangled name with its template arguments): the key-split decode
 # kernel (the default since 2026-12-01), the forward kernels' decode blocks it replaced (the FFMA kernel's 8- and
 # 16-row blocks, the register tensor-core kernel's one-warp blocks; training uses 64 rows and 4 warps), and the

@@ -82,7 +82,7 @@ using SmallTile = TileCfg<1, 1, 16>;  // 64 x 64, 4 x 4 per thread
 template <class Cfg>
 using TensorCoreTile = TileCfg<Cfg::RM, Cfg::RN, Cfg::RM == 2 ? 8 : 16, 8>;
 
-// The tensor-core tiles fed by cp.async (cuda::ExpertLoads::kAsync; stream_tiles_async): BM x BN as above, K-steps
+// The tensor-core tiles fed by cp.async (cuda::ExpertLoads::kAsync; tile_gemm_async): BM x BN as above, K-steps
 // of BK, a ring of STAGES K-steps in shared memory, each operand tile laid out as AsyncOperand says.
 // 128 x 128: 16-deep K-steps, 4 stages (80 KB: two blocks per SM); 64 x 64: 32-deep, 3 stages (54 KB). With no
 // registers on the way (the register tiles hold a K-step's loads in registers across the products), the big tile's
