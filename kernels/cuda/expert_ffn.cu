@@ -57,7 +57,8 @@ namespace dsk {
 
 namespace {
 
-constexpr int kThreads = 256;  // 16 x 16
+// The register-fed tiles' blocks: 16 x 16 threads (FFMA), 8 warps (tensor cores).
+constexpr int kRegisterTileThreads = 256;
 
 // PAD: the shared rows' padding (floats). 4 for the FFMA tiles: rows stay 16-byte aligned and the k-major stores
 // spread over the banks. 8 for the tensor-core tiles: a fragment reads (k = tq, row gq) of a k-major tile, i.e.
@@ -69,7 +70,8 @@ struct TileCfg {
   static constexpr int RM = RM_, RN = RN_, BK = BK_, PAD = PAD_;
   static constexpr int BM = 64 * RM, BN = 64 * RN;
   static constexpr int SA = BM + PAD, SB = BN + PAD;  // shared row strides (floats)
-  static constexpr int LA = BM * BK / kThreads;       // A elements each thread loads per K-step
+  static constexpr int kThreads = kRegisterTileThreads;
+  static constexpr int LA = BM * BK / kThreads;  // A elements each thread loads per K-step
   static constexpr int LB = BN * BK / kThreads;
   static_assert(BM * BK % kThreads == 0 && BN * BK % kThreads == 0, "whole loads per thread");
   static constexpr bool kAsync = false;
@@ -84,13 +86,18 @@ using TensorCoreTile = TileCfg<Cfg::RM, Cfg::RN, Cfg::RM == 2 ? 8 : 16, 8>;
 
 // The tensor-core tiles fed by cp.async (cuda::ExpertLoads::kAsync; tile_gemm_async): BM x BN as above, K-steps
 // of BK, a ring of STAGES K-steps in shared memory, each operand tile laid out as AsyncOperand says.
-// 128 x 128: 16-deep K-steps, 4 stages (80 KB: two blocks per SM); 64 x 64: 32-deep, 3 stages (54 KB). With no
-// registers on the way (the register tiles hold a K-step's loads in registers across the products), the big tile's
-// 64 accumulators fit a 16-deep K-step under the 128-register cap.
+// 128 x 128: 16-deep K-steps, 4 stages (80 KB: two blocks per SM); 64 x 64: 32-deep, 3 stages (54 KB).
+// 4 warps in a 2 x 2 grid (CUTLASS's shape for TF32 mma.sync on sm_80+): warp tiles of 64 x 64 (big) and 32 x 32
+// (small) rather than the register-fed tiles' 32 x 64 and 16 x 32 on 8 warps. The fragments come from shared memory
+// at 32 bits a lane, and a warp tile of a x b reads (a + b) / (a b) of them per product: 64 x 64 reads 2/3 of
+// 32 x 64's shared bytes per mma and 32 x 32 2/3 of 16 x 32's, where the shared-memory bandwidth is about the
+// tensor cores' mma.sync rate. The price is registers: 128 accumulators a thread in the big tile, with two blocks
+// per SM still (128 threads x up to 255 registers).
 template <int RM_, int RN_, int BK_, int STAGES_>
 struct AsyncTileCfg {
   static constexpr int RM = RM_, RN = RN_, BK = BK_, STAGES = STAGES_;
   static constexpr int BM = 64 * RM, BN = 64 * RN;
+  static constexpr int kThreads = 128;
   static constexpr bool kAsync = true;
   // Room for either layout of each operand (AsyncOperand), so one size serves every kernel of this tile.
   static constexpr int kAFloats = std::max(BM * (BK + 4), BK * (BM + 8));
@@ -123,7 +130,7 @@ __device__ __forceinline__ float stream_tiles(const float* __restrict__ A, int l
   auto load = [&](int k0) {
 #pragma unroll
     for (int l = 0; l < Cfg::LA; ++l) {
-      const int idx = tid + l * kThreads;
+      const int idx = tid + l * kRegisterTileThreads;
       const int i = A_KC ? idx / BK : idx % BM;
       const int kk = A_KC ? idx % BK : idx / BM;
       const int k = k0 + kk;
@@ -133,7 +140,7 @@ __device__ __forceinline__ float stream_tiles(const float* __restrict__ A, int l
     }
 #pragma unroll
     for (int l = 0; l < Cfg::LB; ++l) {
-      const int idx = tid + l * kThreads;
+      const int idx = tid + l * kRegisterTileThreads;
       const int j = B_KC ? idx / BK : idx % BN;
       const int kk = B_KC ? idx % BK : idx / BN;
       const int k = k0 + kk;
@@ -148,14 +155,14 @@ __device__ __forceinline__ float stream_tiles(const float* __restrict__ A, int l
     float* Bs_s = Bs + s * BK * SB;
 #pragma unroll
     for (int l = 0; l < Cfg::LA; ++l) {
-      const int idx = tid + l * kThreads;
+      const int idx = tid + l * kRegisterTileThreads;
       const int i = A_KC ? idx / BK : idx % BM;
       const int kk = A_KC ? idx % BK : idx / BM;
       As_s[kk * SA + i] = ra[l];
     }
 #pragma unroll
     for (int l = 0; l < Cfg::LB; ++l) {
-      const int idx = tid + l * kThreads;
+      const int idx = tid + l * kRegisterTileThreads;
       const int j = B_KC ? idx / BK : idx % BN;
       const int kk = B_KC ? idx % BK : idx / BN;
       Bs_s[kk * SB + j] = rb[l];
@@ -222,16 +229,21 @@ __device__ __forceinline__ void tile_gemm(float (&acc)[4 * Cfg::RM][4 * Cfg::RN]
 
 // ---- the same tiles on the tensor cores (TF32, or 3xTF32 with kSplit) ----------------------------------------------
 // Loads through stream_tiles as tile_gemm (same k-major shared tiles, same rowsum; rows padded by 8).
-// The 8 warps form a 4 x 2 grid over the BM x BN tile: warp w owns the WM x WN block (WM = BM / 4, WN = BN / 2) at
-// rows WM (w / 2), columns WN (w % 2), as FM x FN mma.sync m16n8k8 accumulators (FM = WM / 16, FN = WN / 8:
-// 128 x 128: 2 x 8, 64 x 64: 1 x 4) kept in registers to the epilogue, each A fragment serving FN products. In the
+// The 8 warps form a 4 x 2 grid over the BM x BN tile (the cp.async tiles: 4 warps, 2 x 2): warp w owns the
+// WM x WN block (WM = BM / 4, WN = BN / 2) at rows WM (w / 2), columns WN (w % 2), as FM x FN mma.sync m16n8k8
+// accumulators (FM = WM / 16, FN = WN / 8: 128 x 128: 2 x 8, 64 x 64: 1 x 4; cp.async: 4 x 8, 2 x 4) kept in
+// registers to the epilogue, each A fragment serving FN products. In the
 // k-major tiles A(i, kk) = As[kk][i] and B(kk, j) = Bs[kk][j]: a lane (gq = lane / 4, tq = lane % 4) reads A rows
 // gq, gq + 8 and B column gq at k = tq, tq + 4 (PTX's m16n8k8 .tf32 fragments, as attention_mma.cuh).
 // kSplit: 3xTF32 (prepare_tf32 / mma_tf32 in tensor_math.cuh).
 template <class Cfg>
 struct MmaShape {
-  static constexpr int WM = Cfg::BM / 4, WN = Cfg::BN / 2, FM = WM / 16, FN = WN / 8;
+  static constexpr int kWarpCols = 2, kWarpRows = Cfg::kThreads / 32 / kWarpCols;  // 8 warps: 4 x 2; 4: 2 x 2
+  static constexpr int WM = Cfg::BM / kWarpRows, WN = Cfg::BN / kWarpCols, FM = WM / 16, FN = WN / 8;
   static_assert(WM % 16 == 0 && WN % 8 == 0 && Cfg::BK % 8 == 0, "m16n8k8 tiling");
+  // This lane's warp's first row and column in the tile.
+  __device__ __forceinline__ static int warp_row() { return WM * (threadIdx.x / 32 / kWarpCols); }
+  __device__ __forceinline__ static int warp_col() { return WN * (threadIdx.x / 32 % kWarpCols); }
 };
 
 // Where the thread's register element (x, y) of a finished tile lies in it (tile-local row and column), per
@@ -243,12 +255,12 @@ struct TileLayout {  // the tensor-core tiles
   using Shape = MmaShape<Cfg>;
   static constexpr int TM = 2 * Shape::FM, TN = 2 * Shape::FN;
   __device__ __forceinline__ static int row(int x) {
-    const int warp = threadIdx.x / 32, gq = (threadIdx.x % 32) / 4;
-    return Shape::WM * (warp / 2) + 16 * (x / 2) + gq + 8 * (x % 2);
+    const int gq = (threadIdx.x % 32) / 4;
+    return Shape::warp_row() + 16 * (x / 2) + gq + 8 * (x % 2);
   }
   __device__ __forceinline__ static int col(int y) {
-    const int warp = threadIdx.x / 32, tq = threadIdx.x % 4;
-    return Shape::WN * (warp % 2) + 8 * (y / 2) + 2 * tq + y % 2;
+    const int tq = threadIdx.x % 4;
+    return Shape::warp_col() + 8 * (y / 2) + 2 * tq + y % 2;
   }
 };
 template <class Cfg>
@@ -266,8 +278,8 @@ __device__ __forceinline__ void mma_k_step(float (&fc)[MmaShape<Cfg>::FM][MmaSha
                                            ReadB b) {
   using Shape = MmaShape<Cfg>;
   constexpr int FM = Shape::FM, FN = Shape::FN;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
-  const int r0 = Shape::WM * (warp / 2) + gq, c0 = Shape::WN * (warp % 2) + gq;  // this lane's first row, column
+  const int lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+  const int r0 = Shape::warp_row() + gq, c0 = Shape::warp_col() + gq;  // this lane's first row, column
 #pragma unroll
   for (int kk = 0; kk < Cfg::BK; kk += 8) {
     float fa[FM][4], fa_lo[FM][4];
@@ -335,11 +347,11 @@ __device__ __forceinline__ void tile_gemm_mma(float (&acc)[2 * MmaShape<Cfg>::FM
 //       k = tq) read words (BK + 4) gq + tq, strides 20 / 36 = 20 / 4 (mod 32): all 32 banks;
 //   else (row-contiguous: a weight used as W; the weight gradients' transposed operands): [BK][R + 8], the register
 //       tiles' k-major layout (words 8 tq + gq: all 32 banks).
-template <int R, int BK, bool KC>
+template <int R, int BK, bool KC, int THREADS>
 struct AsyncOperand {
   static constexpr int kStride = KC ? BK + 4 : R + 8;
   static constexpr int kChunks = R * BK / 4;  // 16-byte copies per K-step
-  static_assert(kChunks % kThreads == 0, "whole copies per thread");
+  static_assert(kChunks % THREADS == 0, "whole copies per thread");
 
   __device__ __forceinline__ static int at(int r, int kk) { return KC ? r * kStride + kk : kk * kStride + r; }
 
@@ -350,8 +362,8 @@ struct AsyncOperand {
   __device__ __forceinline__ static void copy(float* tile, const float* __restrict__ src, int ld, int r_valid, int K,
                                               int k0) {
 #pragma unroll
-    for (int n = 0; n < kChunks / kThreads; ++n) {
-      const int c = threadIdx.x + n * kThreads;
+    for (int n = 0; n < kChunks / THREADS; ++n) {
+      const int c = threadIdx.x + n * THREADS;
       const int r = KC ? c / (BK / 4) : 4 * (c % (R / 4));
       const int kk = KC ? 4 * (c % (BK / 4)) : c / (R / 4);
       const int k = k0 + kk;
@@ -370,9 +382,10 @@ __device__ __forceinline__ void tile_gemm_async(float (&acc)[2 * MmaShape<Cfg>::
                                                 const float* __restrict__ A, int lda, int m_valid,
                                                 const float* __restrict__ B, int ldb, int n_valid, int K,
                                                 float* smem, bool with_rowsum, float& rowsum) {
-  using OpA = AsyncOperand<Cfg::BM, Cfg::BK, A_KC>;
-  using OpB = AsyncOperand<Cfg::BN, Cfg::BK, B_KC>;
+  using OpA = AsyncOperand<Cfg::BM, Cfg::BK, A_KC, Cfg::kThreads>;
+  using OpB = AsyncOperand<Cfg::BN, Cfg::BK, B_KC, Cfg::kThreads>;
   constexpr int BK = Cfg::BK, STAGES = Cfg::STAGES;
+  static_assert(Cfg::BM <= Cfg::kThreads, "a thread per row for the row sum");
   const int steps = (K + BK - 1) / BK;
   auto slot = [&](int step) { return smem + (step % STAGES) * Cfg::kStageFloats; };  // A tile, then B tile
   // Every call commits a group, empty past the last step, so that "all but the newest STAGES - 2 groups" is
@@ -471,7 +484,7 @@ __device__ void find_tile(int t, const int32_t* __restrict__ offsets, int E, int
 // Grid (ceil(M/BM) + E, ceil(Nout/BN)). A (M, K) row-major; W (E, ...) with w_stride = Nout*K per expert:
 // B_KC: W[e] is (Nout, K) used as W[e]ᵀ; else W[e] is (K, Nout). bias (E, Nout); mask (M, Nout) for kReluMask.
 template <class Cfg, int MATH, bool B_KC, int EPI>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(Cfg::kThreads, 2)
     grouped_gemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __restrict__ W,
                         const float* __restrict__ bias, const float* __restrict__ mask,
                         const int32_t* __restrict__ offsets, int E, int K, int Nout) {
@@ -522,7 +535,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 // ---- per-expert weight gradient: dW[e] (Mw, Nw) += X_eᵀ · Y_e, db[e] (Mw) += Σ_r X_e[r] -----------------------
 // X (M, Mw), Y (M, Nw) row-major; rows of expert e are [offsets[e], offsets[e+1]). Grid (ceil(Mw/BM), ceil(Nw/BN), E).
 template <class Cfg, int MATH>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(Cfg::kThreads, 2)
     weight_grad_kernel(float* __restrict__ dW, float* __restrict__ db, const float* __restrict__ X,
                        const float* __restrict__ Y, const int32_t* __restrict__ offsets, int Mw, int Nw) {
   using Layout = TileLayout<Cfg, MATH>;
@@ -616,7 +629,7 @@ void launch_grouped(float* C, const float* A, const float* W, const float* bias,
               M, Nout);
     dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(col_tiles));
     auto kernel = grouped_gemm_kernel<Cfg, decltype(math)::value, B_KC, EPI>;
-    DSK_LAUNCH(grid, kThreads, tile_shared_bytes<Cfg>(kernel), kernel)(C, A, W, bias, mask, offsets, E, K, Nout);
+    DSK_LAUNCH(grid, Cfg::kThreads, tile_shared_bytes<Cfg>(kernel), kernel)(C, A, W, bias, mask, offsets, E, K, Nout);
     DSK_CUDA_CHECK_LAUNCH();
   });
 }
@@ -631,7 +644,7 @@ void launch_weight_grad(float* dW, float* db, const float* X, const float* Y, co
     DSK_CHECK(grid.y <= 65535 && grid.z <= 65535, "expert_ffn_backward: {} x {} x {} experts is too large", Mw, Nw,
               E);
     auto kernel = weight_grad_kernel<Cfg, decltype(math)::value>;
-    DSK_LAUNCH(grid, kThreads, tile_shared_bytes<Cfg>(kernel), kernel)(dW, db, X, Y, offsets, Mw, Nw);
+    DSK_LAUNCH(grid, Cfg::kThreads, tile_shared_bytes<Cfg>(kernel), kernel)(dW, db, X, Y, offsets, Mw, Nw);
     DSK_CUDA_CHECK_LAUNCH();
   });
 }
