@@ -37,8 +37,9 @@
 // Where every operand row starts 16-byte aligned (widths multiples of 4: every model config), the tensor-core tiles
 // load by cp.async instead (cuda::ExpertLoads::kAsync, the default; AsyncTileCfg, tile_gemm_async): 16-byte copies
 // from global straight into a ring of 3-4 K-steps of shared tiles, issued STAGES - 1 steps ahead of the products,
-// with no registers on the way and one barrier per K-step; each operand keeps its source's contiguous dimension in
-// shared memory (AsyncOperand). Both loads feed the same products in the same order: bit-identical results.
+// with no registers on the way and one barrier per K-step, on 4 warps with 64 x 64 warp tiles (32 x 32 in the small
+// tile); each operand keeps its source's contiguous dimension in shared memory (AsyncOperand). Both loads feed each
+// output element the same products in the same order: bit-identical results.
 // cuda::set_expert_tile forces one tile size and cuda::set_expert_loads one way of loading (tests run each on any
 // device; `dsk bench moe` times each). Follow-up: bigger tensor-core tiles (wgmma with TMA), which is where the
 // H200's speed is.
