@@ -105,15 +105,28 @@ def ops_markdown(r, label, top=15):
     return md
 
 
-def decode_blocks_markdown(decode):
-    """The decode records side by side per shape and arithmetic: the key-split decode block (kernel name contains
-    "key-split") against the forward kernels' own blocks, as fractions of the copy bandwidth."""
+def attention_records(attn):
+    """The kernel records of a `dsk bench attention` result ({"decode": model sweep, "kernels": {...}}), or the
+    result itself where it is the kernel records already; {} when absent."""
+    attn = attn or {}
+    return attn["kernels"] if isinstance(attn.get("kernels"), dict) else attn
+
+
+def decode_block_pairs(decode):
+    """The decode records that ran both ways, per (model, form, math, batch): [(key, {"split": record of the
+    key-split decode block (kernel name contains "key-split"), "old": record of the forward kernels' block})]."""
     pairs = {}
     for r in decode:
         key = (r["model"], r["form"], r.get("math", "ffma"), r["batch"])
         which = "split" if "key-split" in r.get("kernel", "") else "old"
         pairs.setdefault(key, {})[which] = r
-    rows = [(k, v) for k, v in pairs.items() if "split" in v and "old" in v]
+    return [(k, v) for k, v in pairs.items() if "split" in v and "old" in v]
+
+
+def decode_blocks_markdown(decode):
+    """The decode records side by side per shape and arithmetic: the key-split decode block against the forward
+    kernels' own blocks, as fractions of the copy bandwidth."""
+    rows = decode_block_pairs(decode)
     if not rows:
         return []
     md = ["\nDecode blocks compared (of copy bandwidth): the key-split block (the default) vs the forward kernels' "
@@ -142,8 +155,7 @@ def fused_dq_markdown(training):
 
 def attention_markdown(attn, torch_attn):
     md = ["\n## attention kernels"]
-    if attn and isinstance(attn.get("kernels"), dict):  # `dsk bench attention`: {"decode": model sweep, "kernels": ...}
-        attn = attn["kernels"]
+    attn = attention_records(attn)
     if not attn or "training" not in attn:
         md.append("\nno dsk attention results" + (f" ({attn['parse_error']})" if attn and "parse_error" in attn else ""))
     else:
@@ -318,9 +330,7 @@ def targets(report):
     def add(issue, target, measured, met):
         rows.append({"issue": issue, "target": target, "measured": measured, "met": met})
 
-    attn = report.get("attention") or {}
-    if isinstance(attn.get("kernels"), dict):
-        attn = attn["kernels"]
+    attn = attention_records(report.get("attention"))
     decode = [r for r in attn.get("decode", []) if r.get("batch", 0) > 1]
     for form in ("absorbed", "explicit"):
         best = max((r for r in decode if r.get("form") == form), key=lambda r: r["fraction_of_copy"], default=None)
@@ -396,19 +406,14 @@ def defaults(report):
             row.update(default_ms=a, alternative_ms=b, ratios=ratios, verdict=verdict)
         rows.append(row)
 
-    attn = report.get("attention") or {}
-    if isinstance(attn.get("kernels"), dict):
-        attn = attn["kernels"]
+    attn = attention_records(report.get("attention"))
     training = attn.get("training", [])
     add("BackwardDq (attention backward)", "dQ fused", "dQ separate",
         [(f"{r['model']} {r['form']} {r.get('math', 'ffma')}{' dropout' if r.get('dropout') else ''}",
           r["backward_ms"], r["backward_ms_separate_dq"]) for r in training if "backward_ms_separate_dq" in r])
-    pairs = {}
-    for r in attn.get("decode", []):
-        key = (r["model"], r["form"], r.get("math", "ffma"), r["batch"])
-        pairs.setdefault(key, {})["split" if "key-split" in r.get("kernel", "") else "old"] = r["ms"]
     add("DecodeBlock (attention decode)", "key-split block", "forward kernels' blocks",
-        [(" ".join(str(x) for x in k), v["split"], v["old"]) for k, v in pairs.items() if "split" in v and "old" in v])
+        [(" ".join(str(x) for x in k), v["split"]["ms"], v["old"]["ms"])
+         for k, v in decode_block_pairs(attn.get("decode", []))])
     fwd_bwd = {}
     for r in training:
         if r.get("form") == "explicit" and not r.get("dropout"):
