@@ -12,9 +12,21 @@
 // wait (dsk_emu::cp_async), so a kernel that reads a tile without waiting computes garbage in the [cuda] tests.
 #include "kernels/cuda/runtime.cuh"
 
+#include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 namespace dsk {
+
+// Whether every row of these operands starts 16-byte aligned, as 16-byte copies of their rows (cp.async, float4)
+// need: row widths (floats) multiples of 4 and base pointers aligned (null pointers, absent operands, pass).
+inline bool rows_aligned16(std::initializer_list<int> widths, std::initializer_list<const void*> operands) {
+  for (int w : widths)
+    if (w % 4 != 0) return false;
+  for (const void* p : operands)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
 
 // dst[0 .. kBytes) = src[0 .. kBytes) when `valid`, else zeros (cp.async's zero fill: src-size 0 reads nothing;
 // src must still be an address in global memory, so callers pass one they own). dst in shared memory, src in

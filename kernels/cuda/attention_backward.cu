@@ -271,9 +271,12 @@ using DqKernel = void (*)(float*, const float*, const float*, const float*, cons
 using DkvKernel = void (*)(float*, float*, float*, const float*, const float*, const float*, const float*,
                            const float*, const float*, Geometry);
 
-// The most memory the fused dQ's partials (one dq-sized slice per key tile) may take; beyond it (long sequences)
-// the separate dQ kernel runs. 256 MiB holds the large config's explicit backward at batch 8 (134 MB).
+// The most memory the fused dQ's partials may take; beyond it (long sequences) the separate dQ kernel runs. 256 MiB
+// holds the large config's explicit backward at batch 8 (134 MB).
 constexpr int64_t kFusedDqMaxBytes = int64_t(256) << 20;
+
+// Floats of the fused dQ's partials: one dq-sized slice per key tile (attention_dq_sum_kernel).
+int64_t dq_part_floats(const Geometry& g) { return cuda::ceil_div(g.Tk, kKeyTile) * q_floats(g); }
 
 // A kernel as launched: its instantiation, threads per block and dynamic shared bytes, and for dK/dV the number of
 // splits of its query loop (gridDim.z) and whether it computes dQ too (then no dQ kernel runs).
@@ -320,8 +323,8 @@ Launch<DqKernel> dq_launch(const Geometry& g) {
 Launch<DkvKernel> dkv_launch(const Geometry& g) {
   const TileMath math = attention_tile_math();
   Launch<DkvKernel> l;
-  const int64_t dq_part_bytes = cuda::ceil_div(g.Tk, kKeyTile) * q_floats(g) * int64_t(sizeof(float));
-  const bool fuse = cuda::backward_dq() == cuda::BackwardDq::kFused && g.wq == 64 && dq_part_bytes <= kFusedDqMaxBytes;
+  const bool fuse = cuda::backward_dq() == cuda::BackwardDq::kFused && g.wq == 64 &&
+                    dq_part_floats(g) * int64_t(sizeof(float)) <= kFusedDqMaxBytes;
   l.registers = math != kFfmaMath && g.wq <= 128 && g.wv <= 128 && fits_shared(dkv_mma_floats(g, false));
   if (l.registers) {
     l.math = math;
@@ -403,9 +406,9 @@ void attention_backward<Backend::CUDA>(float* dq, float* dk, float* dv, const fl
   const int64_t nrows = static_cast<int64_t>(s.batch) * T * s.heads;
   const int64_t nk = dk_floats(g), nv = dv_floats(g), nq = q_floats(g);
   const int64_t split_floats = dkv_k.splits > 1 ? dkv_k.splits * (nk + nv) : 0;
-  const int64_t dq_part_floats = dkv_k.fused_dq ? cuda::ceil_div(T, kKeyTile) * nq : 0;
+  const int64_t part_floats = dkv_k.fused_dq ? dq_part_floats(g) : 0;
   float* D = static_cast<float*>(
-      cuda::scratch(static_cast<size_t>(nrows + split_floats + dq_part_floats) * sizeof(float)));
+      cuda::scratch(static_cast<size_t>(nrows + split_floats + part_floats) * sizeof(float)));
   float* part_k = D + nrows;
   float* part_v = part_k + dkv_k.splits * nk;
   float* dq_part = D + nrows + split_floats;

@@ -586,10 +586,7 @@ inline dim3 block_tile_grid(const Geometry& g, int64_t tiles, int splits) {
 // Whether every row of these tensors (q, k, v, and dout in the backward) starts 16-byte aligned: widths multiples
 // of 4 and base pointers aligned (then the tiles load with float4).
 inline bool rows_aligned16(const Geometry& g, std::initializer_list<const void*> tensors) {
-  if (g.dqk % 4 != 0 || g.dv % 4 != 0) return false;
-  for (const void* p : tensors)
-    if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  return true;
+  return dsk::rows_aligned16({g.dqk, g.dv}, tensors);
 }
 
 // The arithmetic of the attention kernels: cuda::attention_math resolved (tensor_math.cuh).

@@ -172,7 +172,6 @@ template <class LaunchRows>
 void run_forward(float* out, float* lse, const Geometry& g, int BR, int blocks_per_sm, LaunchRows launch_rows) {
   const int row_blocks = static_cast<int>(cuda::ceil_div(g.rows, BR));
   const int64_t blocks = static_cast<int64_t>(row_blocks) * g.B * g.Hk;
-  DSK_CHECK(row_blocks <= 0x7fffffff, "attention: too many rows");
   const int max_tiles = static_cast<int>(cuda::ceil_div(g.Tk, kKeyTile));
   const int64_t slots = static_cast<int64_t>(blocks_per_sm) * cuda::sm_count();
   // The blocks split their keys as forward_keys does: rows cut short by kv_start or the causal end can have empty

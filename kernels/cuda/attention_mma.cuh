@@ -1,7 +1,8 @@
 #pragma once
 // The tensor-core attention kernels with register-resident products (flash-attention-2's layout), in TF32 or
 // 3xTF32: the forward (training and decode; launched by attention_forward.cu), and the dQ and dK/dV kernels of the
-// backward (attention_backward.cu; at qk width 64 the dK/dV kernel computes dQ too). The design shared by every attention kernel is in attention_common.cuh.
+// backward (attention_backward.cu; at qk width 64 the dK/dV kernel computes dQ too). The design shared by every
+// attention kernel is in attention_common.cuh.
 //
 // A block is 4 warps and 64 query rows, 16 per warp (its decode block, one warp of 16 rows, runs only when
 // cuda::DecodeBlock::kForwardKernel asks: decode has attention_decode.cuh); key tiles of 64 as

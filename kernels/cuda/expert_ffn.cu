@@ -571,18 +571,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 2)
 
 // ---- launch helpers -----------------------------------------------------------------------------------------------
 
-// Whether the cp.async tiles can load a launch's operands: every row of each starts 16-byte aligned (row widths
-// multiples of 4 floats, base pointers aligned; expert and tile offsets then keep the alignment).
-bool rows_aligned16(std::initializer_list<int> widths, std::initializer_list<const float*> operands) {
-  for (int w : widths)
-    if (w % 4 != 0) return false;
-  for (const float* p : operands)
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  return true;
-}
-
 // Calls f with the tile of that size for the arithmetic: Cfg itself for FFMA; on the tensor cores AsyncTile<Cfg>
-// where cuda::expert_loads() asks for cp.async and the operands allow it (`aligned`), else TensorCoreTile<Cfg>.
+// where cuda::expert_loads() asks for cp.async and the operands allow it (`aligned`: every row of the launch's
+// operands starts 16-byte aligned, rows_aligned16; the expert and tile offsets into them then keep it), else
+// TensorCoreTile<Cfg>.
 template <class Cfg, class F>
 void with_math(bool aligned, F&& f) {
   const bool async = aligned && cuda::expert_loads() == cuda::ExpertLoads::kAsync;
